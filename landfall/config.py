@@ -1,0 +1,295 @@
+"""Typed settings: one YAML file plus ``LANDFALL_*`` environment overrides.
+
+The file names the broker, the lake, Spark, MLflow, the results database and each
+dataset. Environment variables override any setting, so one file serves a laptop and
+a cluster:
+
+- ``LANDFALL_CONFIG``: the YAML file to load when none is given explicitly.
+- ``LANDFALL_<SECTION>_<KEY>`` for a top-level section's key, e.g.
+  ``LANDFALL_KAFKA_BOOTSTRAP=broker:9092`` or ``LANDFALL_SPARK_MASTER=spark://m:7077``.
+- ``LANDFALL_<A>__<B>__<C>`` for any nested key, e.g.
+  ``LANDFALL_KAFKA__TOPICS__LANDED__PARTITIONS=6``.
+
+Values from the environment are parsed as YAML scalars, so ``6`` is a number and
+``true`` a boolean. Relative paths resolve against the working directory at load
+time, so every process started from one place shares one lake.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from landfall.errors import ConfigError
+
+__all__ = [
+    "ColumnSpec",
+    "DatasetConfig",
+    "FeatureSpec",
+    "KafkaSettings",
+    "Settings",
+    "TopicSettings",
+    "load_settings",
+]
+
+ENV_PREFIX = "LANDFALL_"
+
+# The column types a dataset may declare; each is a Spark SQL type name.
+ColumnType = Literal["string", "double", "float", "int", "bigint", "boolean", "date", "timestamp"]
+
+
+class _Frozen(BaseModel):
+    # extra="forbid" turns a misspelt key into an error instead of a silent default.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TopicSettings(_Frozen):
+    """One Kafka topic: its name, partition count and retention."""
+
+    name: str
+    partitions: int = Field(default=1, ge=1)
+    retention_ms: int | None = None
+
+
+class Topics(_Frozen):
+    """Every topic landfall reads or writes."""
+
+    landed: TopicSettings = TopicSettings(name="landfall.batch-ready")
+    validated: TopicSettings = TopicSettings(name="landfall.batch-validated")
+    featurized: TopicSettings = TopicSettings(name="landfall.batch-featurized")
+    predicted: TopicSettings = TopicSettings(name="landfall.batch-predicted")
+    reported: TopicSettings = TopicSettings(name="landfall.batch-reported")
+    failed: TopicSettings = TopicSettings(name="landfall.batch-failed")
+    dead_letter: TopicSettings = TopicSettings(name="landfall.dead-letter")
+
+    def all(self) -> list[TopicSettings]:
+        """Every topic, in pipeline order."""
+        return [
+            self.landed,
+            self.validated,
+            self.featurized,
+            self.predicted,
+            self.reported,
+            self.failed,
+            self.dead_letter,
+        ]
+
+
+class KafkaSettings(_Frozen):
+    """The broker, the schema registry and client settings."""
+
+    bootstrap: str | None = Field(
+        default=None, description="host:port list; unset means the embedded broker"
+    )
+    schema_registry_url: str | None = None
+    group_prefix: str = "landfall"
+    # The embedded broker's group join takes about half the session timeout, so a
+    # short one keeps start-up quick; production brokers may prefer the default 45 s.
+    session_timeout_ms: int = 6000
+    max_poll_interval_ms: int = 300_000
+    client_config: dict[str, str] = Field(
+        default_factory=dict, description="extra librdkafka settings for every client"
+    )
+    topics: Topics = Topics()
+
+
+class SparkSettings(_Frozen):
+    """How each service builds its one SparkSession."""
+
+    master: str = "local[2]"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class MlflowSettings(_Frozen):
+    """Where models are registered; unset URIs default to a SQLite store under home."""
+
+    tracking_uri: str | None = None
+    registry_uri: str | None = None
+
+
+class ResultsDbSettings(_Frozen):
+    """The results database (any SQLAlchemy URL); unset means SQLite under home."""
+
+    url: str | None = None
+
+
+class RunnerSettings(_Frozen):
+    """How the shared consume -> handle -> produce -> commit loop behaves."""
+
+    poll_timeout_s: float = 0.5
+    max_attempts: int = Field(default=3, ge=1)
+    retry_backoff_s: float = 1.0
+    retry_backoff_max_s: float = 30.0
+
+
+class ColumnSpec(_Frozen):
+    """A column the dataset's raw files must carry."""
+
+    name: str
+    type: ColumnType = "string"
+    nullable: bool = True
+
+
+class FeatureSpec(_Frozen):
+    """A feature: a name and the Spark SQL expression that computes it."""
+
+    name: str
+    expr: str
+
+
+class ModelSpec(_Frozen):
+    """The registered model that scores a dataset, as ``models:/name@alias``."""
+
+    uri: str
+
+    @field_validator("uri")
+    @classmethod
+    def _registered_alias(cls, value: str) -> str:
+        if not value.startswith("models:/") or "@" not in value:
+            raise ValueError(f"model uri must look like models:/name@alias, got {value!r}")
+        return value
+
+    @property
+    def name(self) -> str:
+        """The registered model's name."""
+        return self.uri.removeprefix("models:/").split("@", 1)[0]
+
+    @property
+    def alias(self) -> str:
+        """The alias that names the version to use."""
+        return self.uri.split("@", 1)[1]
+
+
+class DatasetConfig(_Frozen):
+    """Everything landfall needs to know about one dataset."""
+
+    format: Literal["csv", "parquet", "json"] = "csv"
+    id_column: str = "id"
+    columns: list[ColumnSpec]
+    features: list[FeatureSpec]
+    model: ModelSpec
+
+    @field_validator("columns")
+    @classmethod
+    def _unique_columns(cls, value: list[ColumnSpec]) -> list[ColumnSpec]:
+        names = [c.name for c in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"columns declared twice: {', '.join(duplicates)}")
+        return value
+
+
+class Settings(_Frozen):
+    """All of landfall's settings."""
+
+    home: Path = Path(".landfall")
+    lake_root: Path | None = None
+    kafka: KafkaSettings = KafkaSettings()
+    spark: SparkSettings = SparkSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    results_db: ResultsDbSettings = ResultsDbSettings()
+    runner: RunnerSettings = RunnerSettings()
+    datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
+
+    @property
+    def lake(self) -> Path:
+        """The lake root: ``lake_root`` or ``<home>/lake``."""
+        return self.lake_root if self.lake_root is not None else self.home / "lake"
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI."""
+        return self.mlflow.tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def registry_uri(self) -> str:
+        """The MLflow model registry URI (the tracking URI unless set)."""
+        return self.mlflow.registry_uri or self.tracking_uri
+
+    @property
+    def results_db_url(self) -> str:
+        """The SQLAlchemy URL of the results database."""
+        return self.results_db.url or f"sqlite:///{self.home / 'results.db'}"
+
+    def dataset(self, name: str) -> DatasetConfig:
+        """The named dataset's configuration, or a ConfigError listing the known ones."""
+        try:
+            return self.datasets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.datasets)) or "none"
+            raise ConfigError(f"unknown dataset {name!r} (configured: {known})") from None
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any]]:
+    sections = set(Settings.model_fields)
+    overrides = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if "__" in key:
+            path = key.split("__")
+        elif key in sections:
+            path = [key]
+        else:
+            section, _, rest = key.partition("_")
+            if section not in sections or not rest:
+                continue  # not ours (e.g. LANDFALL_TEST_SOMETHING used by tools)
+            path = [section, rest]
+        overrides.append((path, yaml.safe_load(raw) if raw else None))
+    return overrides
+
+
+def _absolute(path: Path) -> Path:
+    return path if path.is_absolute() else (Path.cwd() / path).resolve()
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Load settings from a YAML file (or ``$LANDFALL_CONFIG``) with env overrides."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(ENV_PREFIX + "CONFIG")
+    tree: dict[str, Any] = {}
+    if path:
+        file = Path(path)
+        try:
+            loaded = yaml.safe_load(file.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {file}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {file} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {file} must hold a mapping at the top level")
+        tree = loaded or {}
+    for key_path, value in _env_overrides(environ):
+        _set_path(tree, key_path, value)
+    try:
+        settings = Settings.model_validate(tree)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration ({path or 'defaults'}): {problems}") from exc
+    return settings.model_copy(
+        update={
+            "home": _absolute(settings.home),
+            "lake_root": _absolute(settings.lake),
+        }
+    )

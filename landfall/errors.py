@@ -1,0 +1,56 @@
+"""The one vocabulary of failures in landfall.
+
+Every error a service can meet is translated at its boundary into one of these, and
+the runner decides what happens from the class alone::
+
+    LandfallError
+    ├── ConfigError          bad or missing configuration: the process refuses to start
+    ├── InvalidEventError    bytes that are not a valid event: sent to the dead-letter topic
+    ├── RetryableError       a transient fault (broker, registry, executor loss): retried
+    └── StageFailedError     the batch cannot be processed: published as batch-failed
+        └── PathOutsideLakeError   an event named a path that escapes the lake root
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "InvalidEventError",
+    "LandfallError",
+    "PathOutsideLakeError",
+    "RetryableError",
+    "StageFailedError",
+]
+
+
+class LandfallError(Exception):
+    """Root of every error landfall raises on purpose."""
+
+
+class ConfigError(LandfallError):
+    """The configuration is missing, malformed or inconsistent."""
+
+
+class InvalidEventError(LandfallError):
+    """A message could not be decoded or breaks its contract; it is dead-lettered."""
+
+
+class RetryableError(LandfallError):
+    """A transient fault; the same work may succeed if tried again."""
+
+
+class StageFailedError(LandfallError):
+    """A stage cannot process this batch; the batch is reported as failed.
+
+    ``retryable`` tells operators whether a replay of the same input may succeed
+    (a missing partition may land later; a schema violation will not fix itself).
+    """
+
+    def __init__(self, reason: str, *, retryable: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class PathOutsideLakeError(StageFailedError):
+    """An event named a path that resolves outside the configured lake root."""

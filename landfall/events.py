@@ -1,0 +1,110 @@
+"""Publishing and awaiting events from outside the services: the CLI, demo and tests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer
+
+import landfall
+from landfall.config import Settings
+from landfall.contracts import EventCodec, EventType, new_event, partition_key
+from landfall.errors import InvalidEventError, RetryableError
+from landfall.ingress import batch_id_for
+from landfall.runner import Headers, kafka_client_config
+
+__all__ = ["EventWatcher", "publish_data_landed"]
+
+
+def publish_data_landed(
+    settings: Settings,
+    dataset: str,
+    partition: str,
+    *,
+    path: str | None = None,
+    data_format: str | None = None,
+    run_id: str | None = None,
+    producer_name: str = f"landfall-cli/{landfall.__version__}",
+) -> dict[str, Any]:
+    """Publish a data-landed event as an upstream system would; return the event."""
+    record = new_event(
+        EventType.DATA_LANDED,
+        dataset=dataset,
+        partition=partition,
+        batch_id=batch_id_for(dataset, partition),
+        run_id=run_id or str(uuid.uuid4()),
+        producer=producer_name,
+        path=path,
+        format=data_format,
+    )
+    topic = settings.kafka.topics.landed.name
+    codec = EventCodec(settings.kafka.schema_registry_url)
+    errors: list[KafkaError] = []
+    producer = Producer({**kafka_client_config(settings), "acks": "all"})
+    producer.produce(
+        topic,
+        key=partition_key(record),
+        value=codec.encode(EventType.DATA_LANDED, record, topic=topic),
+        on_delivery=lambda err, _msg: errors.append(err) if err else None,
+    )
+    if producer.flush(30) or errors:
+        raise RetryableError(f"the broker did not acknowledge the data-landed event: {errors}")
+    return record
+
+
+class EventWatcher:
+    """Reads landfall topics from the beginning, in a private group, decoding events."""
+
+    def __init__(self, settings: Settings, topics: list[str]) -> None:
+        self.codec = EventCodec(settings.kafka.schema_registry_url)
+        self._consumer = Consumer(
+            {
+                **kafka_client_config(settings),
+                "group.id": f"landfall-watch-{uuid.uuid4().hex[:12]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "session.timeout.ms": settings.kafka.session_timeout_ms,
+            }
+        )
+        self._consumer.subscribe(topics)
+        self.seen: list[tuple[str, EventType, dict[str, Any]]] = []
+        self.undecodable: list[tuple[str, bytes | None, Headers]] = []
+
+    def wait_for(
+        self,
+        predicate: Callable[[str, EventType, dict[str, Any]], bool],
+        timeout: float,
+        *,
+        alive: Callable[[], None] | None = None,
+    ) -> tuple[str, EventType, dict[str, Any]]:
+        """Poll until an event matches ``predicate``; ``alive`` may raise to give up early."""
+        for seen in self.seen:
+            if predicate(*seen):
+                return seen
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if alive is not None:
+                alive()
+            message = self._consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            topic = message.topic() or ""
+            try:
+                event_type, record = self.codec.decode(message.value(), topic=topic)
+            except InvalidEventError:
+                headers = message.headers()
+                self.undecodable.append(
+                    (topic, message.value(), headers if isinstance(headers, list) else [])
+                )
+                continue
+            self.seen.append((topic, event_type, record))
+            if predicate(topic, event_type, record):
+                return topic, event_type, record
+        raise TimeoutError(f"no matching event within {timeout:.0f}s (saw {len(self.seen)})")
+
+    def close(self) -> None:
+        """Leave the private group."""
+        self._consumer.close()

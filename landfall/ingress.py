@@ -1,0 +1,36 @@
+"""The data-landed event as upstream systems publish it, made complete.
+
+The ingress contract is lenient (a shell user may publish only a dataset and a
+partition), so ids that upstream left out are filled in here, once, before any stage
+runs: the batch id is derived from the partition, so every replay of one partition
+is a new run of the same batch.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["batch_id_for", "complete_landed_event"]
+
+# A fixed namespace makes batch ids stable across processes, machines and releases.
+_BATCH_NAMESPACE = uuid.UUID("6f1d2c3e-8a4b-4e0f-9a51-2b7c9d0e4f11")
+
+
+def batch_id_for(dataset: str, partition: str) -> str:
+    """The batch id of one dataset partition: the same for every run of it."""
+    return str(uuid.uuid5(_BATCH_NAMESPACE, f"{dataset}/{partition}"))
+
+
+def complete_landed_event(record: dict[str, Any]) -> dict[str, Any]:
+    """Fill the ids and timestamp an upstream publisher may have left out."""
+    completed = dict(record)
+    completed["event_id"] = completed.get("event_id") or str(uuid.uuid4())
+    completed["batch_id"] = completed.get("batch_id") or batch_id_for(
+        completed["dataset"], completed["partition"]
+    )
+    completed["run_id"] = completed.get("run_id") or str(uuid.uuid4())
+    completed["occurred_at"] = completed.get("occurred_at") or datetime.now(UTC)
+    completed["producer"] = completed.get("producer") or "upstream/unknown"
+    return completed

@@ -1,0 +1,72 @@
+"""Running one stage service in this process: build it, run its loop, stop cleanly."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+from types import FrameType
+
+from landfall.broker import TopicSpec, ensure_topics
+from landfall.config import Settings
+from landfall.errors import ConfigError
+from landfall.runner import Runner, Service
+from landfall.stage import StageContext
+
+__all__ = ["SERVICE_NAMES", "build_service", "ensure_all_topics", "serve"]
+
+log = logging.getLogger(__name__)
+
+# Service name -> the class holding its stage, in pipeline order.
+_SERVICES = {
+    "validator": "services.validator.service:ValidatorService",
+    "featurizer": "services.featurizer.service:FeaturizerService",
+    "predictor": "services.predictor.service:PredictorService",
+    "reporter": "services.reporter.service:ReporterService",
+}
+SERVICE_NAMES = tuple(_SERVICES)
+
+
+def build_service(name: str, context: StageContext) -> Service:
+    """Instantiate the named stage service on a context."""
+    try:
+        module_name, class_name = _SERVICES[name].split(":")
+    except KeyError:
+        raise ConfigError(f"unknown service {name!r}; choose from {', '.join(_SERVICES)}") from None
+    service: Service = getattr(importlib.import_module(module_name), class_name)(context)
+    return service
+
+
+def ensure_all_topics(settings: Settings) -> list[str]:
+    """Create whichever configured topics are missing; return the ones created."""
+    assert settings.kafka.bootstrap
+    specs = [
+        TopicSpec(name=t.name, partitions=t.partitions, retention_ms=t.retention_ms)
+        for t in settings.kafka.topics.all()
+    ]
+    return ensure_topics(settings.kafka.bootstrap, specs)
+
+
+def serve(name: str, settings: Settings) -> None:
+    """Run one service until SIGTERM or SIGINT; the batch in flight is not committed."""
+    if not settings.kafka.bootstrap:
+        raise ConfigError("serve needs a broker: set kafka.bootstrap or LANDFALL_KAFKA_BOOTSTRAP")
+    ensure_all_topics(settings)
+    context = StageContext(settings, name)
+    service = build_service(name, context)
+    # Start Spark before the first event so the first batch does not pay for it.
+    _ = context.spark
+    runner = Runner(service, settings, producer_name=context.producer)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s received signal %d: stopping", name, signum)
+        runner.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("%s ready", name)
+    try:
+        runner.run()
+    finally:
+        runner.close()
+        log.info("%s stopped", name)

@@ -1,0 +1,122 @@
+"""The one-machine stack: the embedded broker and the four services as processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from landfall.broker import EmbeddedBroker, wait_for_broker
+from landfall.config import ENV_PREFIX, Settings
+from landfall.errors import LandfallError
+from landfall.serve import SERVICE_NAMES, ensure_all_topics
+
+__all__ = ["LocalStack", "ServiceDied"]
+
+log = logging.getLogger(__name__)
+
+
+class ServiceDied(LandfallError):
+    """A service process of the stack exited on its own."""
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+class LocalStack:
+    """Starts (and stops) a broker if none is configured, the topics and the services."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        services: tuple[str, ...] = SERVICE_NAMES,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.services = services
+        self.log_dir = log_dir or settings.home / "logs"
+        self.broker: EmbeddedBroker | None = None
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> Settings:
+        """Start everything; return the settings with the broker's address filled in."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        bootstrap = self.settings.kafka.bootstrap
+        if bootstrap:
+            wait_for_broker(bootstrap)
+        else:
+            self.broker = EmbeddedBroker(log_path=self.log_dir / "broker.log").start()
+            bootstrap = self.broker.bootstrap
+            log.info("embedded broker on %s", bootstrap)
+        kafka = self.settings.kafka.model_copy(update={"bootstrap": bootstrap})
+        self.settings = self.settings.model_copy(update={"kafka": kafka})
+        ensure_all_topics(self.settings)
+        # The services read exactly the settings this process holds, overrides and
+        # the broker's address included, from one file written for them.
+        config_file = self.log_dir / "stack-config.yaml"
+        config_file.write_text(yaml.safe_dump(self.settings.model_dump(mode="json")))
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)},
+            "LANDFALL_CONFIG": str(config_file),
+        }
+        for name in self.services:
+            log_file = (self.log_dir / f"{name}.log").open("ab")
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "landfall", "serve", name],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                # Its own process group: a Ctrl-C in the terminal reaches the stack,
+                # which then stops each service in order instead of all at once.
+                start_new_session=True,
+            )
+            log_file.close()
+            log.info("started %s (pid %d)", name, self.processes[name].pid)
+        return self.settings
+
+    def check_alive(self) -> None:
+        """Raise ServiceDied, with the end of its log, if any service has exited."""
+        for name, process in self.processes.items():
+            code = process.poll()
+            if code is not None:
+                raise ServiceDied(
+                    f"service {name} exited with code {code}; end of its log:\n"
+                    + _tail(self.log_dir / f"{name}.log")
+                )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every service, wait, then kill stragglers; stop the broker we started."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name, process in self.processes.items():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", name)
+                # The whole group: the service's Spark JVM goes with it.
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.processes.clear()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

@@ -1,0 +1,137 @@
+"""What every stage service shares: its context (settings, lake, Spark) and manifests.
+
+Stage code in ``services/`` receives a ``StageContext`` and never touches Kafka; this
+keeps each stage testable on a local Spark session without a broker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import landfall
+from landfall.config import Settings
+from landfall.contracts import EventType
+from landfall.lake import MANIFEST_NAME, Lake, PartitionOutput, Zone
+from landfall.runner import Outgoing
+from landfall.spark import create_spark_session
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+__all__ = ["StageContext", "Stopwatch", "schema_fingerprint"]
+
+
+class Stopwatch:
+    """Named wall-clock timings in milliseconds, for manifests and events."""
+
+    def __init__(self) -> None:
+        self.timings_ms: dict[str, int] = {}
+        self._started = time.monotonic()
+
+    @contextmanager
+    def measure(self, name: str) -> Iterator[None]:
+        """Time the block under ``name``."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings_ms[name] = int((time.monotonic() - start) * 1000)
+
+    @property
+    def total_ms(self) -> int:
+        """Milliseconds since the stopwatch was made."""
+        return int((time.monotonic() - self._started) * 1000)
+
+
+def schema_fingerprint(frame: DataFrame) -> str:
+    """A stable fingerprint of a DataFrame's schema, for manifests."""
+    return hashlib.sha256(frame.schema.json().encode()).hexdigest()[:16]
+
+
+class StageContext:
+    """A service's settings, lake and (one, lazily built) Spark session."""
+
+    def __init__(self, settings: Settings, service_name: str, spark: SparkSession | None = None):
+        self.settings = settings
+        self.service_name = service_name
+        self.producer = f"{service_name}/{landfall.__version__}"
+        self.lake = Lake(settings.lake)
+        self.topics = settings.kafka.topics
+        self._spark = spark
+        self._owns_spark = spark is None
+        self._lock = threading.Lock()
+
+    @property
+    def spark(self) -> SparkSession:
+        """The service's SparkSession, built on first use and kept for its life."""
+        with self._lock:
+            if self._spark is None:
+                self._spark = create_spark_session(
+                    self.settings.spark, f"landfall-{self.service_name}"
+                )
+            return self._spark
+
+    def cancel(self) -> None:
+        """Cancel running Spark jobs so a shutdown does not wait for them."""
+        if self._spark is not None:
+            self._spark.sparkContext.cancelAllJobs()
+
+    def close(self) -> None:
+        """Stop the Spark session if this context built it."""
+        if self._spark is not None and self._owns_spark:
+            self._spark.stop()
+            self._spark = None
+
+    def outgoing(self, event_type: EventType, topic: str, record: dict[str, Any]) -> Outgoing:
+        """An event for the runner to publish."""
+        return Outgoing(topic, event_type, record)
+
+    def manifest(
+        self,
+        record: dict[str, Any],
+        *,
+        stage: str,
+        output: PartitionOutput,
+        inputs: list[Path],
+        rows: dict[str, int],
+        schema: str,
+        timings_ms: dict[str, int],
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """The ``_manifest.json`` of one stage output (DESIGN.md §3)."""
+        return {
+            "stage": stage,
+            "dataset": record["dataset"],
+            "partition": record["partition"],
+            "batch_id": record["batch_id"],
+            "run_id": record["run_id"],
+            "event_id": record["event_id"],
+            "path": output.target.relative_to(self.lake.root).as_posix(),
+            "inputs": [self._input_entry(path) for path in inputs],
+            "rows": rows,
+            "schema_fingerprint": schema,
+            "code_version": self.producer,
+            "timings_ms": timings_ms,
+            "committed_at": datetime.now(UTC).isoformat(),
+            **extra,
+        }
+
+    def _input_entry(self, path: Path) -> dict[str, Any]:
+        manifest = path / MANIFEST_NAME
+        entry: dict[str, Any] = {"path": self.lake.relative(path)}
+        if manifest.exists():
+            upstream = json.loads(manifest.read_text())
+            entry.update(run_id=upstream.get("run_id"), stage=upstream.get("stage"))
+        return entry
+
+    def staged(self, dataset: str, zone: Zone, partition: str, run_id: str) -> PartitionOutput:
+        """A staging directory for one output of this stage."""
+        return self.lake.stage_output(dataset, zone, partition, run_id)

@@ -1,0 +1,79 @@
+"""Shared fixtures: one Spark session, one broker and one model registry per test run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from landfall.config import Settings, load_settings
+from landfall.demo import DEMO_CONFIG
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def settings_for(home: Path, **environ: str) -> Settings:
+    """The demo config with its state under ``home`` (and any other overrides)."""
+    return load_settings(DEMO_CONFIG, environ={"LANDFALL_HOME": str(home), **environ})
+
+
+@pytest.fixture(scope="session")
+def spark():  # type: ignore[no-untyped-def]
+    """One local SparkSession for every stage test."""
+    from landfall.config import SparkSettings
+    from landfall.spark import create_spark_session
+
+    session = create_spark_session(SparkSettings(master="local[2]"), "landfall-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def registry_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose MLflow registry holds the demo model at @champion."""
+    from landfall.demo import register_demo_model
+
+    home = tmp_path_factory.mktemp("registry")
+    register_demo_model(settings_for(home))
+    return home
+
+
+@pytest.fixture
+def settings(tmp_path: Path, registry_home: Path) -> Settings:
+    """Demo settings with a fresh lake per test and the shared model registry."""
+    return settings_for(
+        tmp_path,
+        LANDFALL_MLFLOW__TRACKING_URI=f"sqlite:///{registry_home / 'mlflow.db'}",
+    )
+
+
+def _docker_reachable() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "no engine here"
+        return False
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real broker: $LANDFALL_KAFKA_BOOTSTRAP, else Apache Kafka in Docker, else embedded."""
+    configured = os.environ.get("LANDFALL_KAFKA_BOOTSTRAP")
+    if configured:
+        yield configured
+        return
+    if _docker_reachable():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer() as kafka:
+            yield kafka.get_bootstrap_server()
+        return
+    from landfall.broker import EmbeddedBroker
+
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(log_path=log) as broker:
+        yield broker.bootstrap
