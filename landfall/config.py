@@ -23,8 +23,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from landfall.datasets import (
+    ColumnSpec,
+    FeatureSet,
+    FeatureSpec,
+    RuleSpec,
+    Thresholds,
+    UniqueRule,
+)
 from landfall.errors import ConfigError
 
 __all__ = [
@@ -38,9 +53,6 @@ __all__ = [
 ]
 
 ENV_PREFIX = "LANDFALL_"
-
-# The column types a dataset may declare; each is a Spark SQL type name.
-ColumnType = Literal["string", "double", "float", "int", "bigint", "boolean", "date", "timestamp"]
 
 
 class _Frozen(BaseModel):
@@ -127,19 +139,18 @@ class RunnerSettings(_Frozen):
     retry_backoff_max_s: float = 30.0
 
 
-class ColumnSpec(_Frozen):
-    """A column the dataset's raw files must carry."""
+class ReportingSettings(_Frozen):
+    """The reporter and the job API: drift threshold, reference window, engine, address."""
 
-    name: str
-    type: ColumnType = "string"
-    nullable: bool = True
-
-
-class FeatureSpec(_Frozen):
-    """A feature: a name and the Spark SQL expression that computes it."""
-
-    name: str
-    expr: str
+    # Population stability index above which a feature counts as drifted (0.1-0.25 is
+    # the usual "worth a look" band).
+    psi_threshold: float = Field(default=0.2, gt=0)
+    # How many of the dataset's previous partitions the distributions are compared with.
+    reference_partitions: int = Field(default=7, ge=1)
+    # faust: the streaming app with its state table; runner: the shared confluent loop.
+    engine: Literal["faust", "runner"] = "faust"
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65535)
 
 
 class ModelSpec(_Frozen):
@@ -171,17 +182,41 @@ class DatasetConfig(_Frozen):
     format: Literal["csv", "parquet", "json"] = "csv"
     id_column: str = "id"
     columns: list[ColumnSpec]
+    # Columns the files carry beyond the declared ones: reported either way, then
+    # kept in the validated table or dropped from it.
+    extra_columns: Literal["keep", "drop"] = "drop"
+    rules: list[RuleSpec] = Field(default_factory=list)
+    thresholds: Thresholds = Thresholds()
+    feature_set: FeatureSet = FeatureSet()
     features: list[FeatureSpec]
     model: ModelSpec
 
-    @field_validator("columns")
-    @classmethod
-    def _unique_columns(cls, value: list[ColumnSpec]) -> list[ColumnSpec]:
-        names = [c.name for c in value]
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetConfig:
+        names = [c.name for c in self.columns]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"columns declared twice: {', '.join(duplicates)}")
-        return value
+        if self.id_column not in names:
+            raise ValueError(f"id_column {self.id_column!r} is not among the declared columns")
+        rules = [r.name for r in self.rules]
+        if len(rules) != len(set(rules)):
+            raise ValueError("rule names must be unique")
+        for rule in self.rules:
+            for column in _rule_columns(rule):
+                if column not in names:
+                    raise ValueError(f"rule {rule.name!r} names undeclared column {column!r}")
+        unknown = sorted(set(self.thresholds.per_rule) - set(rules))
+        if unknown:
+            raise ValueError(f"thresholds.per_rule names unknown rule(s): {', '.join(unknown)}")
+        return self
+
+
+def _rule_columns(rule: RuleSpec) -> list[str]:
+    if isinstance(rule, UniqueRule):
+        return list(rule.columns)
+    column = getattr(rule, "column", None)
+    return [column] if column else []
 
 
 class Settings(_Frozen):
@@ -194,6 +229,7 @@ class Settings(_Frozen):
     mlflow: MlflowSettings = MlflowSettings()
     results_db: ResultsDbSettings = ResultsDbSettings()
     runner: RunnerSettings = RunnerSettings()
+    reporting: ReportingSettings = ReportingSettings()
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
 
     @property

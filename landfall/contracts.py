@@ -63,6 +63,8 @@ _CONFLUENT_MAGIC = 0
 _PARTITION_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:T(\d{2}))?$")
 # What a follow-up event inherits from the event that caused it.
 _CARRIED_FIELDS = ("batch_id", "run_id", "dataset", "partition")
+# Optional fields that travel down the pipeline to every event whose schema has them.
+_PROPAGATED_FIELDS = ("model_version",)
 
 
 class EventType(enum.StrEnum):
@@ -315,6 +317,10 @@ def follow_up(
     event_type = EventType(event_type)
     carried: dict[str, Any] = {name: upstream.get(name) for name in _CARRIED_FIELDS}
     carried["causation_id"] = upstream.get("event_id")
+    target_fields = set(_field_names(event_type))
+    for name in _PROPAGATED_FIELDS:
+        if name in target_fields and upstream.get(name) is not None:
+            carried[name] = upstream[name]
     # A caller may override carried ids, e.g. a validator assigning a run_id to a bare ingress
     # event that arrived without one.
     carried.update(fields)

@@ -46,10 +46,14 @@ class StageFailedError(LandfallError):
     (a missing partition may land later; a schema violation will not fix itself).
     """
 
-    def __init__(self, reason: str, *, retryable: bool = False) -> None:
+    def __init__(
+        self, reason: str, *, retryable: bool = False, details: dict[str, str] | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+        # Machine-readable figures behind the reason (e.g. failing rules and counts).
+        self.details = dict(details or {})
 
 
 class PathOutsideLakeError(StageFailedError):

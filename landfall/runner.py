@@ -204,7 +204,9 @@ class Runner:
             stats.abandoned += 1
             return
         except StageFailedError as exc:
-            outgoing = [self._failure(event_type, record, exc.reason, exc.retryable)]
+            outgoing = [
+                self._failure(event_type, record, exc.reason, exc.retryable, exc.details)
+            ]
         except RetryableError as exc:
             reason = f"gave up after {self.settings.runner.max_attempts} attempts: {exc}"
             outgoing = [self._failure(event_type, record, reason, True)]
@@ -266,7 +268,12 @@ class Runner:
     # -- producing and committing ----------------------------------------------
 
     def _failure(
-        self, event_type: EventType, record: dict[str, Any], reason: str, retryable: bool
+        self,
+        event_type: EventType,
+        record: dict[str, Any],
+        reason: str,
+        retryable: bool,
+        details: dict[str, str] | None = None,
     ) -> Outgoing:
         log.warning("batch %s failed in %s: %s", record.get("batch_id"), self.service.stage, reason)
         failed = follow_up(
@@ -277,6 +284,7 @@ class Runner:
             reason=reason,
             retryable=retryable,
             failed_event_type=event_type.value,
+            details=details or {},
         )
         return Outgoing(self._failed_topic, EventType.BATCH_FAILED, failed)
 

@@ -7,7 +7,7 @@ import logging
 import signal
 from types import FrameType
 
-from landfall.broker import TopicSpec, ensure_topics
+from landfall.broker import TopicSpec, ensure_topics, wait_for_broker
 from landfall.config import Settings
 from landfall.errors import ConfigError
 from landfall.runner import Runner, Service
@@ -49,8 +49,12 @@ def ensure_all_topics(settings: Settings) -> list[str]:
 
 def serve(name: str, settings: Settings) -> None:
     """Run one service until SIGTERM or SIGINT; the batch in flight is not committed."""
+    if name not in _SERVICES:
+        raise ConfigError(f"unknown service {name!r}; choose from {', '.join(_SERVICES)}")
     if not settings.kafka.bootstrap:
         raise ConfigError("serve needs a broker: set kafka.bootstrap or LANDFALL_KAFKA_BOOTSTRAP")
+    # A service may start before its broker does (compose, Kubernetes): wait a while.
+    wait_for_broker(settings.kafka.bootstrap, timeout=60)
     ensure_all_topics(settings)
     context = StageContext(settings, name)
     service = build_service(name, context)

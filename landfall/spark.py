@@ -16,6 +16,7 @@ __all__ = ["create_spark_session"]
 # Defaults that suit one small machine; anything in the config's spark.conf wins.
 _DEFAULT_CONF = {
     "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
     "spark.sql.shuffle.partitions": "4",
     "spark.sql.session.timeZone": "UTC",
     "spark.driver.memory": "1g",

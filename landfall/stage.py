@@ -10,15 +10,16 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import landfall
 from landfall.config import Settings
-from landfall.contracts import EventType
+from landfall.contracts import EventType, follow_up
 from landfall.lake import MANIFEST_NAME, Lake, PartitionOutput, Zone
 from landfall.runner import Outgoing
 from landfall.spark import create_spark_session
@@ -26,7 +27,7 @@ from landfall.spark import create_spark_session
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["StageContext", "Stopwatch", "schema_fingerprint"]
+__all__ = ["StageContext", "StageService", "Stopwatch", "schema_fingerprint", "spark_job_group"]
 
 
 class Stopwatch:
@@ -54,6 +55,23 @@ class Stopwatch:
 def schema_fingerprint(frame: DataFrame) -> str:
     """A stable fingerprint of a DataFrame's schema, for manifests."""
     return hashlib.sha256(frame.schema.json().encode()).hexdigest()[:16]
+
+
+@contextmanager
+def spark_job_group(spark: SparkSession, description: str) -> Iterator[Callable[[], int]]:
+    """Tag the Spark jobs run in the block; yields a function counting them so far.
+
+    Stages report how many jobs (Spark actions) they run, the figure to watch when
+    making a stage do its work in fewer passes over the data.
+    """
+    context = spark.sparkContext
+    group = f"landfall-{description}-{uuid.uuid4().hex[:12]}"
+    # interruptOnCancel: a shutdown's cancelAllJobs stops running tasks too.
+    context.setJobGroup(group, description, interruptOnCancel=True)
+    try:
+        yield lambda: len(context.statusTracker().getJobIdsForGroup(group))
+    finally:
+        context.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
 
 
 class StageContext:
@@ -89,10 +107,6 @@ class StageContext:
         if self._spark is not None and self._owns_spark:
             self._spark.stop()
             self._spark = None
-
-    def outgoing(self, event_type: EventType, topic: str, record: dict[str, Any]) -> Outgoing:
-        """An event for the runner to publish."""
-        return Outgoing(topic, event_type, record)
 
     def manifest(
         self,
@@ -135,3 +149,79 @@ class StageContext:
     def staged(self, dataset: str, zone: Zone, partition: str, run_id: str) -> PartitionOutput:
         """A staging directory for one output of this stage."""
         return self.lake.stage_output(dataset, zone, partition, run_id)
+
+
+class StageService:
+    """What the four stage services share: stage an output, commit it, announce it.
+
+    A subclass sets ``name``, ``stage`` and ``consumes`` and implements ``handle``;
+    ``cancel`` and ``close`` reach its Spark session through the context.
+    """
+
+    name: ClassVar[str]
+    stage: ClassVar[str]
+
+    def __init__(self, context: StageContext) -> None:
+        self.context = context
+
+    @contextmanager
+    def staging(self, record: dict[str, Any], zone: Zone) -> Iterator[PartitionOutput]:
+        """A staging directory for the batch's output in ``zone``; removed if the work fails."""
+        output = self.context.staged(record["dataset"], zone, record["partition"], record["run_id"])
+        try:
+            yield output
+        except BaseException:
+            self.context.lake.discard(output)
+            raise
+
+    def commit(
+        self,
+        record: dict[str, Any],
+        output: PartitionOutput,
+        *,
+        inputs: list[Path],
+        rows: dict[str, int],
+        schema: str,
+        watch: Stopwatch,
+        **extra: Any,
+    ) -> None:
+        """Write the output's manifest and swap the output into place."""
+        manifest = self.context.manifest(
+            record,
+            stage=self.stage,
+            output=output,
+            inputs=inputs,
+            rows=rows,
+            schema=schema,
+            timings_ms={**watch.timings_ms, "total": watch.total_ms},
+            **extra,
+        )
+        self.context.lake.commit_partition(output, manifest)
+
+    def announce(
+        self,
+        event_type: EventType,
+        topic: str,
+        record: dict[str, Any],
+        output: PartitionOutput,
+        **fields: Any,
+    ) -> list[Outgoing]:
+        """The completion event for a committed output, caused by ``record``."""
+        lake = self.context.lake
+        event = follow_up(
+            event_type,
+            record,
+            producer=self.context.producer,
+            output_path=lake.relative(output.target),
+            manifest_path=lake.relative(output.target / MANIFEST_NAME),
+            **fields,
+        )
+        return [Outgoing(topic, event_type, event)]
+
+    def cancel(self) -> None:
+        """Cancel the running Spark jobs."""
+        self.context.cancel()
+
+    def close(self) -> None:
+        """Stop the Spark session."""
+        self.context.close()

@@ -157,7 +157,7 @@ def _summary(lake: Lake, reported: dict[str, Any], sample: SampleStats) -> str:
     lines.append(f"  report           {lake.root / reported['report_path']}")
     if (lake.partition_dir(dataset, "validated", partition) / "_manifest.json").exists():
         manifest = read_manifest(lake.partition_dir(dataset, "validated", partition))
-        lines.append(f"  failures by check: {manifest.get('failures_by_check')}")
+        lines.append(f"  failures by rule: {manifest.get('failures_by_rule')}")
     return "\n".join(lines)
 
 

@@ -1,19 +1,42 @@
-"""Featurization: the dataset's features, each a Spark SQL expression from config."""
+"""Featurization: the dataset's features, declared in config, computed in one Spark query.
+
+Feature kinds (``landfall.datasets``): Spark SQL expressions, buckets, one-hot and
+ordinal encodings over a fixed vocabulary, and date parts; reference tables in the lake
+are joined first (as of the partition date) so features can use their columns. Every
+feature column is a double, keyed by the dataset's id column.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import reduce
+from operator import add
 from pathlib import Path
 
-from pyspark.errors import AnalysisException, ParseException
-from pyspark.sql import SparkSession
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import AnalysisException, ParseException, PySparkException
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from landfall.config import DatasetConfig
+from landfall.datasets import (
+    BucketizeFeature,
+    DatePartsFeature,
+    ExpressionFeature,
+    FeatureSpec,
+    OneHotFeature,
+    OrdinalFeature,
+    ReferenceJoin,
+)
 from landfall.errors import StageFailedError
-from landfall.stage import schema_fingerprint
+from landfall.lake import Lake
+from landfall.stage import schema_fingerprint, spark_job_group
 
-__all__ = ["FeaturizationResult", "featurize_partition"]
+__all__ = ["FeaturizationResult", "feature_columns", "featurize_partition", "join_references"]
+
+# Marks the error a feature raises from inside a Spark task, so it can be told apart.
+_UNSEEN_MARKER = "landfall-unseen-value"
 
 
 @dataclass(frozen=True)
@@ -23,30 +46,173 @@ class FeaturizationResult:
     rows: int
     features: list[str]
     schema: str
+    references: dict[str, str]  # reference name -> the lake path used
+    spark_jobs: int
+
+
+def _safe(value: str) -> str:
+    return re.sub(r"[^0-9A-Za-z]+", "_", value).strip("_").lower() or "blank"
+
+
+def _unseen(feature: OneHotFeature | OrdinalFeature, column: Column, known: Column) -> Column:
+    """An expression that fails the task on a value outside the vocabulary."""
+    return F.when(
+        column.isNotNull() & ~known,
+        F.raise_error(
+            F.concat(
+                F.lit(f"{_UNSEEN_MARKER}: feature {feature.name!r}: value "),
+                column.cast("string"),
+                F.lit(f" of column {feature.column!r} is not in its vocabulary"),
+            )
+        ),
+    )
+
+
+def feature_columns(feature: FeatureSpec) -> list[Column]:
+    """The output column(s) of one feature, each a double named after it."""
+    if isinstance(feature, ExpressionFeature):
+        return [F.expr(feature.expr).cast("double").alias(feature.name)]
+    source = F.col(f"`{feature.column}`")
+    if isinstance(feature, BucketizeFeature):
+        # The bucket index is how many split points the value reaches; null stays null.
+        index = reduce(add, [(source >= split).cast("int") for split in feature.splits])
+        return [index.cast("double").alias(feature.name)]
+    if isinstance(feature, DatePartsFeature):
+        moment = source.cast("timestamp")
+        extract = {
+            "year": F.year,
+            "month": F.month,
+            "day": F.dayofmonth,
+            "dayofweek": F.dayofweek,
+            "dayofyear": F.dayofyear,
+            "hour": F.hour,
+            "weekofyear": F.weekofyear,
+        }
+        return [
+            extract[part](moment).cast("double").alias(f"{feature.name}_{part}")
+            for part in feature.parts
+        ]
+    known = source.cast("string").isin(feature.vocabulary)
+    if isinstance(feature, OneHotFeature):
+        columns = [
+            F.coalesce((source.cast("string") == value).cast("double"), F.lit(0.0)).alias(
+                f"{feature.name}_{_safe(value)}"
+            )
+            for value in feature.vocabulary
+        ]
+        if feature.unseen == "other":
+            other = (source.isNotNull() & ~known).cast("double")
+            columns.append(other.alias(f"{feature.name}_other"))
+        elif feature.unseen == "error":
+            # Riding on the first column keeps the check inside the same single pass.
+            guarded = F.coalesce(_unseen(feature, source, known), columns[0])
+            columns[0] = guarded.alias(f"{feature.name}_{_safe(feature.vocabulary[0])}")
+        return columns
+    assert isinstance(feature, OrdinalFeature)
+    positions = F.create_map(
+        *[item for i, v in enumerate(feature.vocabulary) for item in (F.lit(v), F.lit(float(i)))]
+    )
+    position = F.coalesce(positions[source.cast("string")], F.lit(feature.unseen_value))
+    if feature.unseen == "error":
+        position = F.coalesce(_unseen(feature, source, known), position)
+    return [position.cast("double").alias(feature.name)]
+
+
+def _reference_partition(lake: Lake, reference: ReferenceJoin, partition: str) -> Path:
+    """The newest partition of the reference table at or before the batch's partition."""
+    zone_dir = lake.root / reference.dataset / reference.zone
+    candidates = sorted(
+        p.name
+        for p in (zone_dir.iterdir() if zone_dir.is_dir() else [])
+        if p.is_dir() and not p.name.startswith(("_", ".")) and p.name <= partition
+    )
+    if not candidates:
+        raise StageFailedError(
+            f"reference {reference.name!r}: no partition of {reference.dataset}/{reference.zone} "
+            f"at or before {partition} under {zone_dir}",
+            retryable=True,  # it may land later
+        )
+    return zone_dir / candidates[-1]
+
+
+def join_references(
+    spark: SparkSession,
+    frame: DataFrame,
+    lake: Lake,
+    references: list[ReferenceJoin],
+    partition: str,
+) -> tuple[DataFrame, dict[str, str]]:
+    """Left-join each reference table on its keys; refuse references with duplicate keys."""
+    used = {}
+    for reference in references:
+        path = _reference_partition(lake, reference, partition)
+        table = spark.read.parquet(str(path))
+        missing = [c for c in [*reference.keys, *reference.columns] if c not in table.columns]
+        missing += [f"{c} (in the batch)" for c in reference.keys if c not in frame.columns]
+        if missing:
+            raise StageFailedError(
+                f"reference {reference.name!r} ({path}): missing column(s) {', '.join(missing)}"
+            )
+        # A key that repeats in the reference would multiply the batch's rows.
+        duplicated = table.groupBy(*reference.keys).count().filter("count > 1").limit(1).collect()
+        if duplicated:
+            raise StageFailedError(
+                f"reference {reference.name!r} ({path}) has duplicate keys, e.g. "
+                f"{ {k: duplicated[0][k] for k in reference.keys} }"
+            )
+        brought = [F.col(f"`{c}`").alias(f"{reference.prefix}{c}") for c in reference.columns]
+        frame = frame.join(table.select(*reference.keys, *brought), on=reference.keys, how="left")
+        used[reference.name] = lake.relative(path)
+    return frame, used
 
 
 def featurize_partition(
-    spark: SparkSession, dataset: DatasetConfig, valid_path: Path, features_path: Path
+    spark: SparkSession,
+    dataset: DatasetConfig,
+    valid_path: Path,
+    features_path: Path,
+    *,
+    lake: Lake | None = None,
+    partition: str | None = None,
 ) -> FeaturizationResult:
     """Compute the configured features of validated rows, keyed by the id column."""
-    valid = spark.read.parquet(str(valid_path))
-    columns = [F.col(f"`{dataset.id_column}`")]
-    for feature in dataset.features:
-        column = F.expr(feature.expr).cast("double").alias(feature.name)
+    with spark_job_group(spark, "featurize") as jobs:
+        frame = spark.read.parquet(str(valid_path))
+        references: dict[str, str] = {}
+        if dataset.feature_set.references:
+            if lake is None or partition is None:
+                raise StageFailedError("reference joins need the lake and the partition")
+            frame, references = join_references(
+                spark, frame, lake, dataset.feature_set.references, partition
+            )
+        columns = [F.col(f"`{dataset.id_column}`")]
+        for feature in dataset.features:
+            produced = feature_columns(feature)
+            try:
+                # Analysing each feature alone (no Spark job) lets the error name it.
+                frame.select(*produced)
+            except (ParseException, AnalysisException) as exc:
+                detail = str(exc).strip().splitlines()[0]
+                raise StageFailedError(
+                    f"feature {feature.name!r} does not fit the validated data: {detail}"
+                ) from exc
+            columns.extend(produced)
+        table = frame.select(*columns)
         try:
-            # Analysing each expression alone (no Spark job) lets the error name it.
-            valid.select(column)
-        except (ParseException, AnalysisException) as exc:
-            raise StageFailedError(
-                f"feature {feature.name!r}: expression {feature.expr!r} does not fit the "
-                f"validated data: {str(exc).strip().splitlines()[0]}"
-            ) from exc
-        columns.append(column)
-    table = valid.select(*columns)
-    table.write.mode("overwrite").parquet(str(features_path))
-    # The row count comes from the written files' metadata-backed scan, not a second
-    # pass over the expressions.
-    rows = spark.read.parquet(str(features_path)).count()
-    return FeaturizationResult(
-        rows=rows, features=[f.name for f in dataset.features], schema=schema_fingerprint(table)
-    )
+            table.write.mode("overwrite").parquet(str(features_path))
+        except (PySparkException, Py4JJavaError) as exc:
+            message = str(exc)
+            if _UNSEEN_MARKER in message:
+                detail = message[message.index(_UNSEEN_MARKER) + len(_UNSEEN_MARKER) + 2 :]
+                raise StageFailedError(detail.splitlines()[0]) from exc
+            raise
+        # The count comes from the written files, not a second pass over the features.
+        rows = spark.read.parquet(str(features_path)).count()
+        names = [field.name for field in table.schema.fields[1:]]
+        return FeaturizationResult(
+            rows=rows,
+            features=names,
+            schema=schema_fingerprint(table),
+            references=references,
+            spark_jobs=jobs(),
+        )

@@ -8,20 +8,20 @@ from landfall.contracts import EventType, follow_up
 from landfall.lake import write_json_atomically
 from landfall.results_db import ResultsDb
 from landfall.runner import Outgoing
-from landfall.stage import StageContext, Stopwatch
+from landfall.stage import StageContext, StageService, Stopwatch
 from services.reporter.stage import build_failure_report, build_success_report
 
 __all__ = ["ReporterService"]
 
 
-class ReporterService:
+class ReporterService(StageService):
     """Writes each batch run's report and results-DB rows, then announces it."""
 
     name = "reporter"
     stage = "reporting"
 
     def __init__(self, context: StageContext) -> None:
-        self.context = context
+        super().__init__(context)
         topics = context.topics
         self.consumes = {
             topics.predicted.name: frozenset({EventType.BATCH_PREDICTED}),
@@ -70,35 +70,26 @@ class ReporterService:
             stage_durations_ms=report["stage_durations_ms"],
             **figures,
         )
-        return [ctx.outgoing(EventType.BATCH_REPORTED, ctx.topics.reported.name, event)]
+        return [Outgoing(ctx.topics.reported.name, EventType.BATCH_REPORTED, event)]
 
     def _write_report(
         self, record: dict[str, Any], report: dict[str, Any], watch: Stopwatch
     ) -> str:
-        lake = self.context.lake
-        output = self.context.staged(
-            record["dataset"], "reports", record["partition"], record["run_id"]
-        )
-        output.staging.mkdir(parents=True)
-        write_json_atomically(output.staging / "report.json", report)
-        manifest = self.context.manifest(
+        with self.staging(record, "reports") as output:
+            output.staging.mkdir(parents=True)
+            write_json_atomically(output.staging / "report.json", report)
+        self.commit(
             record,
-            stage=self.stage,
-            output=output,
+            output,
             inputs=[],
             rows={},
             schema="report.json",
-            timings_ms={"total": watch.total_ms},
+            watch=watch,
             status=report["status"],
         )
-        lake.commit_partition(output, manifest)
-        return lake.relative(output.target / "report.json")
-
-    def cancel(self) -> None:
-        """Cancel the running Spark job."""
-        self.context.cancel()
+        return self.context.lake.relative(output.target / "report.json")
 
     def close(self) -> None:
-        """Stop the Spark session and release the database."""
+        """Release the database, then the Spark session."""
         self.results.close()
-        self.context.close()
+        super().close()

@@ -70,7 +70,7 @@ def build_success_report(
             "quarantined": rows.get("quarantined"),
             "scored": predicted["rows"],
         },
-        "failures_by_check": validation.get("failures_by_check", {}),
+        "failures_by_rule": validation.get("failures_by_rule", {}),
         "model": {
             "name": predicted["model_name"],
             "version": predicted["model_version"],

@@ -1,37 +1,85 @@
-"""Validation: the dataset's declared schema, type and not-null checks.
+"""Validation: the dataset's declared schema and its data-quality rules, in one pass.
 
-Every row is annotated in one pass with the names of the checks it broke; rows that
-broke none are valid (cast to the declared types), the rest go to quarantine with
-all their original values and their reasons.
+Every row is annotated with the names of the checks it broke: the implicit ones
+(a declared column's type, not-null for non-nullable columns and the id) and the
+configured rules (not-null, range, allowed values, regex, uniqueness of a key, a free
+Spark SQL expression), each with a severity. A row that broke an ``error`` check goes
+to quarantine with all its original values and every check it broke; ``warn`` checks
+are only counted. One aggregation then gives every figure: failures per check, valid
+rows and a profile of each column. If the batch breaks a threshold, nothing valid is
+written and the batch fails.
+
+Rules other than not-null pass on a missing value: a null is the not-null rule's
+business, so one gap is not counted twice. A free expression passes when it is null.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.errors import AnalysisException, ParseException
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import BooleanType, NumericType
 
 from landfall.config import DatasetConfig
+from landfall.datasets import (
+    AllowedValuesRule,
+    ExpressionRule,
+    NotNullRule,
+    RangeRule,
+    RegexRule,
+    RuleSpec,
+    UniqueRule,
+)
 from landfall.errors import StageFailedError
-from landfall.stage import schema_fingerprint
+from landfall.stage import schema_fingerprint, spark_job_group
 
-__all__ = ["REASONS_COLUMN", "ValidationResult", "read_raw_partition", "validate_partition"]
+__all__ = [
+    "REASONS_COLUMN",
+    "Check",
+    "ValidationResult",
+    "read_raw_partition",
+    "validate_partition",
+]
 
 REASONS_COLUMN = "_quarantine_reasons"
+# Working columns: the landed value of each declared column, and per-row check results.
+_RAW = "__landed__"
+_ERRORS = "__errors__"
+_WARNINGS = "__warnings__"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check: its name, severity and the condition true when a row breaks it."""
+
+    name: str
+    severity: str
+    broken: Column
 
 
 @dataclass(frozen=True)
 class ValidationResult:
-    """Row counts of one validated partition, and failures per check."""
+    """The figures of one validated partition."""
 
     rows_landed: int
     rows_valid: int
     rows_quarantined: int
-    failures_by_check: dict[str, int]
-    valid_schema: str  # fingerprint of the valid rows' schema
+    rows_warned: int
+    failures_by_rule: dict[str, int]
+    severities: dict[str, str]
+    null_fraction: dict[str, float]
+    profile: dict[str, dict[str, Any]]
+    extra_columns: list[str]
+    valid_schema: str
+    spark_jobs: int
+    breaches: list[str] = field(default_factory=list)  # empty: the batch passed
+    breach_details: dict[str, str] = field(default_factory=dict)
 
 
 def read_raw_partition(spark: SparkSession, path: Path, data_format: str) -> DataFrame:
@@ -53,26 +101,164 @@ def read_raw_partition(spark: SparkSession, path: Path, data_format: str) -> Dat
     return reader.parquet(str(path))
 
 
-def _check_columns(raw: DataFrame, dataset: DatasetConfig, path: Path) -> None:
+def _typed_columns(raw: DataFrame, dataset: DatasetConfig, path: Path) -> dict[str, Column]:
+    """Each declared column cast to its declared type; an impossible cast fails the batch."""
     missing = [c.name for c in dataset.columns if c.name not in raw.columns]
     if missing:
         raise StageFailedError(
             f"schema drift in {path}: missing column(s) {', '.join(missing)}; "
             f"found {', '.join(raw.columns) or 'none'}"
         )
-
-
-def _failed_checks(dataset: DatasetConfig) -> list[tuple[str, Column]]:
-    """(check name, condition that is true when a row breaks it) for every declared column."""
-    checks: list[tuple[str, Column]] = []
+    landed_types = {f.name: f.dataType.simpleString() for f in raw.schema.fields}
+    typed = {}
     for column in dataset.columns:
-        raw = F.col(f"`{column.name}`")
-        typed = raw.try_cast(column.type)
+        cast = F.col(f"`{column.name}`").try_cast(column.type)
+        try:
+            raw.select(cast)  # analysis only: no Spark job
+        except AnalysisException as exc:
+            raise StageFailedError(
+                f"schema drift in {path}: column {column.name!r} is "
+                f"{landed_types[column.name]}, which cannot be read as {column.type}"
+            ) from exc
+        typed[column.name] = cast
+    return typed
+
+
+def _type_and_null_checks(raw: DataFrame, dataset: DatasetConfig) -> list[Check]:
+    landed_types = {f.name: f.dataType.simpleString() for f in raw.schema.fields}
+    checks = []
+    for column in dataset.columns:
+        landed, typed = F.col(f"`{_RAW}{column.name}`"), F.col(f"`{column.name}`")
         if not column.nullable or column.name == dataset.id_column:
-            checks.append((f"not_null:{column.name}", raw.isNull()))
-        if column.type != "string":
-            checks.append((f"type:{column.name}:{column.type}", raw.isNotNull() & typed.isNull()))
+            checks.append(Check(f"not_null:{column.name}", "error", landed.isNull()))
+        source = landed_types[column.name]
+        if column.type == "string" or source == column.type:
+            continue
+        lost = typed.isNull()
+        if source != "string":
+            # A cast between native types can lose information (1.5 as int is 1):
+            # a value that does not survive the round trip is not of the declared type.
+            lost = lost | (typed.cast(source) != landed)
+        checks.append(
+            Check(f"type:{column.name}:{column.type}", "error", landed.isNotNull() & lost)
+        )
     return checks
+
+
+def _rule_check(rule: RuleSpec, frame: DataFrame) -> tuple[DataFrame, Check]:
+    """The check for one configured rule (uniqueness adds a window column to the frame)."""
+    if isinstance(rule, NotNullRule):
+        return frame, Check(rule.name, rule.severity, F.col(f"`{_RAW}{rule.column}`").isNull())
+    if isinstance(rule, UniqueRule):
+        keys = [F.col(f"`{c}`") for c in rule.columns]
+        counted = f"__unique__{rule.name}"
+        frame = frame.withColumn(counted, F.count(F.lit(1)).over(Window.partitionBy(*keys)))
+        present = F.lit(True)
+        for key in keys:
+            present = present & key.isNotNull()
+        return frame, Check(rule.name, rule.severity, present & (F.col(counted) > 1))
+    if isinstance(rule, ExpressionRule):
+        try:
+            condition = F.expr(rule.expr)
+            kind = frame.select(condition).schema.fields[0].dataType
+        except (ParseException, AnalysisException) as exc:
+            detail = str(exc).strip().splitlines()[0]
+            raise StageFailedError(
+                f"rule {rule.name!r}: bad expression {rule.expr!r}: {detail}"
+            ) from exc
+        if not isinstance(kind, BooleanType):
+            raise StageFailedError(
+                f"rule {rule.name!r}: expression {rule.expr!r} is {kind.simpleString()}, "
+                "not a boolean"
+            )
+        return frame, Check(rule.name, rule.severity, ~F.coalesce(condition, F.lit(True)))
+    value = F.col(f"`{rule.column}`")
+    if isinstance(rule, RangeRule):
+        outside = F.lit(False)
+        if rule.min is not None:
+            outside = outside | (value < rule.min)
+        if rule.max is not None:
+            outside = outside | (value > rule.max)
+        return frame, Check(rule.name, rule.severity, value.isNotNull() & outside)
+    if isinstance(rule, AllowedValuesRule):
+        return frame, Check(rule.name, rule.severity, value.isNotNull() & ~value.isin(rule.values))
+    assert isinstance(rule, RegexRule)
+    try:
+        re.compile(rule.pattern)
+    except re.error as exc:
+        raise StageFailedError(f"rule {rule.name!r}: bad pattern {rule.pattern!r}: {exc}") from exc
+    matches = value.cast("string").rlike(rule.pattern)
+    return frame, Check(rule.name, rule.severity, value.isNotNull() & ~matches)
+
+
+def _names_of_broken(checks: list[Check]) -> Column:
+    if not checks:
+        return F.array().cast("array<string>")
+    flagged = F.array(*[F.when(c.broken, F.lit(c.name)) for c in checks])
+    return F.filter(flagged, lambda name: name.isNotNull())
+
+
+def _profile_aggregates(frame: DataFrame, dataset: DatasetConfig) -> list[Column]:
+    types = {f.name: f.dataType for f in frame.schema.fields}
+    aggregates = []
+    for i, column in enumerate(dataset.columns):
+        value = F.col(f"`{column.name}`")
+        aggregates += [
+            F.count(value).alias(f"p{i}_count"),
+            F.approx_count_distinct(value).alias(f"p{i}_distinct"),
+        ]
+        if column.type != "boolean":
+            aggregates += [
+                F.min(value).cast("string").alias(f"p{i}_min"),
+                F.max(value).cast("string").alias(f"p{i}_max"),
+            ]
+        if isinstance(types[column.name], NumericType):
+            aggregates.append(F.mean(value).alias(f"p{i}_mean"))
+    return aggregates
+
+
+def _profile(figures: Any, dataset: DatasetConfig, landed: int) -> dict[str, dict[str, Any]]:
+    names = figures.asDict()
+    profile = {}
+    for i, column in enumerate(dataset.columns):
+        count = int(names[f"p{i}_count"])
+        entry: dict[str, Any] = {
+            "type": column.type,
+            "count": count,
+            "nulls": landed - count,
+            "approx_distinct": int(names[f"p{i}_distinct"]),
+        }
+        for stat in ("min", "max", "mean"):
+            if f"p{i}_{stat}" in names:
+                entry[stat] = names[f"p{i}_{stat}"]
+        profile[column.name] = entry
+    return profile
+
+
+def _breaches(
+    dataset: DatasetConfig, landed: int, quarantined: int, failures: dict[str, int],
+    severities: dict[str, str],
+) -> tuple[list[str], dict[str, str]]:  # fmt: skip
+    thresholds = dataset.thresholds
+    breaches, details = [], {}
+    if landed and quarantined / landed > thresholds.max_invalid_fraction:
+        breaches.append(
+            f"{quarantined} of {landed} rows invalid ({quarantined / landed:.1%}), over the "
+            f"limit of {thresholds.max_invalid_fraction:.1%}"
+        )
+        details["invalid_fraction"] = f"{quarantined / landed:.6f}"
+        for name, count in failures.items():
+            if count and severities[name] == "error":
+                details[f"rule:{name}"] = str(count)
+    for name, limit in thresholds.per_rule.items():
+        count = failures.get(name, 0)
+        if landed and count / landed > limit:
+            breaches.append(
+                f"rule {name!r} failed on {count} of {landed} rows ({count / landed:.1%}), "
+                f"over its limit of {limit:.1%}"
+            )
+            details[f"rule:{name}"] = str(count)
+    return breaches, details
 
 
 def validate_partition(
@@ -83,44 +269,72 @@ def validate_partition(
     quarantine_path: Path,
     data_format: str | None = None,
 ) -> ValidationResult:
-    """Split a raw partition into valid rows and quarantined rows with their reasons."""
-    raw = read_raw_partition(spark, raw_path, data_format or dataset.format)
-    _check_columns(raw, dataset, raw_path)
-    checks = _failed_checks(dataset)
-    reasons = (
-        F.filter(
-            F.array(*[F.when(broken, F.lit(name)) for name, broken in checks]),
-            lambda r: r.isNotNull(),
+    """Check a raw partition; write quarantined rows, and valid rows unless a threshold broke."""
+    with spark_job_group(spark, "validate") as jobs:
+        raw = read_raw_partition(spark, raw_path, data_format or dataset.format)
+        typed = _typed_columns(raw, dataset, raw_path)
+        declared = [c.name for c in dataset.columns]
+        extras = [c for c in raw.columns if c not in declared]
+        # Rules see typed values under the declared names; the landed values ride
+        # along so quarantine can keep them exactly as they arrived.
+        frame = raw.select(
+            *[typed[name].alias(name) for name in declared],
+            *[F.col(f"`{name}`") for name in extras],
+            *[F.col(f"`{name}`").alias(f"{_RAW}{name}") for name in declared],
         )
-        if checks
-        else F.array().cast("array<string>")
-    )
-    annotated = raw.withColumn(REASONS_COLUMN, reasons).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        is_valid = F.size(REASONS_COLUMN) == 0
-        # One aggregation gives every figure: rows, valid rows and failures per check.
-        figures = annotated.agg(
-            F.count(F.lit(1)).alias("landed"),
-            F.count(F.when(is_valid, 1)).alias("valid"),
-            *[
-                F.count(F.when(F.array_contains(REASONS_COLUMN, name), 1)).alias(f"c{i}")
-                for i, (name, _) in enumerate(checks)
-            ],
-        ).first()
-        assert figures is not None
-        typed_columns = [
-            F.col(f"`{c.name}`").try_cast(c.type).alias(c.name) for c in dataset.columns
-        ]
-        valid_rows = annotated.filter(is_valid).select(*typed_columns)
-        valid_rows.write.mode("overwrite").parquet(str(valid_path))
-        annotated.filter(~is_valid).write.mode("overwrite").parquet(str(quarantine_path))
-    finally:
-        annotated.unpersist()
-    landed, valid = int(figures["landed"]), int(figures["valid"])
-    return ValidationResult(
-        rows_landed=landed,
-        rows_valid=valid,
-        rows_quarantined=landed - valid,
-        failures_by_check={name: int(figures[f"c{i}"]) for i, (name, _) in enumerate(checks)},
-        valid_schema=schema_fingerprint(valid_rows),
-    )
+        checks = _type_and_null_checks(raw, dataset)
+        for rule in dataset.rules:
+            frame, check = _rule_check(rule, frame)
+            checks.append(check)
+        severities = {c.name: c.severity for c in checks}
+        annotated = frame.select(
+            "*",
+            _names_of_broken([c for c in checks if c.severity == "error"]).alias(_ERRORS),
+            _names_of_broken([c for c in checks if c.severity == "warn"]).alias(_WARNINGS),
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            is_valid = F.size(_ERRORS) == 0
+            broke = [F.array_contains(_ERRORS, c.name) | F.array_contains(_WARNINGS, c.name)
+                     for c in checks]  # fmt: skip
+            # One aggregation gives every figure: rows, failures per check, the profile.
+            figures = annotated.agg(
+                F.count(F.lit(1)).alias("landed"),
+                F.count(F.when(is_valid, 1)).alias("valid"),
+                F.count(F.when(is_valid & (F.size(_WARNINGS) > 0), 1)).alias("warned"),
+                *[F.count(F.when(b, 1)).alias(f"c{i}") for i, b in enumerate(broke)],
+                *_profile_aggregates(annotated, dataset),
+            ).first()
+            assert figures is not None
+            landed, valid = int(figures["landed"]), int(figures["valid"])
+            failures = {c.name: int(figures[f"c{i}"]) for i, c in enumerate(checks)}
+            breaches, details = _breaches(dataset, landed, landed - valid, failures, severities)
+            annotated.filter(~is_valid).select(
+                *[F.col(f"`{_RAW}{name}`").alias(name) for name in declared],
+                *[F.col(f"`{name}`") for name in extras],
+                F.concat(_ERRORS, _WARNINGS).alias(REASONS_COLUMN),
+            ).write.mode("overwrite").parquet(str(quarantine_path))
+            kept = extras if dataset.extra_columns == "keep" else []
+            valid_rows = annotated.filter(is_valid).select(*declared, *kept)
+            if not breaches:
+                valid_rows.write.mode("overwrite").parquet(str(valid_path))
+        finally:
+            annotated.unpersist()
+        profile = _profile(figures, dataset, landed)
+        return ValidationResult(
+            rows_landed=landed,
+            rows_valid=valid,
+            rows_quarantined=landed - valid,
+            rows_warned=int(figures["warned"]),
+            failures_by_rule=failures,
+            severities=severities,
+            null_fraction={
+                name: (entry["nulls"] / landed if landed else 0.0)
+                for name, entry in profile.items()
+            },
+            profile=profile,
+            extra_columns=extras,
+            valid_schema=schema_fingerprint(valid_rows),
+            spark_jobs=jobs(),
+            breaches=breaches,
+            breach_details=details,
+        )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -19,7 +21,7 @@ from landfall.lake import Lake, read_manifest
 from landfall.registry import resolve_model_version
 from landfall.results_db import ResultsDb
 from landfall.stack import LocalStack
-from tests.conftest import settings_for
+from tests.e2e.conftest import wait_reported
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 
@@ -32,55 +34,6 @@ STAGE_ORDER = [
 ]
 
 
-@pytest.fixture(scope="module")
-def stack(
-    kafka_bootstrap: str, registry_home: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Settings, LocalStack]]:
-    # Own topics and groups, so this module shares the session's broker with others.
-    suffix = uuid.uuid4().hex[:8]
-    home = tmp_path_factory.mktemp("e2e")
-    overrides = {
-        "LANDFALL_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "LANDFALL_KAFKA_GROUP_PREFIX": f"e2e-{suffix}",
-        "LANDFALL_MLFLOW__TRACKING_URI": f"sqlite:///{registry_home / 'mlflow.db'}",
-    }
-    for key in (
-        "landed",
-        "validated",
-        "featurized",
-        "predicted",
-        "reported",
-        "failed",
-        "dead_letter",
-    ):
-        overrides[f"LANDFALL_KAFKA__TOPICS__{key.upper()}__NAME"] = f"e2e-{suffix}.{key}"
-    local = LocalStack(settings_for(home, **overrides))
-    live = local.start()
-    try:
-        yield live, local
-    finally:
-        local.stop()
-
-
-@pytest.fixture
-def watcher(stack: tuple[Settings, LocalStack]) -> Iterator[EventWatcher]:
-    settings, _ = stack
-    topics = settings.kafka.topics
-    every_topic = [t.name for t in topics.all() if t is not topics.landed]
-    watching = EventWatcher(settings, every_topic)
-    yield watching
-    watching.close()
-
-
-def _wait_reported(watcher: EventWatcher, local: LocalStack, run_id: str) -> dict:
-    _, _, reported = watcher.wait_for(
-        lambda _t, kind, rec: kind is EventType.BATCH_REPORTED and rec["run_id"] == run_id,
-        timeout=420,
-        alive=local.check_alive,
-    )
-    return reported
-
-
 def test_a_landed_partition_is_validated_featurized_scored_and_reported(
     stack: tuple[Settings, LocalStack], watcher: EventWatcher
 ) -> None:
@@ -89,7 +42,7 @@ def test_a_landed_partition_is_validated_featurized_scored_and_reported(
     sample = write_sample_partition(lake, PARTITION, rows=800)
     landed = publish_data_landed(settings, "demo", PARTITION)
 
-    reported = _wait_reported(watcher, local, landed["run_id"])
+    reported = wait_reported(watcher, local, landed["run_id"])
 
     chain = [(kind, rec) for _t, kind, rec in watcher.seen if rec["run_id"] == landed["run_id"]]
     assert [kind for kind, _ in chain] == STAGE_ORDER
@@ -140,7 +93,16 @@ def test_bad_inputs_fail_or_dead_letter_and_the_services_keep_running(
     settings, local = stack
     topics = settings.kafka.topics
 
-    missing = publish_data_landed(settings, "demo", "2026-10-15")
+    # Published with the CLI, as an operator would.
+    cli = subprocess.run(
+        [sys.executable, "-m", "landfall", "publish", "demo", "2026-10-15"],
+        env={**os.environ, "LANDFALL_CONFIG": str(local.log_dir / "stack-config.yaml")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    missing = {"run_id": re.search(r"run ([0-9a-f-]{36})", cli.stdout).group(1)}
     escaping = publish_data_landed(settings, "demo", "2026-10-16", path="../../../etc")
     garbage = b"\xfe\xff this is not an event"
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap})
@@ -172,7 +134,7 @@ def test_bad_inputs_fail_or_dead_letter_and_the_services_keep_running(
     assert failed_escape["retryable"] is False
 
     # The failures are reported too, so operators see them next to the successes.
-    assert _wait_reported(watcher, local, missing["run_id"])["status"] == "FAILED"
+    assert wait_reported(watcher, local, missing["run_id"])["status"] == "FAILED"
 
     # The garbage is dead-lettered with its bytes and headers intact, and why.
     deadline_reached = None
@@ -200,7 +162,11 @@ def test_bad_inputs_fail_or_dead_letter_and_the_services_keep_running(
         timeout=300,
         alive=local.check_alive,
     )
-    reported = _wait_reported(watcher, local, validated["run_id"])
+    reported = wait_reported(watcher, local, validated["run_id"])
     assert reported["status"] == "SUCCEEDED"
     assert reported["rows_scored"] == validated["rows_valid"] > 0
+    # That was a rerun of the first test's partition: its outputs were replaced, not
+    # appended to.
+    predictions = pq.read_table(Lake(settings.lake).partition_dir("demo", "predictions", PARTITION))
+    assert predictions.num_rows == validated["rows_valid"]
     local.check_alive()

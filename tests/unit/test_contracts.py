@@ -284,6 +284,7 @@ def test_plain_json_from_a_shell_user(codec: EventCodec) -> None:
         "producer",
         "path",
         "format",
+        "model_version",
     }
 
 
@@ -534,3 +535,27 @@ def test_changing_a_union_branch_type_is_incompatible() -> None:
     # Only the sample that takes the string branch can expose this.
     with pytest.raises(InvalidEventError, match="not compatible"):
         check_compatible(old, new)
+
+
+def test_a_pinned_model_version_travels_down_the_pipeline() -> None:
+    landed = new_event(
+        EventType.DATA_LANDED,
+        dataset="d",
+        partition="2026-11-01",
+        batch_id="b",
+        run_id="r",
+        producer="p",
+        event_id="e",
+        model_version="7",
+    )
+    validated = follow_up(
+        EventType.BATCH_VALIDATED, landed, producer="v", output_path="o", quarantine_path="q",
+        manifest_path="m", rows_landed=1, rows_valid=1, rows_quarantined=0, duration_ms=1,
+    )  # fmt: skip
+    assert validated["model_version"] == "7"
+    # Events whose schema has no such field are not given one.
+    failed = follow_up(
+        EventType.BATCH_FAILED, validated, producer="f", stage="s", reason="r",
+        retryable=False, failed_event_type=EventType.BATCH_VALIDATED.value,
+    )  # fmt: skip
+    assert "model_version" not in failed
