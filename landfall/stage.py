@@ -66,12 +66,13 @@ def spark_job_group(spark: SparkSession, description: str) -> Iterator[Callable[
     """
     context = spark.sparkContext
     group = f"landfall-{description}-{uuid.uuid4().hex[:12]}"
+    enclosing = context.getLocalProperty("spark.jobGroup.id")
     # interruptOnCancel: a shutdown's cancelAllJobs stops running tasks too.
     context.setJobGroup(group, description, interruptOnCancel=True)
     try:
         yield lambda: len(context.statusTracker().getJobIdsForGroup(group))
     finally:
-        context.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+        context.setLocalProperty("spark.jobGroup.id", enclosing)  # type: ignore[arg-type]
 
 
 class StageContext:

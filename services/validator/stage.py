@@ -5,8 +5,9 @@ Every row is annotated with the names of the checks it broke: the implicit ones
 configured rules (not-null, range, allowed values, regex, uniqueness of a key, a free
 Spark SQL expression), each with a severity. A row that broke an ``error`` check goes
 to quarantine with all its original values and every check it broke; ``warn`` checks
-are only counted. One aggregation then gives every figure: failures per check, valid
-rows and a profile of each column. If the batch breaks a threshold, nothing valid is
+are only counted. Every figure (failures per check, valid rows, a profile of each
+column) is observed while the quarantine is written, so the figures cost no pass of
+their own. If the batch breaks a threshold, nothing valid is
 written and the batch fails.
 
 Rules other than not-null pass on a missing value: a null is the not-null rule's
@@ -20,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyspark import StorageLevel
 from pyspark.errors import AnalysisException, ParseException
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, NumericType
 
@@ -50,8 +50,10 @@ __all__ = [
 REASONS_COLUMN = "_quarantine_reasons"
 # Working columns: the landed value of each declared column, and per-row check results.
 _RAW = "__landed__"
-_ERRORS = "__errors__"
-_WARNINGS = "__warnings__"
+_INVALID = "__invalid__"
+_WARNED = "__warned__"
+# Up to this many repeated keys are shipped to every task rather than shuffled.
+_BROADCAST_KEYS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -150,13 +152,21 @@ def _rule_check(rule: RuleSpec, frame: DataFrame) -> tuple[DataFrame, Check]:
     if isinstance(rule, NotNullRule):
         return frame, Check(rule.name, rule.severity, F.col(f"`{_RAW}{rule.column}`").isNull())
     if isinstance(rule, UniqueRule):
-        keys = [F.col(f"`{c}`") for c in rule.columns]
+        # The repeated keys are found once, by a hash aggregate over the key columns
+        # alone, and kept (usually a handful) to be joined back in every pass over the
+        # data: cheaper than a window, which would sort whole rows by key each time.
+        # Null keys never match in the join, so a missing key is not a duplicate.
         counted = f"__unique__{rule.name}"
-        frame = frame.withColumn(counted, F.count(F.lit(1)).over(Window.partitionBy(*keys)))
-        present = F.lit(True)
-        for key in keys:
-            present = present & key.isNotNull()
-        return frame, Check(rule.name, rule.severity, present & (F.col(counted) > 1))
+        repeated = (
+            frame.groupBy(*rule.columns)
+            .agg(F.count(F.lit(1)).alias(counted))
+            .filter(F.col(counted) > 1)
+            .localCheckpoint(eager=True)
+        )
+        if repeated.count() <= _BROADCAST_KEYS:
+            repeated = F.broadcast(repeated)
+        frame = frame.join(repeated, on=rule.columns, how="left")
+        return frame, Check(rule.name, rule.severity, F.col(counted).isNotNull())
     if isinstance(rule, ExpressionRule):
         try:
             condition = F.expr(rule.expr)
@@ -191,6 +201,13 @@ def _rule_check(rule: RuleSpec, frame: DataFrame) -> tuple[DataFrame, Check]:
     return frame, Check(rule.name, rule.severity, value.isNotNull() & ~matches)
 
 
+def _any_broken(checks: list[Check]) -> Column:
+    broken = F.lit(False)
+    for check in checks:
+        broken = broken | check.broken
+    return broken
+
+
 def _names_of_broken(checks: list[Check]) -> Column:
     if not checks:
         return F.array().cast("array<string>")
@@ -217,8 +234,10 @@ def _profile_aggregates(frame: DataFrame, dataset: DatasetConfig) -> list[Column
     return aggregates
 
 
-def _profile(figures: Any, dataset: DatasetConfig, landed: int) -> dict[str, dict[str, Any]]:
-    names = figures.asDict()
+def _profile(
+    figures: dict[str, Any], dataset: DatasetConfig, landed: int
+) -> dict[str, dict[str, Any]]:
+    names = figures
     profile = {}
     for i, column in enumerate(dataset.columns):
         count = int(names[f"p{i}_count"])
@@ -287,38 +306,40 @@ def validate_partition(
             frame, check = _rule_check(rule, frame)
             checks.append(check)
         severities = {c.name: c.severity for c in checks}
+        errors = [c for c in checks if c.severity == "error"]
+        warnings = [c for c in checks if c.severity == "warn"]
+        # Plain boolean columns keep the per-row work in generated code; the list of a
+        # row's broken checks (an array) is built only for the few quarantined rows.
         annotated = frame.select(
-            "*",
-            _names_of_broken([c for c in checks if c.severity == "error"]).alias(_ERRORS),
-            _names_of_broken([c for c in checks if c.severity == "warn"]).alias(_WARNINGS),
-        ).persist(StorageLevel.MEMORY_AND_DISK)
-        try:
-            is_valid = F.size(_ERRORS) == 0
-            broke = [F.array_contains(_ERRORS, c.name) | F.array_contains(_WARNINGS, c.name)
-                     for c in checks]  # fmt: skip
-            # One aggregation gives every figure: rows, failures per check, the profile.
-            figures = annotated.agg(
-                F.count(F.lit(1)).alias("landed"),
-                F.count(F.when(is_valid, 1)).alias("valid"),
-                F.count(F.when(is_valid & (F.size(_WARNINGS) > 0), 1)).alias("warned"),
-                *[F.count(F.when(b, 1)).alias(f"c{i}") for i, b in enumerate(broke)],
-                *_profile_aggregates(annotated, dataset),
-            ).first()
-            assert figures is not None
-            landed, valid = int(figures["landed"]), int(figures["valid"])
-            failures = {c.name: int(figures[f"c{i}"]) for i, c in enumerate(checks)}
-            breaches, details = _breaches(dataset, landed, landed - valid, failures, severities)
-            annotated.filter(~is_valid).select(
-                *[F.col(f"`{_RAW}{name}`").alias(name) for name in declared],
-                *[F.col(f"`{name}`") for name in extras],
-                F.concat(_ERRORS, _WARNINGS).alias(REASONS_COLUMN),
-            ).write.mode("overwrite").parquet(str(quarantine_path))
-            kept = extras if dataset.extra_columns == "keep" else []
-            valid_rows = annotated.filter(is_valid).select(*declared, *kept)
-            if not breaches:
-                valid_rows.write.mode("overwrite").parquet(str(valid_path))
-        finally:
-            annotated.unpersist()
+            "*", _any_broken(errors).alias(_INVALID), _any_broken(warnings).alias(_WARNED)
+        )
+        is_valid = ~F.col(_INVALID)
+        # Every figure (rows, failures per check, the profile) is gathered while the
+        # quarantine is written, in the same pass: observed metrics, not another job.
+        observation = Observation("landfall-validation")
+        observed = annotated.observe(
+            observation,
+            F.count(F.lit(1)).alias("landed"),
+            F.count(F.when(is_valid, 1)).alias("valid"),
+            F.count(F.when(is_valid & F.col(_WARNED), 1)).alias("warned"),
+            *[F.count(F.when(c.broken, 1)).alias(f"c{i}") for i, c in enumerate(checks)],
+            *_profile_aggregates(annotated, dataset),
+        )
+        observed.filter(F.col(_INVALID)).select(
+            *[F.col(f"`{_RAW}{name}`").alias(name) for name in declared],
+            *[F.col(f"`{name}`") for name in extras],
+            _names_of_broken([*errors, *warnings]).alias(REASONS_COLUMN),
+        ).write.mode("overwrite").parquet(str(quarantine_path))
+        figures = observation.get
+        landed, valid = int(figures["landed"]), int(figures["valid"])
+        failures = {c.name: int(figures[f"c{i}"]) for i, c in enumerate(checks)}
+        breaches, details = _breaches(dataset, landed, landed - valid, failures, severities)
+        kept = extras if dataset.extra_columns == "keep" else []
+        valid_rows = annotated.filter(is_valid).select(*declared, *kept)
+        if not breaches:
+            # A second pass over the landed data, cheaper than caching every row
+            # (measured: caching cost more than it saved; see bench/README.md).
+            valid_rows.write.mode("overwrite").parquet(str(valid_path))
         profile = _profile(figures, dataset, landed)
         return ValidationResult(
             rows_landed=landed,

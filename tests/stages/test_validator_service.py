@@ -1,0 +1,65 @@
+"""The validator service around its stage: manifests, the event, threshold failures."""
+
+from __future__ import annotations
+
+import pytest
+
+from landfall.config import Settings
+from landfall.contracts import EventType
+from landfall.datasets import Thresholds
+from landfall.demo import write_sample_partition
+from landfall.errors import StageFailedError
+from landfall.ingress import complete_landed_event
+from landfall.lake import read_manifest
+from landfall.stage import StageContext
+from services.validator.service import ValidatorService
+
+PARTITION = "2026-11-03"
+
+
+def _landed() -> dict:
+    return complete_landed_event({"dataset": "demo", "partition": PARTITION})
+
+
+def test_batch_validated_carries_the_quality_figures(spark, settings: Settings) -> None:
+    service = ValidatorService(StageContext(settings, "validator", spark=spark))
+    sample = write_sample_partition(service.context.lake, PARTITION, rows=370)
+
+    (outgoing,) = service.handle(EventType.DATA_LANDED, _landed())
+
+    event = outgoing.record
+    assert outgoing.event_type is EventType.BATCH_VALIDATED
+    assert event["rows_landed"] == 370
+    assert event["rows_quarantined"] == sample.bad_rows
+    assert event["failures_by_rule"]["type:feature1:double"] == 10
+    assert event["failures_by_rule"]["id_unique"] == 0
+    assert event["null_fraction"]["feature2"] == pytest.approx(10 / 370)
+    manifest = read_manifest(service.context.lake.resolve(event["output_path"]))
+    assert manifest["profile"]["feature3"]["approx_distinct"] == 3
+    assert manifest["rows"]["valid"] == event["rows_valid"]
+    assert manifest["spark_jobs"] >= 1
+
+
+def test_over_a_threshold_the_batch_fails_and_only_quarantine_is_committed(
+    spark, settings: Settings
+) -> None:
+    strict = settings.dataset("demo").model_copy(
+        update={"thresholds": Thresholds(max_invalid_fraction=0.01)}
+    )
+    strict_settings = settings.model_copy(update={"datasets": {"demo": strict}})
+    service = ValidatorService(StageContext(strict_settings, "validator", spark=spark))
+    lake = service.context.lake
+    write_sample_partition(lake, PARTITION, rows=370)
+
+    with pytest.raises(StageFailedError, match="over the limit of 1.0%") as caught:
+        service.handle(EventType.DATA_LANDED, _landed())
+
+    assert caught.value.retryable is False
+    assert caught.value.details["rule:not_null:id"] == "10"
+    assert not lake.partition_dir("demo", "validated", PARTITION).exists()
+    quarantine = read_manifest(lake.partition_dir("demo", "quarantine", PARTITION))
+    assert quarantine["threshold_breaches"]
+    assert (
+        list((lake.partition_dir("demo", "validated", PARTITION).parent / "_staging").iterdir())
+        == []
+    )
