@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo up test test-unit lint format clean
+.PHONY: setup system-deps demo up test test-unit lint format clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,20 @@ demo: setup ## one batch end to end on the embedded stack
 up: setup ## the embedded stack in the foreground until Ctrl-C
 	$(VENV)/bin/landfall up
 
-test: setup ## the whole suite against real Spark, a real broker and a real MLflow registry
+# What the tests need from the system: a PostgreSQL server (the results database is
+# tested on it; the tests start their own throwaway one) and Chromium (the browser
+# test of the status page and reports). Installed from Debian when missing.
+system-deps:
+	@missing=""; \
+	{ command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl; } >/dev/null 2>&1 \
+	  || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages the tests need:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+test: setup system-deps ## the whole suite against real Spark, a real broker and a real MLflow registry
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup ## the quick tests: no broker, no Spark

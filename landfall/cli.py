@@ -14,6 +14,7 @@ import typer
 
 from landfall.config import Settings, load_settings
 from landfall.errors import LandfallError
+from landfall.model_cli import app as model_app
 
 app = typer.Typer(
     help="landfall: event-driven batch prediction on Kafka, Spark and MLflow.",
@@ -80,6 +81,8 @@ def up(config: ConfigOption = None) -> None:
     except LandfallError as exc:
         _fail(exc)
     typer.echo(f"landfall is up: broker {live.kafka.bootstrap}, logs in {stack.log_dir}")
+    if stack.api_url:
+        typer.echo(f"status page and job API: {stack.api_url}/ (OpenAPI at /docs)")
     typer.echo(
         f"publish with: LANDFALL_KAFKA_BOOTSTRAP={live.kafka.bootstrap} landfall publish ..."
     )
@@ -104,7 +107,9 @@ def up(config: ConfigOption = None) -> None:
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="validator | featurizer | predictor | reporter")],
+    service: Annotated[
+        str, typer.Argument(help="validator | featurizer | predictor | reporter | api")
+    ],
     config: ConfigOption = None,
 ) -> None:
     """Run one stage service against the configured broker until SIGTERM."""
@@ -128,6 +133,14 @@ def publish(
     data_format: Annotated[
         str | None, typer.Option("--format", help="csv | parquet | json (default: config)")
     ] = None,
+    model_version: Annotated[
+        str | None,
+        typer.Option(
+            "--model-version",
+            help="score this batch with this version number of the dataset's model "
+            "(replays, backfills; the quality gate still applies)",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Publish a data-landed event for a dataset partition, as an upstream system would."""
@@ -138,8 +151,15 @@ def publish(
         settings.dataset(dataset)
         if not settings.kafka.bootstrap:
             raise LandfallError("publish needs a broker: set LANDFALL_KAFKA_BOOTSTRAP")
+        if model_version is not None and not model_version.isdigit():
+            raise LandfallError(f"--model-version takes a version number, got {model_version!r}")
         record = publish_data_landed(
-            settings, dataset, partition, path=path, data_format=data_format
+            settings,
+            dataset,
+            partition,
+            path=path,
+            data_format=data_format,
+            model_version=model_version,
         )
     except LandfallError as exc:
         _fail(exc)
@@ -147,6 +167,9 @@ def publish(
         f"published data-landed {dataset}/{partition}: batch {record['batch_id']} "
         f"run {record['run_id']}"
     )
+
+
+app.add_typer(model_app, name="model")
 
 
 def main() -> None:

@@ -153,17 +153,60 @@ class ReportingSettings(_Frozen):
     api_port: int = Field(default=8080, ge=0, le=65535)
 
 
+class GateRule(_Frozen):
+    """One quality-gate bound on a registered metric: ``min`` (at least) and/or ``max``."""
+
+    metric: str = Field(min_length=1)
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> GateRule:
+        if self.min is None and self.max is None:
+            raise ValueError(f"gate rule for {self.metric!r} needs a min or a max bound")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"gate rule for {self.metric!r} has min {self.min} > max {self.max}")
+        return self
+
+    def describe(self) -> str:
+        """The bound in words, e.g. ``accuracy >= 0.8``."""
+        bounds = []
+        if self.min is not None:
+            bounds.append(f">= {self.min:g}")
+        if self.max is not None:
+            bounds.append(f"<= {self.max:g}")
+        return f"{self.metric} {' and '.join(bounds)}"
+
+
 class ModelSpec(_Frozen):
-    """The registered model that scores a dataset, as ``models:/name@alias``."""
+    """The registered model that scores a dataset, as ``models:/name@alias``.
+
+    ``gate`` bounds the version's registered metrics: a version outside any bound (or
+    without one of the metrics) is refused by the predictor and by ``landfall model
+    promote``. ``challenger`` names a second alias of the same registered model that
+    scores every batch beside the champion, for comparison only.
+    """
 
     uri: str
+    challenger: str | None = None
+    gate: list[GateRule] = Field(default_factory=list)
 
     @field_validator("uri")
     @classmethod
     def _registered_alias(cls, value: str) -> str:
-        if not value.startswith("models:/") or "@" not in value:
+        name, _, alias = value.removeprefix("models:/").partition("@")
+        if not value.startswith("models:/") or not name or not alias or "/" in name:
             raise ValueError(f"model uri must look like models:/name@alias, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _distinct_aliases(self) -> ModelSpec:
+        if self.challenger is not None and self.challenger == self.alias:
+            raise ValueError(f"the challenger alias {self.challenger!r} is the champion's alias")
+        metrics = [rule.metric for rule in self.gate]
+        if len(metrics) != len(set(metrics)):
+            raise ValueError("each gate metric may appear once (put min and max in one rule)")
+        return self
 
     @property
     def name(self) -> str:

@@ -27,9 +27,13 @@ def publish_data_landed(
     path: str | None = None,
     data_format: str | None = None,
     run_id: str | None = None,
+    model_version: str | None = None,
     producer_name: str = f"landfall-cli/{landfall.__version__}",
 ) -> dict[str, Any]:
-    """Publish a data-landed event as an upstream system would; return the event."""
+    """Publish a data-landed event as an upstream system would; return the event.
+
+    ``model_version`` pins the version of the dataset's model that scores this batch.
+    """
     record = new_event(
         EventType.DATA_LANDED,
         dataset=dataset,
@@ -39,6 +43,7 @@ def publish_data_landed(
         producer=producer_name,
         path=path,
         format=data_format,
+        model_version=model_version,
     )
     topic = settings.kafka.topics.landed.name
     codec = EventCodec(settings.kafka.schema_registry_url)

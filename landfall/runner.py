@@ -204,9 +204,7 @@ class Runner:
             stats.abandoned += 1
             return
         except StageFailedError as exc:
-            outgoing = [
-                self._failure(event_type, record, exc.reason, exc.retryable, exc.details)
-            ]
+            outgoing = [self._failure(event_type, record, exc.reason, exc.retryable, exc.details)]
         except RetryableError as exc:
             reason = f"gave up after {self.settings.runner.max_attempts} attempts: {exc}"
             outgoing = [self._failure(event_type, record, reason, True)]

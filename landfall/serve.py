@@ -13,7 +13,7 @@ from landfall.errors import ConfigError
 from landfall.runner import Runner, Service
 from landfall.stage import StageContext
 
-__all__ = ["SERVICE_NAMES", "build_service", "ensure_all_topics", "serve"]
+__all__ = ["API", "SERVICE_NAMES", "build_service", "ensure_all_topics", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ _SERVICES = {
     "reporter": "services.reporter.service:ReporterService",
 }
 SERVICE_NAMES = tuple(_SERVICES)
+# The job API: not a stage, but served the same way (``landfall serve api``).
+API = "api"
 
 
 def build_service(name: str, context: StageContext) -> Service:
@@ -49,13 +51,25 @@ def ensure_all_topics(settings: Settings) -> list[str]:
 
 def serve(name: str, settings: Settings) -> None:
     """Run one service until SIGTERM or SIGINT; the batch in flight is not committed."""
-    if name not in _SERVICES:
-        raise ConfigError(f"unknown service {name!r}; choose from {', '.join(_SERVICES)}")
+    if name not in _SERVICES and name != API:
+        choices = ", ".join([*_SERVICES, API])
+        raise ConfigError(f"unknown service {name!r}; choose from {choices}")
     if not settings.kafka.bootstrap:
         raise ConfigError("serve needs a broker: set kafka.bootstrap or LANDFALL_KAFKA_BOOTSTRAP")
     # A service may start before its broker does (compose, Kubernetes): wait a while.
     wait_for_broker(settings.kafka.bootstrap, timeout=60)
     ensure_all_topics(settings)
+    if name == API:
+        from landfall.api import serve_api
+
+        serve_api(settings)
+        return
+    if name == "reporter" and settings.reporting.engine == "faust":
+        from services.reporter.app import ReporterApp
+
+        log.info("reporter ready (faust)")
+        ReporterApp(settings).run()
+        return
     context = StageContext(settings, name)
     service = build_service(name, context)
     # Start Spark before the first event so the first batch does not pay for it.

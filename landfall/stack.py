@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,10 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from landfall.broker import EmbeddedBroker, wait_for_broker
+from landfall.broker import EmbeddedBroker, free_port, wait_for_broker
 from landfall.config import ENV_PREFIX, Settings
 from landfall.errors import LandfallError
-from landfall.serve import SERVICE_NAMES, ensure_all_topics
+from landfall.serve import API, SERVICE_NAMES, ensure_all_topics
 
 __all__ = ["LocalStack", "ServiceDied"]
 
@@ -26,6 +27,16 @@ class ServiceDied(LandfallError):
     """A service process of the stack exited on its own."""
 
 
+def _can_listen(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -34,13 +45,17 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 class LocalStack:
-    """Starts (and stops) a broker if none is configured, the topics and the services."""
+    """Starts (and stops) a broker if none is configured, the topics and the services.
+
+    The services are the four stages and the job API (``api_url`` once started); the
+    API moves to a free port when the configured one is taken.
+    """
 
     def __init__(
         self,
         settings: Settings,
         *,
-        services: tuple[str, ...] = SERVICE_NAMES,
+        services: tuple[str, ...] = (*SERVICE_NAMES, API),
         log_dir: Path | None = None,
     ) -> None:
         self.settings = settings
@@ -61,6 +76,13 @@ class LocalStack:
             log.info("embedded broker on %s", bootstrap)
         kafka = self.settings.kafka.model_copy(update={"bootstrap": bootstrap})
         self.settings = self.settings.model_copy(update={"kafka": kafka})
+        if API in self.services:
+            reporting = self.settings.reporting
+            if not _can_listen(reporting.api_host, reporting.api_port):
+                port = free_port()
+                log.warning("API port %d is taken; using %d", reporting.api_port, port)
+                reporting = reporting.model_copy(update={"api_port": port})
+                self.settings = self.settings.model_copy(update={"reporting": reporting})
         ensure_all_topics(self.settings)
         # The services read exactly the settings this process holds, overrides and
         # the broker's address included, from one file written for them.
@@ -84,6 +106,13 @@ class LocalStack:
             log_file.close()
             log.info("started %s (pid %d)", name, self.processes[name].pid)
         return self.settings
+
+    @property
+    def api_url(self) -> str | None:
+        """Where the job API and status page answer, if the stack runs them."""
+        if API not in self.services:
+            return None
+        return f"http://{self.settings.reporting.api_host}:{self.settings.reporting.api_port}"
 
     def check_alive(self) -> None:
         """Raise ServiceDied, with the end of its log, if any service has exited."""

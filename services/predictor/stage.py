@@ -1,21 +1,97 @@
-"""Scoring: a registered MLflow model over a feature table, keyed by record id."""
+"""Scoring: registered MLflow models over a feature table, keyed by record id.
+
+One Spark job reads the features, scores them with the champion (and the challenger,
+when the dataset names one) through ``mlflow.pyfunc.spark_udf`` and writes one
+prediction row per feature row; a second, small job counts the rows and compares the
+two models. Each prediction stays on the row of the id it belongs to, so no join is
+needed and no row can be lost or repeated.
+
+Before any of that, the feature table is checked against each model's signature: a
+missing input or a type that cannot be widened safely (Spark's own widening: ints to
+longs or doubles, floats to doubles, dates to timestamps) fails the batch with the
+column named, instead of a worker crashing half-way through the job.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import atexit
+import shutil
+import tempfile
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.utils import AnalysisException, PythonException
 
 from landfall.config import DatasetConfig
 from landfall.errors import StageFailedError
-from landfall.registry import ResolvedModel
+from landfall.registry import ResolvedModel, translate_registry_errors
 from landfall.stage import schema_fingerprint
+from services.predictor.scorer import (
+    PREDICTION_COLUMN,
+    InputColumn,
+    ScorerPlan,
+    load_for_scoring,
+    plan_scorer,
+    save_scorer,
+)
 
-__all__ = ["PREDICTION_COLUMN", "PredictionResult", "score_partition"]
+__all__ = [
+    "CHALLENGER_PREFIX",
+    "PREDICTION_COLUMN",
+    "Comparison",
+    "PredictionResult",
+    "check_signature",
+    "prepare_scorer",
+    "score_partition",
+]
 
-PREDICTION_COLUMN = "prediction"
+CHALLENGER_PREFIX = "challenger_"
+
+# Spark simple types each model input type accepts: the type itself and what widens to it.
+_INTEGRAL = ("tinyint", "smallint", "int", "bigint")
+_ACCEPTS: dict[str, tuple[str, ...]] = {
+    "int": ("tinyint", "smallint", "int"),
+    "bigint": _INTEGRAL,
+    "float": (*_INTEGRAL, "float", "decimal"),
+    "double": (*_INTEGRAL, "float", "double", "decimal"),
+    "boolean": ("boolean",),
+    "string": ("string",),
+    "binary": ("binary",),
+    "timestamp": ("timestamp", "timestamp_ntz", "date"),
+}
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """One model version ready to score: its plan and its spark_udf."""
+
+    model: ResolvedModel
+    plan: ScorerPlan
+    udf: Callable[..., Column]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How the challenger's predictions compare with the champion's over one batch."""
+
+    rows_compared: int
+    agreement: float | None = None  # classifiers: fraction of rows with the same class
+    mean_abs_diff: float | None = None  # regressors: mean |champion - challenger|
+
+    def describe(self) -> dict[str, Any]:
+        """The manifest's record of the comparison."""
+        return {
+            "rows_compared": self.rows_compared,
+            "agreement": self.agreement,
+            "mean_abs_diff": self.mean_abs_diff,
+        }
 
 
 @dataclass(frozen=True)
@@ -24,16 +100,179 @@ class PredictionResult:
 
     rows: int
     schema: str
+    kind: str
+    columns: list[str]
+    probability_columns: list[str] = field(default_factory=list)
+    comparison: Comparison | None = None
+    challenger_skipped: str | None = None  # why a configured challenger did not score
 
 
-def _model_inputs(model_uri: str, dataset: DatasetConfig) -> list[str]:
-    """The columns the model takes, in its signature's order (else the configured features)."""
-    from mlflow.models import get_model_info
+# ----------------------------------------------------------------- model preparation
 
-    signature = get_model_info(model_uri).signature
-    if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
-        return [f.name for f in dataset.features]
-    return list(signature.inputs.input_names())
+
+class _ScorerCache:
+    """Prepared scorers by model version: registered versions never change.
+
+    Preparing means downloading the version, planning it and building its spark_udf
+    (which copies the model once more); a service scoring daily batches with the same
+    version does that once. A few versions are kept, the oldest dropped.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[Any, ...], tuple[Scorer, Path]] = OrderedDict()
+        self._lock = threading.Lock()
+        atexit.register(self.clear)
+
+    def clear(self) -> None:
+        """Forget every scorer and remove its local copy of the model."""
+        with self._lock:
+            while self._entries:
+                _, (_, directory) = self._entries.popitem()
+                shutil.rmtree(directory, ignore_errors=True)
+
+    def get(self, key: tuple[Any, ...]) -> Scorer | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: tuple[Any, ...], scorer: Scorer, directory: Path) -> None:
+        with self._lock:
+            self._entries[key] = (scorer, directory)
+            while len(self._entries) > self.size:
+                _, (_, old) = self._entries.popitem(last=False)
+                shutil.rmtree(old, ignore_errors=True)
+
+
+_CACHE = _ScorerCache()
+
+
+def _download(model: ResolvedModel, destination: Path) -> Path:
+    import mlflow.artifacts
+
+    return Path(
+        translate_registry_errors(
+            f"model {model.uri} cannot be downloaded from the registry",
+            lambda: mlflow.artifacts.download_artifacts(
+                artifact_uri=model.uri, dst_path=str(destination)
+            ),
+        )
+    )
+
+
+def prepare_scorer(spark: SparkSession, model: ResolvedModel, fallback: list[str]) -> Scorer:
+    """Download, plan and wrap one model version, and build its spark_udf (cached)."""
+    import mlflow
+    import mlflow.pyfunc
+
+    key = (id(spark), mlflow.get_registry_uri(), model.name, model.version, tuple(fallback))
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    directory = Path(tempfile.mkdtemp(prefix=f"landfall-{model.name}-{model.version}-"))
+    try:
+        local = _download(model, directory / "model")
+        try:
+            loaded, _raw = load_for_scoring(local)
+        except Exception as exc:
+            raise StageFailedError(
+                f"model {model.uri} cannot be loaded here: {type(exc).__name__}: {exc}"
+            ) from exc
+        plan = plan_scorer(loaded, fallback)
+        scorer_dir = save_scorer(plan, local, directory / "scorer")
+        # env_manager="local": the service's own environment already has the model's
+        # packages, and building a fresh one would need the network. The result type
+        # comes from the scorer's output signature.
+        udf = mlflow.pyfunc.spark_udf(spark, str(scorer_dir), env_manager="local")
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    scorer = Scorer(model=model, plan=plan, udf=udf)
+    _CACHE.put(key, scorer, directory)
+    return scorer
+
+
+def check_signature(model: ResolvedModel, plan: ScorerPlan, features: DataFrame) -> list[Column]:
+    """The model's input columns from the feature table, widened to the signature's types.
+
+    A missing required column or a type that does not widen safely fails the batch,
+    naming every offending column at once.
+    """
+    types = {f.name: f.dataType.simpleString() for f in features.schema.fields}
+    problems: list[str] = []
+    columns: list[Column] = []
+    for column in plan.inputs:
+        if column.name not in types:
+            if column.required:
+                problems.append(f"column {column.name} is missing")
+            continue
+        columns.append(_widened(column, types[column.name], problems))
+    if problems:
+        raise StageFailedError(
+            f"the feature table does not match the signature of model {model.uri}: "
+            + "; ".join(problems)
+            + f" (the table has {', '.join(f'{n} {t}' for n, t in types.items())})",
+            details={"model_uri": model.uri, "problems": "; ".join(problems)},
+        )
+    return columns
+
+
+def _widened(column: InputColumn, actual: str, problems: list[str]) -> Column:
+    source = F.col(f"`{column.name}`")
+    expected = column.spark_type
+    if expected is None or actual == expected:
+        return source.alias(column.name)
+    base = actual.split("(", 1)[0]  # decimal(10,2) -> decimal
+    if base not in _ACCEPTS.get(expected, ()):
+        problems.append(f"column {column.name} is {actual} but the model expects {expected}")
+        return source
+    return source.cast(expected).alias(column.name)
+
+
+# ----------------------------------------------------------------------- scoring
+
+
+def _observed(frame: DataFrame, kind: str) -> tuple[DataFrame, Observation]:
+    """The frame, observed: its row count and the champion/challenger comparison.
+
+    Observed metrics are gathered while the write runs, so counting and comparing
+    cost no second Spark job over the predictions.
+    """
+    metrics = [F.count(F.lit(1)).alias("rows")]
+    if CHALLENGER_PREFIX + PREDICTION_COLUMN in frame.columns:
+        champion = F.col(PREDICTION_COLUMN)
+        challenger = F.col(CHALLENGER_PREFIX + PREDICTION_COLUMN)
+        both = champion.isNotNull() & challenger.isNotNull()
+        if kind == "classifier":
+            measure = F.when(
+                both, (champion.cast("string") == challenger.cast("string")).cast("int")
+            )
+        else:
+            measure = F.when(both, F.abs(champion.cast("double") - challenger.cast("double")))
+        metrics += [F.count(measure).alias("compared"), F.avg(measure).alias("measure")]
+    observation = Observation(f"predictions-{uuid.uuid4().hex[:8]}")
+    return frame.observe(observation, *metrics), observation
+
+
+def _comparison(observed: dict[str, Any], kind: str) -> Comparison | None:
+    if "compared" not in observed:
+        return None
+    value = None if observed["measure"] is None else float(observed["measure"])
+    return Comparison(
+        rows_compared=int(observed["compared"]),
+        agreement=value if kind == "classifier" else None,
+        mean_abs_diff=value if kind != "classifier" else None,
+    )
+
+
+def _python_failure(exc: Exception) -> StageFailedError:
+    # The worker's traceback ends with the model's own message; keep that, not the JVM's.
+    message = str(exc).strip().splitlines()
+    tail = next((line for line in reversed(message) if line.strip()), str(exc))
+    return StageFailedError(f"the model failed while scoring: {tail.strip()}")
 
 
 def score_partition(
@@ -42,29 +281,84 @@ def score_partition(
     model: ResolvedModel,
     features_path: Path,
     predictions_path: Path,
+    *,
+    challenger: ResolvedModel | None = None,
+    expected_rows: int | None = None,
 ) -> PredictionResult:
-    """Score every feature row with the exact model version; one prediction per id."""
-    import mlflow.pyfunc
+    """Score every feature row with the exact model version(s); one prediction per id.
 
-    features = spark.read.parquet(str(features_path))
-    inputs = _model_inputs(model.uri, dataset)
-    missing = [c for c in inputs if c not in features.columns]
-    if missing:
+    ``expected_rows`` (the feature table's row count, if the caller knows it) is what
+    the predictions must number; otherwise the table is counted.
+    """
+    try:
+        features = spark.read.parquet(str(features_path))
+    except AnalysisException as exc:
         raise StageFailedError(
-            f"model {model.uri} needs column(s) {', '.join(missing)} that the feature table "
-            f"lacks (it has {', '.join(features.columns)})"
+            f"the feature table at {features_path} cannot be read: {exc}"
+        ) from exc
+    id_column = dataset.id_column
+    if id_column not in features.columns:
+        raise StageFailedError(
+            f"the feature table has no id column {id_column!r} "
+            f"(it has {', '.join(features.columns)})"
         )
-    # env_manager="local": the service's own environment already has the model's
-    # packages, and building a fresh one would need the network.
-    predict = mlflow.pyfunc.spark_udf(spark, model.uri, result_type="double", env_manager="local")
-    # Each prediction stays on the row of the id it belongs to: no join is needed,
-    # so the output has exactly one row per feature row.
-    scored = features.select(
-        F.col(f"`{dataset.id_column}`"),
-        predict(*[F.col(f"`{c}`") for c in inputs]).alias(PREDICTION_COLUMN),
-        F.lit(model.name).alias("model_name"),
-        F.lit(model.version).alias("model_version"),
+    # Without a named signature the model takes every feature column, in table order.
+    fallback = [c for c in features.columns if c != id_column]
+    champion = prepare_scorer(spark, model, fallback)
+    scorers = [("", champion, check_signature(model, champion.plan, features))]
+    skipped = None
+    if challenger is not None:
+        # The challenger only shadows the champion: a challenger that cannot score this
+        # table is skipped (and said so), never a reason to fail the batch.
+        try:
+            candidate = prepare_scorer(spark, challenger, fallback)
+            inputs = check_signature(challenger, candidate.plan, features)
+            scorers.append((CHALLENGER_PREFIX, candidate, inputs))
+        except StageFailedError as exc:
+            skipped = exc.reason
+
+    # One projection calls each model once (its outputs come back as a struct); the next
+    # names the struct's fields and adds the exact version every row was scored with.
+    scored_columns: list[Column] = [F.col(f"`{id_column}`")]
+    output: list[Column] = [F.col(f"`{id_column}`")]
+    for prefix, scorer, inputs in scorers:
+        result = scorer.udf(F.struct(*inputs))
+        if scorer.plan.probability_columns:
+            struct = f"_{prefix or 'champion_'}scored"
+            scored_columns.append(result.alias(struct))
+            output += [
+                F.col(f"`{struct}`.`{name}`").alias(prefix + name)
+                for name in scorer.plan.output_columns
+            ]
+        else:
+            scored_columns.append(result.alias(prefix + PREDICTION_COLUMN))
+            output.append(F.col(prefix + PREDICTION_COLUMN))
+        if not prefix:
+            output.append(F.lit(scorer.model.name).alias("model_name"))
+        output += [
+            F.lit(scorer.model.version).alias(prefix + "model_version"),
+            F.lit(scorer.model.uri).alias(prefix + "model_uri"),
+        ]
+    scored = features.select(*scored_columns)
+    predictions, observation = _observed(scored.select(*output), champion.plan.kind)
+    try:
+        predictions.write.mode("overwrite").parquet(str(predictions_path))
+    except PythonException as exc:
+        raise _python_failure(exc) from exc
+    observed = observation.get
+    rows = int(observed["rows"])
+    # Counted from the parquet footers: no scan of the features.
+    expected = features.count() if expected_rows is None else expected_rows
+    if rows != expected:
+        raise StageFailedError(
+            f"scored {rows} rows from {expected} feature rows: refusing to commit"
+        )
+    return PredictionResult(
+        rows=rows,
+        schema=schema_fingerprint(predictions),
+        kind=champion.plan.kind,
+        columns=predictions.columns,
+        probability_columns=list(champion.plan.probability_columns),
+        comparison=_comparison(observed, champion.plan.kind),
+        challenger_skipped=skipped,
     )
-    scored.write.mode("overwrite").parquet(str(predictions_path))
-    rows = spark.read.parquet(str(predictions_path)).count()
-    return PredictionResult(rows=rows, schema=schema_fingerprint(scored))

@@ -1,7 +1,19 @@
-"""The reporter service: batch-predicted and batch-failed in, batch-reported out."""
+"""The reporter: follows each batch run through its stages, then reports and announces it.
+
+:class:`BatchReporter` is the reporter's logic whatever drives it: ``observe`` folds one
+event into the run's *progress* (a JSON-able dict: stages reached, their timings and
+figures) and records it in the results database; ``report`` builds the run's
+``report.json`` and ``report.html`` once its predictions are committed or a stage
+failed, records the run and returns the batch-reported event. The faust app
+(:mod:`services.reporter.app`, the default) keeps progress in a faust table;
+:class:`ReporterService` runs the same logic on the shared runner (``reporting.engine:
+runner``), keeping progress in memory and the results database.
+"""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from datetime import UTC, datetime
 from typing import Any
 
 from landfall.contracts import EventType, follow_up
@@ -9,87 +21,269 @@ from landfall.lake import write_json_atomically
 from landfall.results_db import ResultsDb
 from landfall.runner import Outgoing
 from landfall.stage import StageContext, StageService, Stopwatch
-from services.reporter.stage import build_failure_report, build_success_report
+from services.reporter.html import render_report_html
+from services.reporter.stage import build_failure_report, build_success_report, timeline
 
-__all__ = ["ReporterService"]
+__all__ = ["FINISHING_EVENTS", "STAGE_EVENTS", "BatchReporter", "ReporterService", "new_progress"]
+
+# The completion event of each stage before reporting, and the stage it completes.
+STAGE_EVENTS = {
+    EventType.BATCH_VALIDATED: "validation",
+    EventType.BATCH_FEATURIZED: "featurization",
+    EventType.BATCH_PREDICTED: "prediction",
+}
+# The events after which a run is reported.
+FINISHING_EVENTS = frozenset({EventType.BATCH_PREDICTED, EventType.BATCH_FAILED})
+# Figures a stage's event carries that the results database keeps on the run.
+_RUN_FIGURES = {
+    "validation": ("rows_landed", "rows_valid", "rows_quarantined"),
+    "prediction": ("model_name", "model_version"),
+}
 
 
-class ReporterService(StageService):
-    """Writes each batch run's report and results-DB rows, then announces it."""
+def _iso(moment: Any) -> str:
+    if isinstance(moment, datetime):
+        return moment.astimezone(UTC).isoformat()
+    return datetime.now(UTC).isoformat()
 
-    name = "reporter"
-    stage = "reporting"
 
-    def __init__(self, context: StageContext) -> None:
-        super().__init__(context)
-        topics = context.topics
-        self.consumes = {
-            topics.predicted.name: frozenset({EventType.BATCH_PREDICTED}),
-            topics.failed.name: frozenset({EventType.BATCH_FAILED}),
-        }
-        self.results = ResultsDb(context.settings.results_db_url)
+def new_progress(record: dict[str, Any]) -> dict[str, Any]:
+    """The progress of a run nothing is known about yet."""
+    return {
+        "batch_id": record["batch_id"],
+        "run_id": record["run_id"],
+        "dataset": record["dataset"],
+        "partition": record["partition"],
+        "submitted_at": None,
+        "requested_model_version": None,
+        "stages": {},
+        "failed": None,
+        "reported_for": None,
+        "status": "RUNNING",
+    }
 
-    def handle(self, event_type: EventType, record: dict[str, Any]) -> list[Outgoing]:
-        """Report a finished (or failed) batch run and publish batch-reported."""
+
+def _stage_rows(event_type: EventType, record: dict[str, Any]) -> int | None:
+    if event_type is EventType.BATCH_VALIDATED:
+        return record.get("rows_landed")
+    rows = record.get("rows")
+    return int(rows) if rows is not None else None
+
+
+class BatchReporter:
+    """Progress, reports and results-database rows of batch runs (no Kafka here)."""
+
+    def __init__(self, context: StageContext, results: ResultsDb | None = None) -> None:
+        self.context = context
+        self.results = results or ResultsDb(context.settings.results_db_url)
+
+    def observe(
+        self, event_type: EventType, record: dict[str, Any], progress: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Fold one event into its run's progress and record what it says; return the progress."""
+        state = dict(progress) if progress else new_progress(record)
+        state["stages"] = dict(state.get("stages") or {})
+        if record.get("model_version") and event_type is not EventType.BATCH_PREDICTED:
+            state["requested_model_version"] = record["model_version"]
+        ids = {k: record[k] for k in ("batch_id", "run_id", "dataset", "partition")}
+        if event_type is EventType.DATA_LANDED:
+            state["submitted_at"] = state["submitted_at"] or _iso(record.get("occurred_at"))
+            self.results.record_submission(
+                **ids,
+                submitted_at=datetime.fromisoformat(state["submitted_at"]),
+                model_version=record.get("model_version"),
+            )
+        elif event_type in STAGE_EVENTS:
+            stage = STAGE_EVENTS[event_type]
+            entry: dict[str, Any] = {
+                "finished_at": _iso(record.get("occurred_at")),
+                "duration_ms": record.get("duration_ms"),
+                "rows": _stage_rows(event_type, record),
+                "event_id": record.get("event_id"),
+            }
+            if event_type is EventType.BATCH_VALIDATED:
+                entry["failures_by_rule"] = dict(record.get("failures_by_rule") or {})
+                entry["null_fraction"] = dict(record.get("null_fraction") or {})
+            state["stages"][stage] = entry
+            figures = {name: record.get(name) for name in _RUN_FIGURES.get(stage, ())}
+            if event_type is EventType.BATCH_PREDICTED:
+                figures["rows_scored"] = record.get("rows")
+            self.results.record_stage(
+                **ids,
+                stage=stage,
+                finished_at=datetime.fromisoformat(entry["finished_at"]),
+                duration_ms=entry["duration_ms"],
+                rows=entry["rows"],
+                event_id=entry["event_id"],
+                figures=figures,
+            )
+        elif event_type is EventType.BATCH_FAILED:
+            state["failed"] = {
+                "stage": record.get("stage"),
+                "reason": record.get("reason"),
+                "event_id": record.get("event_id"),
+            }
+        return state
+
+    def already_reported(self, record: dict[str, Any], progress: dict[str, Any] | None) -> bool:
+        """Whether this exact event was reported and announced before (a redelivery)."""
+        return bool(progress) and progress.get("reported_for") == record.get("event_id")  # type: ignore[union-attr]
+
+    def report(
+        self, event_type: EventType, record: dict[str, Any], progress: dict[str, Any]
+    ) -> tuple[Outgoing, dict[str, Any]]:
+        """Build, write and record the run's report; return batch-reported and the progress."""
         ctx, lake = self.context, self.context.lake
+        reporting = ctx.settings.reporting
         watch = Stopwatch()
+        started = datetime.now(UTC)
         if event_type is EventType.BATCH_FAILED:
-            report = build_failure_report(lake, record)
+            report = build_failure_report(lake, record, progress=progress)
         else:
-            report = build_success_report(ctx.spark, lake, record)
-        report["stage_durations_ms"]["reporting"] = watch.total_ms
-        report["report_path"] = self._write_report(record, report, watch)
-        rows = report.get("rows", {})
-        model = report.get("model", {})
-        figures = {
-            "rows_landed": rows.get("landed"),
-            "rows_valid": rows.get("valid"),
-            "rows_quarantined": rows.get("quarantined"),
-            "rows_scored": rows.get("scored"),
-            "model_name": model.get("name"),
-            "model_version": model.get("version"),
-            "failed_stage": report.get("failed_stage"),
-            "failure_reason": report.get("failure_reason"),
-        }
-        self.results.record_run(
-            batch_id=record["batch_id"],
-            run_id=record["run_id"],
-            dataset=record["dataset"],
-            partition=record["partition"],
-            status=report["status"],
-            stage_durations_ms=report["stage_durations_ms"],
-            report_path=report["report_path"],
-            **figures,
+            dataset = ctx.settings.datasets.get(record["dataset"])
+            report = build_success_report(
+                ctx.spark,
+                lake,
+                record,
+                progress=progress,
+                psi_threshold=reporting.psi_threshold,
+                reference_partitions=reporting.reference_partitions,
+                id_column=dataset.id_column if dataset is not None else "id",
+            )
+        manifests = report.pop("manifests", {})
+        finished = datetime.now(UTC)
+        failed = None
+        if event_type is EventType.BATCH_FAILED:
+            failed_at = record.get("occurred_at")
+            failed = (
+                str(record["stage"]),
+                failed_at if isinstance(failed_at, datetime) else started,
+            )
+        report["timeline"] = timeline(
+            record["run_id"], progress, manifests, (started, finished), failed
         )
+        report["stage_durations_ms"] = {s["stage"]: s["duration_ms"] for s in report["timeline"]}
+        report["submitted_at"] = progress.get("submitted_at")
+        report["reported_at"] = finished.isoformat()
+        self._write_report(record, report, watch)
+        self.results.record_report(report)
         event = follow_up(
             EventType.BATCH_REPORTED,
             record,
             producer=ctx.producer,
             status=report["status"],
             report_path=report["report_path"],
+            report_html_path=report["report_html_path"],
             stage_durations_ms=report["stage_durations_ms"],
-            **figures,
+            rows_landed=report["rows"].get("landed"),
+            rows_valid=report["rows"].get("valid"),
+            rows_quarantined=report["rows"].get("quarantined"),
+            rows_scored=report["rows"].get("scored"),
+            model_name=report["model"].get("name"),
+            model_version=report["model"].get("version"),
+            failed_stage=report.get("failed_stage"),
+            failure_reason=report.get("failure_reason"),
+            drifted_features=list((report.get("drift") or {}).get("flagged", [])),
         )
-        return [Outgoing(ctx.topics.reported.name, EventType.BATCH_REPORTED, event)]
+        state = dict(progress, status=report["status"], reported_for=record.get("event_id"))
+        return Outgoing(ctx.topics.reported.name, EventType.BATCH_REPORTED, event), state
 
     def _write_report(
         self, record: dict[str, Any], report: dict[str, Any], watch: Stopwatch
-    ) -> str:
-        with self.staging(record, "reports") as output:
+    ) -> None:
+        ctx, lake = self.context, self.context.lake
+        output = ctx.staged(record["dataset"], "reports", record["partition"], record["run_id"])
+        report["report_path"] = lake.relative(output.target / "report.json")
+        report["report_html_path"] = lake.relative(output.target / "report.html")
+        try:
             output.staging.mkdir(parents=True)
             write_json_atomically(output.staging / "report.json", report)
-        self.commit(
-            record,
-            output,
-            inputs=[],
-            rows={},
-            schema="report.json",
-            watch=watch,
-            status=report["status"],
-        )
-        return self.context.lake.relative(output.target / "report.json")
+            (output.staging / "report.html").write_text(render_report_html(report), "utf-8")
+            manifest = ctx.manifest(
+                record,
+                stage="reporting",
+                output=output,
+                inputs=[],
+                rows={},
+                schema="report.json",
+                timings_ms={"total": watch.total_ms},
+                status=report["status"],
+            )
+            lake.commit_partition(output, manifest)
+        except BaseException:
+            lake.discard(output)
+            raise
 
     def close(self) -> None:
         """Release the database, then the Spark session."""
         self.results.close()
-        super().close()
+        self.context.close()
+
+
+class ReporterService(StageService):
+    """The reporter on the shared runner: the fallback to the faust app.
+
+    Progress lives in memory (the last few thousand runs) and, across restarts, in the
+    results database; a stage event consumed before a restart is then read back from
+    there, and the stage manifests fill in what is still missing.
+    """
+
+    name = "reporter"
+    stage = "reporting"
+    _REMEMBERED_RUNS = 5000
+
+    def __init__(self, context: StageContext) -> None:
+        super().__init__(context)
+        topics = context.topics
+        self.consumes = {
+            topics.validated.name: frozenset({EventType.BATCH_VALIDATED}),
+            topics.featurized.name: frozenset({EventType.BATCH_FEATURIZED}),
+            topics.predicted.name: frozenset({EventType.BATCH_PREDICTED}),
+            topics.failed.name: frozenset({EventType.BATCH_FAILED}),
+        }
+        self.reporter = BatchReporter(context)
+        self.results = self.reporter.results
+        self._progress: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def _recall(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        run_id = record["run_id"]
+        if run_id in self._progress:
+            return self._progress[run_id]
+        run = self.results.run(run_id)
+        if run is None:
+            return None
+        state = new_progress(record)
+        state["requested_model_version"] = run.get("requested_model_version")
+        for stage in run["stages"]:
+            if stage["stage"] == "reporting" or stage["finished_at"] is None:
+                continue
+            state["stages"][stage["stage"]] = {
+                "finished_at": stage["finished_at"].isoformat(),
+                "duration_ms": stage["duration_ms"],
+                "rows": stage["rows"],
+                "event_id": stage["event_id"],
+            }
+        return state
+
+    def _remember(self, state: dict[str, Any]) -> None:
+        self._progress[state["run_id"]] = state
+        self._progress.move_to_end(state["run_id"])
+        while len(self._progress) > self._REMEMBERED_RUNS:
+            self._progress.popitem(last=False)
+
+    def handle(self, event_type: EventType, record: dict[str, Any]) -> list[Outgoing]:
+        """Record the stage the event completes; report the run when it is finished."""
+        progress = self._recall(record)
+        if event_type in FINISHING_EVENTS and self.reporter.already_reported(record, progress):
+            return []
+        state = self.reporter.observe(event_type, record, progress)
+        outgoing: list[Outgoing] = []
+        if event_type in FINISHING_EVENTS:
+            reported, state = self.reporter.report(event_type, record, state)
+            outgoing.append(reported)
+        self._remember(state)
+        return outgoing
+
+    def close(self) -> None:
+        """Release the database, then the Spark session."""
+        self.reporter.close()

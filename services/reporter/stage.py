@@ -1,106 +1,558 @@
-"""Reporting: one report per batch run, from the stage manifests and the predictions."""
+"""Reporting: one report per batch run, from the stage manifests, the events and the data.
+
+No Kafka here. Given a run's completion (or failure) event and what the reporter saw of
+its earlier stages (``progress``), this builds the report document: row counts, data
+quality per rule, null fractions, the model, a stage timeline, and, for a scored run,
+the prediction distribution and feature drift (population stability index) against the
+dataset's previous partitions, computed with Spark from the lake.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import NumericType
 
-from landfall.lake import MANIFEST_NAME, Lake, read_manifest
+from landfall.contracts import validate_partition
+from landfall.errors import InvalidEventError
+from landfall.lake import MANIFEST_NAME, Lake, Zone, read_manifest
 
-__all__ = ["build_failure_report", "build_success_report", "prediction_summary"]
+__all__ = [
+    "PIPELINE_STAGES",
+    "build_failure_report",
+    "build_success_report",
+    "feature_drift",
+    "null_fractions",
+    "population_stability_index",
+    "prediction_distribution",
+    "prediction_summary",
+    "previous_partitions",
+    "timeline",
+]
 
-# Stage name in manifests -> the zone its output lives in.
-STAGE_ZONES = {"validation": "validated", "featurization": "features", "prediction": "predictions"}
+# The stages before reporting, in order, and the zone each one's output lives in.
+PIPELINE_STAGES: dict[str, Zone] = {
+    "validation": "validated",
+    "featurization": "features",
+    "prediction": "predictions",
+}
+# A prediction column with at most this many distinct values is shown value by value.
+_MAX_CATEGORIES = 20
+_HISTOGRAM_BINS = 20
+_DRIFT_BINS = 10
+# Empty bins would make the PSI infinite; a tiny share stands in for "none".
+_PSI_FLOOR = 1e-4
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment is not None else None
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _manifest_of(lake: Lake, dataset: str, zone: Zone, partition: str) -> dict[str, Any] | None:
+    directory = lake.partition_dir(dataset, zone, partition)
+    return read_manifest(directory) if (directory / MANIFEST_NAME).exists() else None
+
+
+def stage_manifests(lake: Lake, dataset: str, partition: str) -> dict[str, dict[str, Any]]:
+    """The committed manifest of each stage's output for the partition, by stage name."""
+    manifests = {}
+    for stage, zone in PIPELINE_STAGES.items():
+        manifest = _manifest_of(lake, dataset, zone, partition)
+        if manifest is None and stage == "validation":
+            # A validation over its quality thresholds commits only the quarantine.
+            manifest = _manifest_of(lake, dataset, "quarantine", partition)
+        if manifest is not None:
+            manifests[stage] = manifest
+    return manifests
+
+
+def previous_partitions(
+    lake: Lake, dataset: str, zone: Zone, partition: str, limit: int
+) -> list[str]:
+    """Up to ``limit`` committed partitions of the dataset in ``zone`` before ``partition``."""
+    directory = lake.root / dataset / zone
+    if not directory.is_dir():
+        return []
+    found = []
+    for child in directory.iterdir():
+        if child.name >= partition or not (child / MANIFEST_NAME).exists():
+            continue
+        try:
+            validate_partition(child.name)
+        except InvalidEventError:
+            continue  # _staging and anything else that is not a partition
+        found.append(child.name)
+    return sorted(found)[-limit:]
+
+
+# ---------------------------------------------------------------------------- figures
 
 
 def prediction_summary(spark: SparkSession, predictions_path: Path) -> dict[str, Any]:
     """Count, mean, min, max and the most frequent predicted values, in one Spark job."""
     frame = spark.read.parquet(str(predictions_path))
-    grouped = frame.groupBy("prediction").count().orderBy(F.desc("count")).collect()
-    total = sum(int(r["count"]) for r in grouped)
+    grouped = frame.groupBy("prediction").count().orderBy(F.desc("count")).limit(1000).collect()
+    total = frame.count() if len(grouped) == 1000 else sum(int(r["count"]) for r in grouped)
     values = [
         (float(r["prediction"]), int(r["count"])) for r in grouped if r["prediction"] is not None
     ]
     nulls = sum(int(r["count"]) for r in grouped if r["prediction"] is None)
     summary: dict[str, Any] = {"rows": total, "null_predictions": nulls}
     if values:
+        stats = frame.agg(F.avg("prediction"), F.min("prediction"), F.max("prediction")).first()
+        assert stats is not None
         summary.update(
-            mean=sum(v * c for v, c in values) / sum(c for _, c in values),
-            min=min(v for v, _ in values),
-            max=max(v for v, _ in values),
+            mean=float(stats[0]),
+            min=float(stats[1]),
+            max=float(stats[2]),
             distinct_values=len(values),
             # A classifier has few distinct values; a regressor's would be noise here.
-            counts_by_value={str(v): c for v, c in values[:20]},
+            counts_by_value={str(v): c for v, c in values[:_MAX_CATEGORIES]},
         )
     return summary
 
 
-def _stage_manifests(lake: Lake, dataset: str, partition: str) -> dict[str, dict[str, Any]]:
-    manifests = {}
-    for stage, zone in STAGE_ZONES.items():
-        directory = lake.partition_dir(dataset, zone, partition)  # type: ignore[arg-type]
-        if (directory / MANIFEST_NAME).exists():
-            manifests[stage] = read_manifest(directory)
-    return manifests
+def null_fractions(spark: SparkSession, path: Path) -> dict[str, float]:
+    """The fraction of rows with no value, per column of the table at ``path``."""
+    frame = spark.read.parquet(str(path))
+    if not frame.columns:
+        return {}
+    row = frame.agg(
+        F.count(F.lit(1)).alias("__rows"),
+        *[
+            F.sum(F.col(f"`{c}`").isNull().cast("long")).alias(f"_{i}")
+            for i, c in enumerate(frame.columns)
+        ],
+    ).first()
+    assert row is not None
+    rows = int(row["__rows"])
+    return {
+        c: (int(row[f"_{i}"] or 0) / rows if rows else 0.0) for i, c in enumerate(frame.columns)
+    }
+
+
+def _labelled(spark: SparkSession, paths: Mapping[str, Path], columns: Sequence[str]) -> DataFrame:
+    """The given tables stacked, each row labelled with its partition in ``_part``."""
+    frames = []
+    for partition, path in paths.items():
+        frame = spark.read.parquet(str(path))
+        present = [c for c in columns if c in frame.columns]
+        frames.append(
+            frame.select(*[F.col(f"`{c}`") for c in present], F.lit(partition).alias("_part"))
+        )
+    stacked = frames[0]
+    for frame in frames[1:]:
+        stacked = stacked.unionByName(frame, allowMissingColumns=True)
+    return stacked
+
+
+def prediction_distribution(
+    spark: SparkSession,
+    lake: Lake,
+    dataset: str,
+    partition: str,
+    current: Path,
+    *,
+    references: int,
+) -> dict[str, Any]:
+    """This partition's predictions next to the previous partitions', as shares per bin."""
+    previous = previous_partitions(lake, dataset, "predictions", partition, references)
+    paths = {p: lake.partition_dir(dataset, "predictions", p) for p in previous}
+    paths[partition] = current
+    stacked = _labelled(spark, paths, ["prediction"]).where(F.col("prediction").isNotNull())
+    stacked = stacked.withColumn("prediction", F.col("prediction").cast("double"))
+    per_part = {
+        r["_part"]: r
+        for r in stacked.groupBy("_part")
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.avg("prediction").alias("mean"),
+            F.min("prediction").alias("min"),
+            F.max("prediction").alias("max"),
+            F.approx_count_distinct("prediction").alias("distinct"),
+        )
+        .collect()
+    }
+    result: dict[str, Any] = {
+        "reference_partitions": previous,
+        "by_partition": [
+            {"partition": p, "rows": int(per_part[p]["rows"]), "mean": float(per_part[p]["mean"])}
+            for p in [*previous, partition]
+            if p in per_part
+        ],
+    }
+    if partition not in per_part:
+        return result | {"kind": "empty", "categories": [], "current": [], "reference": []}
+    distinct = max(int(r["distinct"]) for r in per_part.values())
+    counts: dict[tuple[str, Any], int]
+    if distinct <= _MAX_CATEGORIES:
+        rows = stacked.groupBy("_part", "prediction").count().collect()
+        categories_raw = sorted({float(r["prediction"]) for r in rows})
+        if len(categories_raw) <= _MAX_CATEGORIES * 2:
+            counts = {(r["_part"], float(r["prediction"])): int(r["count"]) for r in rows}
+            labels = [_number_label(v) for v in categories_raw]
+            return result | _shares(
+                "categorical", labels, categories_raw, counts, partition, previous
+            )
+    low = min(float(r["min"]) for r in per_part.values())
+    high = max(float(r["max"]) for r in per_part.values())
+    width = (high - low) / _HISTOGRAM_BINS or 1.0
+    bucket = F.least(
+        F.floor((F.col("prediction") - F.lit(low)) / F.lit(width)).cast("int"),
+        F.lit(_HISTOGRAM_BINS - 1),
+    )
+    rows = stacked.groupBy("_part", bucket.alias("bin")).count().collect()
+    counts = {(r["_part"], int(r["bin"])): int(r["count"]) for r in rows}
+    bins = list(range(_HISTOGRAM_BINS))
+    labels = [_number_label(low + b * width) for b in bins]
+    return (
+        result
+        | _shares("histogram", labels, bins, counts, partition, previous)
+        | {"bin_edges": [low + b * width for b in range(_HISTOGRAM_BINS + 1)]}
+    )
+
+
+def _number_label(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.3g}"
+
+
+def _shares(
+    kind: str,
+    labels: list[str],
+    keys: Sequence[Any],
+    counts: Mapping[tuple[str, Any], int],
+    partition: str,
+    previous: Sequence[str],
+) -> dict[str, Any]:
+    current = [counts.get((partition, k), 0) for k in keys]
+    reference = [sum(counts.get((p, k), 0) for p in previous) for k in keys]
+    return {
+        "kind": kind,
+        "categories": labels,
+        "current": _fractions(current),
+        "reference": _fractions(reference) if previous else [],
+    }
+
+
+def _fractions(counts: Sequence[int]) -> list[float]:
+    total = sum(counts)
+    return [c / total if total else 0.0 for c in counts]
+
+
+def population_stability_index(expected: Sequence[float], actual: Sequence[float]) -> float:
+    """PSI = sum((a - e) * ln(a / e)) over bins of two share vectors (each sums to 1)."""
+    total = 0.0
+    for e, a in zip(expected, actual, strict=True):
+        e, a = max(e, _PSI_FLOOR), max(a, _PSI_FLOOR)
+        total += (a - e) * math.log(a / e)
+    return total
+
+
+def _numeric_columns(frame: DataFrame, exclude: set[str]) -> list[str]:
+    return [
+        f.name
+        for f in frame.schema.fields
+        if isinstance(f.dataType, NumericType) and f.name not in exclude
+    ]
+
+
+def _bin_of(column: str, edges: Sequence[float]) -> Column:
+    """The decile bin of a value: how many reference edges it exceeds; -1 for no value."""
+    value = F.col(f"`{column}`").cast("double")
+    index: Column = F.lit(0)
+    for edge in edges:
+        index = index + (value > F.lit(edge)).cast("int")
+    return F.when(value.isNull(), F.lit(-1)).otherwise(index)
+
+
+def feature_drift(
+    spark: SparkSession,
+    lake: Lake,
+    dataset: str,
+    partition: str,
+    current: Path,
+    *,
+    references: int,
+    threshold: float,
+    exclude: set[str],
+) -> dict[str, Any]:
+    """The PSI of each numeric feature against the previous partitions, flagged over threshold.
+
+    Bins are the reference's deciles (nulls a bin of their own), so a shift that moves
+    rows between deciles shows up whatever the feature's scale.
+    """
+    previous = previous_partitions(lake, dataset, "features", partition, references)
+    result: dict[str, Any] = {
+        "threshold": threshold,
+        "reference_partitions": previous,
+        "features": {},
+        "flagged": [],
+    }
+    if not previous:
+        result["note"] = "no previous partitions to compare with"
+        return result
+    columns = _numeric_columns(spark.read.parquet(str(current)), exclude)
+    if not columns:
+        result["note"] = "no numeric features"
+        return result
+    paths = {p: lake.partition_dir(dataset, "features", p) for p in previous}
+    paths[partition] = current
+    stacked = _labelled(spark, paths, columns).withColumn(
+        "_current", F.col("_part") == F.lit(partition)
+    )
+    reference = stacked.where(~F.col("_current"))
+    probabilities = [i / _DRIFT_BINS for i in range(1, _DRIFT_BINS)]
+    quantiles = reference.approxQuantile(columns, probabilities, 0.001)
+    edges = {c: sorted(set(q)) for c, q in zip(columns, quantiles, strict=True)}
+    binned = stacked.select(
+        "_current", *[_bin_of(c, edges[c]).alias(f"_b{i}") for i, c in enumerate(columns)]
+    )
+    pairs = F.array(
+        *[
+            F.struct(F.lit(i).alias("feature"), F.col(f"_b{i}").alias("bin"))
+            for i in range(len(columns))
+        ]
+    )
+    rows = (
+        binned.select("_current", F.explode(pairs).alias("x"))
+        .groupBy("_current", "x.feature", "x.bin")
+        .count()
+        .collect()
+    )
+    counts: dict[tuple[bool, int, int], int] = {
+        (bool(r["_current"]), int(r["feature"]), int(r["bin"])): int(r["count"]) for r in rows
+    }
+    for i, column in enumerate(columns):
+        bins = sorted({b for (_, f, b) in counts if f == i})
+        expected = _fractions([counts.get((False, i, b), 0) for b in bins])
+        actual = _fractions([counts.get((True, i, b), 0) for b in bins])
+        psi = population_stability_index(expected, actual)
+        flagged = psi > threshold
+        result["features"][column] = {"psi": round(psi, 6), "flagged": flagged}
+        if flagged:
+            result["flagged"].append(column)
+    return result
+
+
+# ---------------------------------------------------------------------------- timeline
+
+
+def timeline(
+    run_id: str,
+    progress: Mapping[str, Any],
+    manifests: Mapping[str, Mapping[str, Any]],
+    reporting: tuple[datetime, datetime] | None = None,
+    failed: tuple[str, datetime] | None = None,
+) -> list[dict[str, Any]]:
+    """When each stage of the run started and finished, from its events or its manifest.
+
+    A failed stage (name, when it failed) spans from the end of the stage before it,
+    or from the submission, to its failure.
+    """
+    spans = []
+    seen = progress.get("stages", {})
+    for stage in PIPELINE_STAGES:
+        entry = seen.get(stage)
+        manifest = manifests.get(stage)
+        if entry is not None:
+            finished, duration = _time(entry.get("finished_at")), entry.get("duration_ms")
+            rows, event_id = entry.get("rows"), entry.get("event_id")
+        elif manifest is not None and manifest.get("run_id") == run_id:
+            finished = _time(manifest.get("committed_at"))
+            duration = int(manifest.get("timings_ms", {}).get("total", 0))
+            manifest_rows = manifest.get("rows", {})
+            rows = next(iter(manifest_rows.values()), None) if len(manifest_rows) == 1 else None
+            if stage == "validation":
+                rows = manifest_rows.get("landed")
+            event_id = None
+        else:
+            continue
+        if finished is None:
+            continue
+        duration = int(duration or 0)
+        spans.append(
+            {
+                "stage": stage,
+                "status": "SUCCEEDED",
+                "started_at": _iso(finished - timedelta(milliseconds=duration)),
+                "finished_at": _iso(finished),
+                "duration_ms": duration,
+                "rows": rows,
+                "event_id": event_id,
+            }
+        )
+    if failed is not None and failed[0] not in {s["stage"] for s in spans} | {"reporting"}:
+        stage, failed_at = failed
+        previous = _time(spans[-1]["finished_at"]) if spans else _time(progress.get("submitted_at"))
+        began = min(previous or failed_at, failed_at)
+        spans.append(
+            {
+                "stage": stage,
+                "status": "FAILED",
+                "started_at": _iso(began),
+                "finished_at": _iso(failed_at),
+                "duration_ms": int((failed_at - began).total_seconds() * 1000),
+                "rows": None,
+                "event_id": None,
+            }
+        )
+    if reporting is not None:
+        started, finished = reporting
+        spans.append(
+            {
+                "stage": "reporting",
+                "status": "SUCCEEDED",
+                "started_at": _iso(started),
+                "finished_at": _iso(finished),
+                "duration_ms": int((finished - started).total_seconds() * 1000),
+                "rows": None,
+                "event_id": None,
+            }
+        )
+    return spans
+
+
+# ---------------------------------------------------------------------------- reports
+
+
+def _quality(validation: Mapping[str, Any], progress: Mapping[str, Any]) -> dict[str, Any]:
+    seen = progress.get("stages", {}).get("validation", {})
+    failures = (
+        validation.get("failures_by_rule")
+        or validation.get("failures_by_check")
+        or seen.get("failures_by_rule")
+        or {}
+    )
+    return {
+        "failures_by_rule": {str(k): int(v) for k, v in failures.items()},
+        "rule_severities": validation.get("severities", {}),
+        "threshold_breaches": validation.get("threshold_breaches", []),
+        "null_fractions": validation.get("null_fraction") or seen.get("null_fraction") or {},
+    }
 
 
 def build_success_report(
-    spark: SparkSession, lake: Lake, predicted: dict[str, Any]
+    spark: SparkSession,
+    lake: Lake,
+    predicted: Mapping[str, Any],
+    *,
+    progress: Mapping[str, Any],
+    psi_threshold: float,
+    reference_partitions: int,
+    id_column: str = "id",
 ) -> dict[str, Any]:
     """The report of a batch run whose predictions are committed."""
     dataset, partition, run_id = predicted["dataset"], predicted["partition"], predicted["run_id"]
-    manifests = _stage_manifests(lake, dataset, partition)
+    manifests = stage_manifests(lake, dataset, partition)
     # A newer run of the same partition may have replaced an earlier stage's output
     # while this one was scoring; the report says so rather than mixing runs silently.
     foreign = sorted(s for s, m in manifests.items() if m.get("run_id") != run_id)
     validation = manifests.get("validation", {})
     rows = validation.get("rows", {})
+    quality = _quality(validation, progress)
+    validated = lake.partition_dir(dataset, "validated", partition)
+    if quality["null_fractions"]:
+        quality["null_fractions_of"] = "landed rows (from the validator)"
+    elif (validated / MANIFEST_NAME).exists():
+        quality["null_fractions"] = null_fractions(spark, validated)
+        quality["null_fractions_of"] = "valid rows (computed by the reporter)"
+    predictions_path = lake.resolve(predicted["output_path"])
+    features_path = lake.partition_dir(dataset, "features", partition)
+    drift: dict[str, Any] = {"threshold": psi_threshold, "features": {}, "flagged": []}
+    if features_path.is_dir():
+        drift = feature_drift(
+            spark,
+            lake,
+            dataset,
+            partition,
+            features_path,
+            references=reference_partitions,
+            threshold=psi_threshold,
+            exclude={id_column},
+        )
     return {
         "status": "SUCCEEDED",
         "dataset": dataset,
         "partition": partition,
         "batch_id": predicted["batch_id"],
         "run_id": run_id,
+        "requested_model_version": progress.get("requested_model_version"),
         "rows": {
             "landed": rows.get("landed"),
             "valid": rows.get("valid"),
             "quarantined": rows.get("quarantined"),
             "scored": predicted["rows"],
         },
-        "failures_by_rule": validation.get("failures_by_rule", {}),
+        **quality,
         "model": {
             "name": predicted["model_name"],
             "version": predicted["model_version"],
             "uri": predicted["model_uri"],
         },
-        "stage_durations_ms": {
-            stage: int(m.get("timings_ms", {}).get("total", 0)) for stage, m in manifests.items()
-        },
         "outputs": {stage: m.get("path") for stage, m in manifests.items()}
         | {"quarantine": lake.relative(lake.partition_dir(dataset, "quarantine", partition))},
-        "predictions": prediction_summary(spark, lake.resolve(predicted["output_path"])),
+        "predictions": prediction_summary(spark, predictions_path),
+        "prediction_distribution": prediction_distribution(
+            spark, lake, dataset, partition, predictions_path, references=reference_partitions
+        ),
+        "drift": drift,
         "stages_from_other_runs": foreign,
+        "manifests": manifests,
     }
 
 
-def build_failure_report(lake: Lake, failed: dict[str, Any]) -> dict[str, Any]:
+def build_failure_report(
+    lake: Lake, failed: Mapping[str, Any], *, progress: Mapping[str, Any]
+) -> dict[str, Any]:
     """The report of a batch run that a stage failed."""
-    manifests = _stage_manifests(lake, failed["dataset"], failed["partition"])
+    run_id = failed["run_id"]
+    manifests = {
+        stage: m
+        for stage, m in stage_manifests(lake, failed["dataset"], failed["partition"]).items()
+        if m.get("run_id") == run_id
+    }
+    validation = manifests.get("validation", {})
+    rows = validation.get("rows", {})
+    model = {}
+    if "prediction" in manifests:
+        model = dict(manifests["prediction"].get("model", {}))
     return {
         "status": "FAILED",
         "dataset": failed["dataset"],
         "partition": failed["partition"],
         "batch_id": failed["batch_id"],
-        "run_id": failed["run_id"],
+        "run_id": run_id,
+        "requested_model_version": progress.get("requested_model_version"),
         "failed_stage": failed["stage"],
         "failure_reason": failed["reason"],
+        "failure_details": dict(failed.get("details") or {}),
         "retryable": failed["retryable"],
-        "stage_durations_ms": {
-            stage: int(m.get("timings_ms", {}).get("total", 0))
-            for stage, m in manifests.items()
-            if m.get("run_id") == failed["run_id"]
+        "failed_at": _iso(_time(failed.get("occurred_at"))),
+        "failure_event_id": failed.get("event_id"),
+        "rows": {
+            "landed": rows.get("landed"),
+            "valid": rows.get("valid"),
+            "quarantined": rows.get("quarantined"),
+            "scored": None,
         },
+        **_quality(validation, progress),
+        "model": {k: model.get(k) for k in ("name", "version", "uri")},
+        "outputs": {stage: m.get("path") for stage, m in manifests.items()},
+        "manifests": manifests,
     }

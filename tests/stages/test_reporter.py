@@ -1,91 +1,198 @@
-"""The reporting stage and the results database, without a broker."""
+"""The reporting stage and the results database, on local Spark, without a broker."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import pytest
+
 from landfall.config import Settings
-from landfall.contracts import EventType, new_event
+from landfall.contracts import EventType
 from landfall.results_db import ResultsDb
 from landfall.stage import StageContext
-from services.reporter.service import ReporterService
+from services.reporter.service import BatchReporter, ReporterService
+from tests.reporting_support import failed_event, write_run
+
+PARTITION = "2026-11-04"
+PREVIOUS = ["2026-11-01", "2026-11-02", "2026-11-03"]
 
 
-def _predicted_event(settings: Settings, spark, run_id: str) -> dict:
-    lake_dir = settings.lake / "demo" / "predictions" / "2026-11-01"
-    spark.createDataFrame(
-        [("a", 1.0, "m", "3"), ("b", 0.0, "m", "3"), ("c", 1.0, "m", "3")],
-        "id string, prediction double, model_name string, model_version string",
-    ).write.mode("overwrite").parquet(str(lake_dir))
-    return new_event(
-        EventType.BATCH_PREDICTED,
-        dataset="demo",
-        partition="2026-11-01",
-        batch_id="b-1",
-        run_id=run_id,
-        producer="test/0",
-        causation_id="c",
-        output_path="demo/predictions/2026-11-01",
-        manifest_path="demo/predictions/2026-11-01/_manifest.json",
-        rows=3,
-        model_name="m",
-        model_version="3",
-        model_uri="models:/m/3",
-        duration_ms=10,
-    )
+def _report_of(settings: Settings, event: dict) -> dict:
+    return json.loads((settings.lake / event["report_path"]).read_text())
 
 
-def test_a_report_and_one_batch_row_per_batch_with_a_run_per_replay(
-    spark, settings: Settings
-) -> None:
-    service = ReporterService(StageContext(settings, "reporter", spark=spark))
+def test_a_scored_run_gets_a_report_with_plots_quality_and_drift(spark, settings: Settings) -> None:
+    for seed, partition in enumerate(PREVIOUS):
+        write_run(settings.lake, partition, seed=seed)
+    # f1 moves by two standard deviations: it must be flagged; f2 does not move.
+    run = write_run(settings.lake, PARTITION, shift=2.0, seed=9)
+    reporter = BatchReporter(StageContext(settings, "reporter", spark=spark))
     try:
-        first = service.handle(
-            EventType.BATCH_PREDICTED, _predicted_event(settings, spark, "run-1")
-        )
-        service.handle(EventType.BATCH_PREDICTED, _predicted_event(settings, spark, "run-2"))
+        progress = None
+        for event_type, record in [
+            (EventType.DATA_LANDED, run.landed),
+            (EventType.BATCH_VALIDATED, run.validated),
+            (EventType.BATCH_FEATURIZED, run.featurized),
+            (EventType.BATCH_PREDICTED, run.predicted),
+        ]:
+            progress = reporter.observe(event_type, record, progress)
+        assert progress is not None
+        reported, state = reporter.report(EventType.BATCH_PREDICTED, run.predicted, progress)
     finally:
-        service.results.close()
+        reporter.results.close()
 
-    (reported,) = first
+    event = reported.record
     assert reported.event_type is EventType.BATCH_REPORTED
-    assert reported.record["status"] == "SUCCEEDED"
-    assert reported.record["rows_scored"] == 3
-    report = json.loads((settings.lake / reported.record["report_path"]).read_text())
-    assert report["predictions"]["rows"] == 3
-    assert report["predictions"]["counts_by_value"] == {"1.0": 2, "0.0": 1}
-    assert report["model"] == {"name": "m", "version": "3", "uri": "models:/m/3"}
+    assert (event["status"], event["rows_scored"], event["rows_landed"]) == ("SUCCEEDED", 380, 400)
+    assert event["drifted_features"] == ["f1"]
+    assert state["reported_for"] == run.predicted["event_id"]
+
+    report = _report_of(settings, event)
+    assert report["failures_by_rule"] == {"type:feature1": 10, "not_null:feature2": 10}
+    assert 0 < report["null_fractions"]["feature3"] < 1
+    assert report["model"]["version"] == "3"
+    assert [s["stage"] for s in report["timeline"]] == [
+        "validation",
+        "featurization",
+        "prediction",
+        "reporting",
+    ]
+    assert report["stage_durations_ms"]["validation"] == 1500
+    distribution = report["prediction_distribution"]
+    assert distribution["kind"] == "categorical"
+    assert distribution["reference_partitions"] == PREVIOUS
+    assert distribution["categories"] == ["0", "1"]
+    assert sum(distribution["current"]) == pytest.approx(1.0)
+    drift = report["drift"]
+    assert drift["reference_partitions"] == PREVIOUS
+    assert drift["features"]["f1"]["psi"] > 1.0
+    assert drift["features"]["f2"]["psi"] < 0.1
+    assert drift["flagged"] == ["f1"]
+
+    html = (settings.lake / event["report_html_path"]).read_text()
+    assert html.startswith("<!DOCTYPE html>")
+    assert "<script" not in html and "http://" not in html.replace("http://www.w3.org", "")
+    for chart in ("chart-timeline", "chart-grouped", "chart-bar"):
+        assert chart in html
+    assert len(re.findall(r"<svg ", html)) >= 5
+    assert "Drifted" in html and "f1" in html
 
     db = ResultsDb(settings.results_db_url)
-    assert db.batch("b-1")["last_run_id"] == "run-2"
-    assert [r["run_id"] for r in db.runs_of("b-1")] == ["run-1", "run-2"]
-    db.close()
+    try:
+        stored = db.run(run.run_id)
+        assert stored is not None
+        assert stored["status"] == "SUCCEEDED"
+        assert stored["drifted_features"] == ["f1"]
+        assert stored["quality"]["rule_failures"]["type:feature1"] == 10
+        assert stored["prediction_summary"]["rows"] == 380
+        assert {s["stage"] for s in stored["stages"]} == {
+            "validation",
+            "featurization",
+            "prediction",
+            "reporting",
+        }
+        assert [d["feature"] for d in stored["drift"] if d["flagged"]] == ["f1"]
+    finally:
+        db.close()
 
 
-def test_a_failed_batch_is_reported_and_recorded(spark, settings: Settings, tmp_path: Path) -> None:
+def test_a_replay_adds_a_run_and_a_redelivery_adds_nothing(spark, settings: Settings) -> None:
+    first = write_run(settings.lake, PARTITION, seed=1)
     service = ReporterService(StageContext(settings, "reporter", spark=spark))
-    failed = new_event(
-        EventType.BATCH_FAILED,
-        dataset="demo",
-        partition="2026-11-02",
-        batch_id="b-2",
-        run_id="run-9",
-        producer="validator/0",
-        causation_id="c",
-        stage="validation",
-        reason="partition not found",
-        retryable=True,
-        failed_event_type=EventType.DATA_LANDED.value,
-    )
+    try:
+        for event_type, record in [
+            (EventType.BATCH_VALIDATED, first.validated),
+            (EventType.BATCH_FEATURIZED, first.featurized),
+        ]:
+            assert service.handle(event_type, record) == []
+        (reported,) = service.handle(EventType.BATCH_PREDICTED, first.predicted)
+        # The same event again (a redelivery): already reported, nothing new.
+        assert service.handle(EventType.BATCH_PREDICTED, first.predicted) == []
+        assert service.handle(EventType.BATCH_VALIDATED, first.validated) == []
+    finally:
+        service.close()
+    # After a restart the service has forgotten, reports again, and still adds nothing.
+    restarted = ReporterService(StageContext(settings, "reporter", spark=spark))
+    try:
+        (again,) = restarted.handle(EventType.BATCH_PREDICTED, first.predicted)
+        replay = write_run(settings.lake, PARTITION, seed=2)
+        for event_type, record in [
+            (EventType.BATCH_VALIDATED, replay.validated),
+            (EventType.BATCH_FEATURIZED, replay.featurized),
+            (EventType.BATCH_PREDICTED, replay.predicted),
+        ]:
+            restarted.handle(event_type, record)
+    finally:
+        restarted.close()
+    assert again.record["report_path"] == reported.record["report_path"]
+
+    db = ResultsDb(settings.results_db_url)
+    try:
+        page = db.list_batches()
+        assert page.total == 1
+        (batch,) = page.items
+        assert (batch["batch_id"], batch["run_count"]) == (first.batch_id, 2)
+        assert (batch["last_run_id"], batch["last_status"]) == (replay.run_id, "SUCCEEDED")
+        runs = db.runs_of(first.batch_id)
+        assert [r["run_id"] for r in runs] == [first.run_id, replay.run_id]
+        stored = db.run(first.run_id)
+        assert stored is not None
+        # Stage timings from before the restart come back from the database.
+        assert len(stored["stages"]) == 4
+        metrics = db.metrics()
+        assert metrics["batches"] == {"total": 1, "by_status": {"SUCCEEDED": 1}}
+        assert metrics["runs"]["total"] == 2
+    finally:
+        db.close()
+
+
+def test_a_failed_run_is_reported_and_recorded(spark, settings: Settings, tmp_path: Path) -> None:
+    failed = failed_event("2026-11-02")
+    service = ReporterService(StageContext(settings, "reporter", spark=spark))
     try:
         (reported,) = service.handle(EventType.BATCH_FAILED, failed)
     finally:
-        service.results.close()
-    assert reported.record["status"] == "FAILED"
-    assert reported.record["failed_stage"] == "validation"
-    assert reported.record["failure_reason"] == "partition not found"
+        service.close()
+    event = reported.record
+    assert (event["status"], event["failed_stage"]) == ("FAILED", "validation")
+    assert event["failure_reason"].startswith("partition not found")
+    html = (settings.lake / event["report_html_path"]).read_text()
+    assert "partition not found" in html and "A retry may help" in html
+    report = _report_of(settings, event)
+    assert [(s["stage"], s["status"]) for s in report["timeline"]] == [
+        ("validation", "FAILED"),
+        ("reporting", "SUCCEEDED"),
+    ]
     db = ResultsDb(settings.results_db_url)
-    (run,) = db.runs_of("b-2")
-    assert (run["status"], run["failed_stage"]) == ("FAILED", "validation")
-    db.close()
+    try:
+        stored = db.run(failed["run_id"])
+        assert stored is not None
+        assert (stored["status"], stored["failed_stage"]) == ("FAILED", "validation")
+        (error,) = stored["errors"]
+        assert (error["stage"], error["retryable"]) == ("validation", True)
+    finally:
+        db.close()
+
+
+def test_null_fractions_are_computed_when_the_validator_gives_none(
+    spark, settings: Settings
+) -> None:
+    run = write_run(settings.lake, PARTITION, seed=3)
+    manifest_path = settings.lake / "demo" / "validated" / PARTITION / "_manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["null_fraction"]
+    manifest_path.write_text(json.dumps(manifest))
+    reporter = BatchReporter(StageContext(settings, "reporter", spark=spark))
+    try:
+        reported, _ = reporter.report(EventType.BATCH_PREDICTED, run.predicted, {"stages": {}})
+    finally:
+        reporter.results.close()
+    report = _report_of(settings, reported.record)
+    assert report["null_fractions_of"].startswith("valid rows")
+    assert report["null_fractions"]["feature1"] == 0.0
+    assert 0 < report["null_fractions"]["feature3"] < 1
+    # No previous partitions: nothing to compare, and the report says so.
+    assert report["drift"]["flagged"] == []
+    assert "no previous partitions" in report["drift"]["note"]

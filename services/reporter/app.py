@@ -1,0 +1,227 @@
+"""The reporter as a faust-streaming app: every stage's event in, batch-reported out.
+
+One agent reads the ingress topic, the three stage-completion topics and batch-failed
+as raw bytes and decodes them with :class:`~landfall.contracts.EventCodec`. Each run's
+progress (stages reached, timings, figures) lives in the ``batch-progress`` table,
+keyed by run id and backed by its changelog topic, so a restarted reporter knows what
+it saw. Once a run's predictions are committed, or a stage failed, the agent builds the
+report and publishes batch-reported, waits for the broker's acknowledgement, and only
+then records the run as reported in the table; the offset is committed after that.
+
+Spark and the results database block, so :class:`BatchReporter` runs in one worker
+thread while the event loop keeps the consumer's heartbeats going. Faust shards a
+table by the partition of the event that writes it, so every source topic must have
+the table's partition count; all events of one partition carry the same key
+(``dataset/partition``) and so reach the same shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import faust
+from sqlalchemy.exc import OperationalError
+
+from landfall.config import Settings
+from landfall.contracts import EventCodec, EventType, follow_up, partition_key
+from landfall.errors import ConfigError, InvalidEventError, RetryableError
+from landfall.runner import Outgoing
+from landfall.stage import StageContext
+from services.reporter.service import FINISHING_EVENTS, STAGE_EVENTS, BatchReporter
+
+__all__ = ["ReporterApp"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# What the reporter accepts from each kind of topic.
+_ACCEPTED = {
+    "landed": frozenset({EventType.DATA_LANDED}),
+    **{
+        name: frozenset({event_type})
+        for name, event_type in (
+            ("validated", EventType.BATCH_VALIDATED),
+            ("featurized", EventType.BATCH_FEATURIZED),
+            ("predicted", EventType.BATCH_PREDICTED),
+        )
+    },
+    "failed": frozenset({EventType.BATCH_FAILED}),
+}
+_TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def _header_items(headers: Any) -> list[tuple[str, bytes]]:
+    items = headers.items() if isinstance(headers, dict) else (headers or [])
+    return [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
+
+
+class ReporterApp:
+    """Builds the faust app around a :class:`BatchReporter` and runs it in a worker."""
+
+    def __init__(self, settings: Settings, reporter: BatchReporter | None = None) -> None:
+        kafka = settings.kafka
+        if not kafka.bootstrap:
+            raise ConfigError("the reporter needs a broker: set kafka.bootstrap")
+        self.settings = settings
+        topics = kafka.topics
+        self._sources = {
+            getattr(topics, kind).name: accepted for kind, accepted in _ACCEPTED.items()
+        }
+        counts = {getattr(topics, kind).partitions for kind in _ACCEPTED}
+        if len(counts) != 1:
+            raise ConfigError(
+                "the faust reporter needs the same partition count on "
+                + ", ".join(getattr(topics, kind).name for kind in _ACCEPTED)
+                + f" (got {sorted(counts)}); align them or set reporting.engine: runner"
+            )
+        partitions = counts.pop()
+        self.context = StageContext(settings, "reporter")
+        self.reporter = reporter or BatchReporter(self.context)
+        self.codec = EventCodec(kafka.schema_registry_url)
+        self._ingress = topics.landed.name
+        # One thread: Spark sessions and SQLite connections prefer not to be shared.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reporter-work")
+        session_s = kafka.session_timeout_ms / 1000
+        self.app = faust.App(
+            f"{kafka.group_prefix}-reporter",
+            broker=[f"kafka://{address.strip()}" for address in kafka.bootstrap.split(",")],
+            store="memory://",
+            key_serializer="raw",
+            value_serializer="raw",
+            # Tansu's group join takes about half the session timeout: keep it short.
+            broker_session_timeout=session_s,
+            broker_heartbeat_interval=max(session_s / 4, 0.5),
+            broker_max_poll_interval=kafka.max_poll_interval_ms / 1000,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            topic_partitions=partitions,
+            web_enabled=False,
+            datadir=str(settings.home / "faust"),
+        )
+        self.source = self.app.topic(
+            *self._sources, partitions=partitions, key_type=bytes, value_type=bytes
+        )
+        self.reported = self.app.topic(
+            topics.reported.name,
+            partitions=topics.reported.partitions,
+            key_type=bytes,
+            value_type=bytes,
+        )
+        self.progress = self.app.Table(
+            "batch-progress", default=None, partitions=partitions, key_type=str
+        )
+        self.app.agent(self.source, name="landfall.reporter")(self._follow)
+        self.app.on_before_shutdown.connect(self._on_shutdown)
+
+    # ------------------------------------------------------------------ the agent
+
+    async def _follow(self, stream: Any) -> None:
+        async for event in stream.events():
+            await self.process(event.message.topic, event.value, event.message.headers)
+
+    async def process(self, topic: str, value: bytes | None, headers: Any) -> None:
+        """Handle one message of a source topic."""
+        try:
+            event_type, record = self.codec.decode(
+                value, topic=topic, accept_json=topic == self._ingress
+            )
+        except InvalidEventError as exc:
+            # The stage that consumes this topic dead-letters it; here it is only noise.
+            log.warning("skipping an undecodable message on %s: %s", topic, exc)
+            return
+        if event_type not in self._sources.get(topic, frozenset()):
+            log.warning("skipping a %s event on %s", event_type.short_name, topic)
+            return
+        if not record.get("run_id") or not record.get("batch_id"):
+            # A bare ingress event: the validator gives it its run id, and the reporter
+            # will meet the run at its batch-validated event.
+            return
+        run_id = str(record["run_id"])
+        progress = self.progress.get(run_id)
+        if event_type in FINISHING_EVENTS and self.reporter.already_reported(record, progress):
+            log.info("run %s: %s already reported", run_id, event_type.short_name)
+            return
+        try:
+            state = await self._work(self.reporter.observe, event_type, record, progress)
+            if event_type in FINISHING_EVENTS:
+                outgoing, state = await self._work(self.reporter.report, event_type, record, state)
+                await self._publish(outgoing, headers)
+                log.info("run %s reported %s", run_id, outgoing.record["status"])
+        except Exception as exc:
+            log.exception("run %s: reporting %s failed", run_id, event_type.short_name)
+            await self._report_failure(event_type, record, exc, headers)
+            return
+        self.progress[run_id] = state
+        if event_type in STAGE_EVENTS:
+            log.info("run %s: %s done", run_id, STAGE_EVENTS[event_type])
+
+    async def _work(self, function: Callable[..., T], *args: Any) -> T:
+        """Run blocking work in the worker thread, retrying transient faults with backoff."""
+        runner = self.settings.runner
+        loop = asyncio.get_running_loop()
+        for attempt in range(1, runner.max_attempts + 1):
+            try:
+                return await loop.run_in_executor(self._executor, function, *args)
+            except (RetryableError, OperationalError) as exc:
+                if attempt == runner.max_attempts:
+                    raise
+                delay = min(runner.retry_backoff_s * 2 ** (attempt - 1), runner.retry_backoff_max_s)
+                log.warning("attempt %d failed (%s); retrying in %.1fs", attempt, exc, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _publish(self, outgoing: Outgoing, headers: Any) -> None:
+        value = self.codec.encode(outgoing.event_type, outgoing.record, topic=outgoing.topic)
+        carried = [(k, v) for k, v in _header_items(headers) if k in _TRACE_HEADERS]
+        carried.append(("landfall.event_type", outgoing.event_type.value.encode()))
+        pending = await self.reported.send(
+            key=partition_key(outgoing.record), value=value, headers=carried
+        )
+        await pending  # the broker's acknowledgement
+
+    async def _report_failure(
+        self, event_type: EventType, record: dict[str, Any], exc: Exception, headers: Any
+    ) -> None:
+        """Turn a report that could not be built into batch-failed (which gets reported)."""
+        if event_type not in FINISHING_EVENTS or event_type is EventType.BATCH_FAILED:
+            return  # a stage's progress is also in its manifest; a failure report is best effort
+        failed = follow_up(
+            EventType.BATCH_FAILED,
+            record,
+            producer=self.context.producer,
+            stage="reporting",
+            reason=f"{type(exc).__name__}: {exc}",
+            retryable=isinstance(exc, RetryableError | OperationalError),
+            failed_event_type=event_type.value,
+        )
+        topic = self.settings.kafka.topics.failed.name
+        value = self.codec.encode(EventType.BATCH_FAILED, failed, topic=topic)
+        carried = [(k, v) for k, v in _header_items(headers) if k in _TRACE_HEADERS]
+        pending = await self.app.topic(topic, key_type=bytes, value_type=bytes).send(
+            key=partition_key(failed), value=value, headers=carried
+        )
+        await pending
+
+    async def _on_shutdown(self, *_args: Any, **_kwargs: Any) -> None:
+        # A report in progress is abandoned, not committed: it is redone after a restart.
+        self.context.cancel()
+
+    # ------------------------------------------------------------------ running
+
+    def run(self) -> None:
+        """Run the app in a faust worker until SIGTERM or SIGINT, then release everything."""
+        from faust.worker import Worker
+
+        # Start Spark before the first event so the first report does not pay for it.
+        _ = self.context.spark
+        worker = Worker(self.app, loglevel="INFO", quiet=True)
+        try:
+            worker.execute_from_commandline()
+        finally:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self.reporter.close()

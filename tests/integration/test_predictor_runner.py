@@ -1,0 +1,135 @@
+"""The predictor in the runner on a real broker: a refused model fails its batch only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from confluent_kafka import Producer
+
+from landfall.config import ModelSpec, Settings
+from landfall.contracts import EventCodec, EventType, new_event, partition_key
+from landfall.events import EventWatcher
+from landfall.runner import Runner, kafka_client_config
+from landfall.serve import ensure_all_topics
+from landfall.stage import StageContext
+from services.predictor.service import PredictorService
+from tests.conftest import settings_for
+from tests.model_support import model_registry
+
+pytestmark = pytest.mark.broker
+
+PARTITION = "2026-11-05"
+
+
+@pytest.fixture
+def predictor_settings(
+    kafka_bootstrap: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    """Two datasets on one registry: ``demo`` at @champion, ``weak`` at a gate-failing alias."""
+    suffix = uuid.uuid4().hex[:8]
+    overrides = {
+        "LANDFALL_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "LANDFALL_KAFKA_GROUP_PREFIX": f"predictor-{suffix}",
+        "LANDFALL_RUNNER__POLL_TIMEOUT_S": "0.2",
+        "LANDFALL_MLFLOW__TRACKING_URI": f"sqlite:///{model_registry(tmp_path_factory)}/mlflow.db",
+    }
+    for key in ("landed", "featurized", "predicted", "failed", "dead_letter"):
+        overrides[f"LANDFALL_KAFKA__TOPICS__{key.upper()}__NAME"] = f"predictor-{suffix}.{key}"
+    settings = settings_for(tmp_path, **overrides)
+    demo = settings.dataset("demo")
+    weak = demo.model_copy(
+        update={"model": ModelSpec(uri="models:/landfall-demo@weak", gate=demo.model.gate)}
+    )
+    settings = settings.model_copy(update={"datasets": {"demo": demo, "weak": weak}})
+    ensure_all_topics(settings)
+    return settings
+
+
+@pytest.fixture
+def watch(predictor_settings: Settings) -> Iterator[EventWatcher]:
+    topics = predictor_settings.kafka.topics
+    watcher = EventWatcher(predictor_settings, [topics.predicted.name, topics.failed.name])
+    yield watcher
+    watcher.close()
+
+
+def _publish_featurized(spark, settings: Settings, dataset: str) -> str:  # type: ignore[no-untyped-def]
+    """Commit a feature partition for ``dataset`` and publish its batch-featurized event."""
+    context = StageContext(settings, "test", spark=spark)
+    target = context.lake.partition_dir(dataset, "features", PARTITION)
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"id": [f"r{i:07d}" for i in range(100)]})
+    frame["f1"], frame["f2"] = rng.normal(size=100), rng.normal(size=100)
+    frame["f1_times_f2"], frame["is_red"] = frame.f1 * frame.f2, 0.0
+    spark.createDataFrame(frame).write.mode("overwrite").parquet(str(target))
+    run_id = str(uuid.uuid4())
+    record = new_event(
+        EventType.BATCH_FEATURIZED, batch_id=f"{dataset}/{PARTITION}", run_id=run_id,
+        dataset=dataset, partition=PARTITION, producer="test/0", causation_id=str(uuid.uuid4()),
+        output_path=context.lake.relative(target), manifest_path="m", rows=100,
+        features=["f1", "f2", "f1_times_f2", "is_red"], duration_ms=1,
+    )  # fmt: skip
+    topic = settings.kafka.topics.featurized.name
+    producer = Producer(kafka_client_config(settings))
+    producer.produce(
+        topic,
+        key=partition_key(record),
+        value=EventCodec(None).encode(EventType.BATCH_FEATURIZED, record, topic=topic),
+    )
+    assert producer.flush(30) == 0
+    del producer  # no client left polling a broker that stops with the session
+    return run_id
+
+
+def test_a_refused_model_fails_its_batch_and_the_next_batch_is_scored(
+    spark, predictor_settings: Settings, watch: EventWatcher
+) -> None:
+    refused = _publish_featurized(spark, predictor_settings, "weak")
+    scored = _publish_featurized(spark, predictor_settings, "demo")
+    service = PredictorService(StageContext(predictor_settings, "predictor", spark=spark))
+    runner = Runner(service, predictor_settings)
+    try:
+        stats = runner.run(max_messages=2, timeout=180)
+    finally:
+        runner.close()
+
+    assert (stats.consumed, stats.failed, stats.handled) == (2, 1, 1)
+    _, kind, failed = watch.wait_for(lambda _t, _k, r: r["run_id"] == refused, timeout=30)
+    assert kind is EventType.BATCH_FAILED
+    assert failed["retryable"] is False and failed["stage"] == "prediction"
+    assert "accuracy 0.5 is below the minimum 0.8" in failed["reason"]
+    assert failed["details"]["gate.accuracy"] == "0.5 (required >= 0.8)"
+    _, kind, predicted = watch.wait_for(lambda _t, _k, r: r["run_id"] == scored, timeout=30)
+    assert kind is EventType.BATCH_PREDICTED
+    assert (predicted["model_version"], predicted["model_alias"]) == ("1", "champion")
+
+
+def test_a_pinned_version_published_upstream_travels_to_the_predictor_s_input(
+    predictor_settings: Settings,
+) -> None:
+    from landfall.contracts import follow_up
+    from landfall.events import publish_data_landed
+
+    topics = predictor_settings.kafka.topics
+    watcher = EventWatcher(predictor_settings, [topics.landed.name])
+    try:
+        landed = publish_data_landed(predictor_settings, "demo", PARTITION, model_version="2")
+        _, _, seen = watcher.wait_for(lambda _t, _k, r: r["run_id"] == landed["run_id"], timeout=30)
+    finally:
+        watcher.close()
+
+    assert seen["model_version"] == "2"
+    validated = follow_up(
+        EventType.BATCH_VALIDATED, seen, producer="v/0", output_path="v", quarantine_path="q",
+        manifest_path="m", rows_landed=1, rows_valid=1, rows_quarantined=0, duration_ms=1,
+    )  # fmt: skip
+    featurized = follow_up(
+        EventType.BATCH_FEATURIZED, validated, producer="f/0", output_path="f",
+        manifest_path="m", rows=1, features=["f1"], duration_ms=1,
+    )  # fmt: skip
+    assert featurized["model_version"] == "2"

@@ -1,0 +1,106 @@
+"""Small real models for the registry and predictor tests, registered in a tmp registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from landfall.config import Settings
+from landfall.demo import demo_feature_frame
+from landfall.registry import mlflow_client, register_model
+from tests.conftest import settings_for
+
+FEATURES = ["f1", "f2", "f1_times_f2", "is_red"]
+GOOD = {"accuracy": 0.93, "latency_ms": 2.0}
+_REGISTRIES: dict[Path, Path] = {}
+
+
+def training_frame(rows: int = 600, seed: int = 3) -> Any:
+    """Demo-shaped features with a class label and a continuous target."""
+    frame = demo_feature_frame(rows, seed)
+    score = 1.2 * frame.f1 - 0.8 * frame.f2 + 0.5 * frame.f1_times_f2 + frame.is_red
+    frame["label"] = (score > 0.3).astype(int)
+    frame["target"] = score + np.random.default_rng(seed).normal(0, 0.1, rows)
+    return frame
+
+
+def save_sklearn(model: Any, directory: Path, output: Any) -> Path:
+    """Save a fitted model as an MLflow model directory (no pip inference: it is slow)."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    frame = training_frame()[FEATURES]
+    mlflow.sklearn.save_model(
+        model,
+        str(directory),
+        signature=infer_signature(frame, output),
+        pip_requirements=["scikit-learn"],
+    )
+    return directory
+
+
+def classifier_dir(directory: Path, *, seed: int = 3, c: float = 1.0, labels: Any = None) -> Path:
+    """A logistic regression on the demo features; ``labels`` maps 0/1 to other classes."""
+    from sklearn.linear_model import LogisticRegression
+
+    frame = training_frame(seed=seed)
+    target = frame["label"] if labels is None else frame["label"].map(labels)
+    model = LogisticRegression(C=c, max_iter=300).fit(frame[FEATURES], target)
+    output = model.predict(frame[FEATURES])
+    return save_sklearn(model, directory, output.astype(float) if labels is None else output)
+
+
+def regressor_dir(directory: Path, *, seed: int = 3) -> Path:
+    """A linear regression on the demo features."""
+    from sklearn.linear_model import LinearRegression
+
+    frame = training_frame(seed=seed)
+    model = LinearRegression().fit(frame[FEATURES], frame["target"])
+    return save_sklearn(model, directory, model.predict(frame[FEATURES]))
+
+
+def register(
+    settings: Settings,
+    directory: Path,
+    name: str,
+    *,
+    alias: str | None = None,
+    metrics: dict[str, float] | None = None,
+) -> str:
+    """Register a model directory (with metrics) and point an alias at it."""
+    version = register_model(settings, str(directory), name, metrics=metrics).version
+    if alias is not None:
+        mlflow_client(settings).set_registered_model_alias(name, alias, version)
+    return version
+
+
+def model_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose registry holds small real models, built once per test session.
+
+    ``landfall-demo``: v1 @champion and v2 @challenger (classifiers that disagree on
+    some rows, both passing the demo gate), v3 @weak (accuracy 0.5), v4 @unmeasured (no
+    metrics); ``tiny-regressor`` v1 @champion, v2 @challenger; ``yes-no`` v1 @champion
+    (a classifier with string labels).
+    """
+    base = tmp_path_factory.getbasetemp()
+    if base not in _REGISTRIES:
+        home = tmp_path_factory.mktemp("predictor-registry")
+        settings = settings_for(home)
+        champion = classifier_dir(home / "champion", seed=3)
+        # Heavily regularised and trained on other rows: it disagrees on some rows.
+        challenger = classifier_dir(home / "challenger", seed=8, c=0.02)
+        register(settings, champion, "landfall-demo", alias="champion", metrics=GOOD)
+        register(settings, challenger, "landfall-demo", alias="challenger", metrics=GOOD)
+        register(settings, champion, "landfall-demo", alias="weak", metrics={"accuracy": 0.5})
+        register(settings, champion, "landfall-demo", alias="unmeasured")
+        register(settings, regressor_dir(home / "reg1"), "tiny-regressor", alias="champion")
+        register(
+            settings, regressor_dir(home / "reg2", seed=9), "tiny-regressor", alias="challenger"
+        )
+        labelled = classifier_dir(home / "labelled", labels={0: "no", 1: "yes"})
+        register(settings, labelled, "yes-no", alias="champion")
+        _REGISTRIES[base] = home
+    return _REGISTRIES[base]
