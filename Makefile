@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo up test test-unit lint format clean
+.PHONY: setup system-deps demo up test test-unit bench lint format clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,10 @@ test: setup system-deps ## the whole suite against real Spark, a real broker and
 
 test-unit: setup ## the quick tests: no broker, no Spark
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: setup ## each stage beside its baseline (minutes; not part of make test)
+	$(PY) bench/stage_bench.py --rows 1000000 5000000
+	$(PY) bench/predict_bench.py --rows 1000000 5000000
 
 lint: setup
 	$(VENV)/bin/ruff check landfall services tests
