@@ -36,6 +36,7 @@ __all__ = [
     "broker_binary",
     "ensure_topics",
     "free_port",
+    "port_free",
     "wait_for_broker",
 ]
 
@@ -242,7 +243,7 @@ class EmbeddedBroker:
             return self
         binary = broker_binary()
         # Checked up front for a clear message; a Tansu on a taken port only logs and exits.
-        if not _port_free(self.port):
+        if not port_free(self.port):
             raise ConfigError(f"cannot start the embedded broker: port {self.bootstrap} is in use")
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix="landfall-broker-", suffix=".log")
@@ -339,12 +340,13 @@ class EmbeddedBroker:
         self.stop()
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int, host: str = _HOST) -> bool:
+    """Whether a listener could bind ``host:port`` now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # SO_REUSEADDR as Tansu (tokio) sets it, so a TIME_WAIT leftover is not "in use".
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((_HOST, port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True

@@ -7,12 +7,11 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from landfall.config import Settings, load_settings
+from landfall.cli_common import ConfigOption, cli_settings, fail
 from landfall.errors import LandfallError
 from landfall.model_cli import app as model_app
 
@@ -21,11 +20,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML config (default: $LANDFALL_CONFIG, else the demo's)"),
-]
 
 
 def _configure_logging(name: str) -> None:
@@ -36,17 +30,6 @@ def _configure_logging(name: str) -> None:
     )
     for noisy in ("py4j", "mlflow", "alembic", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _settings(config: Path | None) -> Settings:
-    from landfall.demo import DEMO_CONFIG
-
-    return load_settings(config or os.environ.get("LANDFALL_CONFIG") or DEMO_CONFIG)
-
-
-def _fail(exc: LandfallError) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 @app.command()
@@ -60,10 +43,10 @@ def demo(
 
     _configure_logging("demo")
     try:
-        settings = _settings(config)
+        settings = cli_settings(config)
         reported = run_demo(settings, partition=partition, timeout=timeout)
     except LandfallError as exc:
-        _fail(exc)
+        fail(exc)
     if reported["status"] != "SUCCEEDED":
         raise typer.Exit(code=1)
 
@@ -75,11 +58,11 @@ def up(config: ConfigOption = None) -> None:
 
     _configure_logging("up")
     try:
-        settings = _settings(config)
+        settings = cli_settings(config)
         stack = LocalStack(settings)
         live = stack.start()
     except LandfallError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(f"landfall is up: broker {live.kafka.bootstrap}, logs in {stack.log_dir}")
     if stack.api_url:
         typer.echo(f"status page and job API: {stack.api_url}/ (OpenAPI at /docs)")
@@ -117,10 +100,10 @@ def serve(
 
     _configure_logging(service)
     try:
-        settings = _settings(config)
+        settings = cli_settings(config)
         serve_service(service, settings)
     except LandfallError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @app.command()
@@ -147,7 +130,7 @@ def publish(
     from landfall.events import publish_data_landed
 
     try:
-        settings = _settings(config)
+        settings = cli_settings(config)
         settings.dataset(dataset)
         if not settings.kafka.bootstrap:
             raise LandfallError("publish needs a broker: set LANDFALL_KAFKA_BOOTSTRAP")
@@ -162,7 +145,7 @@ def publish(
             model_version=model_version,
         )
     except LandfallError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(
         f"published data-landed {dataset}/{partition}: batch {record['batch_id']} "
         f"run {record['run_id']}"

@@ -8,13 +8,11 @@ recorded on the version's logged model, where the datasets' quality gates read t
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from landfall.config import Settings, load_settings
+from landfall.cli_common import ConfigOption, cli_settings, fail
 from landfall.errors import LandfallError
 
 app = typer.Typer(
@@ -22,22 +20,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML config (default: $LANDFALL_CONFIG, else the demo's)"),
-]
-
-
-def _settings(config: Path | None) -> Settings:
-    from landfall.demo import DEMO_CONFIG
-
-    return load_settings(config or os.environ.get("LANDFALL_CONFIG") or DEMO_CONFIG)
-
-
-def _fail(exc: LandfallError) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
 
 
 def _parse_metrics(pairs: list[str]) -> dict[str, float]:
@@ -77,9 +59,9 @@ def register(
 
     metrics = _parse_metrics(metric or [])
     try:
-        summary = register_model(_settings(config), source, name, metrics=metrics)
+        summary = register_model(cli_settings(config), source, name, metrics=metrics)
     except LandfallError as exc:
-        _fail(exc)
+        fail(exc)
     typer.echo(
         f"registered {summary.name} version {summary.version} "
         f"(metrics: {_format_metrics(summary.metrics)})"
@@ -110,10 +92,10 @@ def promote(
 
     try:
         summary, checks = promote_version(
-            _settings(config), name, version, alias, force=force, datasets=dataset
+            cli_settings(config), name, version, alias, force=force, datasets=dataset
         )
     except LandfallError as exc:
-        _fail(exc)
+        fail(exc)
     for dataset_name, results in checks.items():
         verdict = "passes" if all(c.passed for c in results) else "FAILS (forced)"
         detail = "; ".join(c.explain() for c in results) or "no gate configured"
@@ -133,9 +115,9 @@ def list_command(
     from landfall.registry import list_versions
 
     try:
-        versions = list_versions(_settings(config), name)
+        versions = list_versions(cli_settings(config), name)
     except LandfallError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         typer.echo(
             json.dumps(

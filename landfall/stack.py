@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from landfall.broker import EmbeddedBroker, free_port, wait_for_broker
+from landfall.broker import EmbeddedBroker, free_port, port_free, wait_for_broker
 from landfall.config import ENV_PREFIX, Settings
 from landfall.errors import LandfallError
 from landfall.serve import API, SERVICE_NAMES, ensure_all_topics
@@ -25,16 +24,6 @@ log = logging.getLogger(__name__)
 
 class ServiceDied(LandfallError):
     """A service process of the stack exited on its own."""
-
-
-def _can_listen(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -78,7 +67,7 @@ class LocalStack:
         self.settings = self.settings.model_copy(update={"kafka": kafka})
         if API in self.services:
             reporting = self.settings.reporting
-            if not _can_listen(reporting.api_host, reporting.api_port):
+            if not port_free(reporting.api_port, reporting.api_host):
                 port = free_port()
                 log.warning("API port %d is taken; using %d", reporting.api_port, port)
                 reporting = reporting.model_copy(update={"api_port": port})

@@ -188,7 +188,7 @@ def test_start_reports_a_broker_that_dies(monkeypatch: pytest.MonkeyPatch) -> No
     with EmbeddedBroker() as first:
         # Skip the up-front port check: the child itself must fail, and the first
         # broker answering on the port must not be mistaken for it.
-        monkeypatch.setattr(broker, "_port_free", lambda port: True)
+        monkeypatch.setattr(broker, "port_free", lambda port, host="": True)
         second = EmbeddedBroker(port=first.port)
         with pytest.raises(ConfigError, match="Address in use"):
             second.start(timeout=10)
