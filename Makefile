@@ -52,7 +52,7 @@ bench: setup ## each stage beside its baseline (minutes; not part of make test)
 
 lint: setup
 	$(VENV)/bin/ruff check landfall services tests
-	$(VENV)/bin/mypy landfall services
+	$(VENV)/bin/mypy landfall services bench
 
 format: setup
 	$(VENV)/bin/ruff format landfall services tests

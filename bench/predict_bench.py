@@ -3,15 +3,18 @@
     python bench/predict_bench.py --rows 1000000 5000000
 
 The same registered model (the demo's logistic regression: a class and two
-probabilities per row) scores the same synthetic feature table three ways, each in its
+probabilities per row) scores the same synthetic feature table four ways, each in its
 own process so that each one's peak memory is its own:
 
 1. ``stage``: landfall's predictor service handling a batch-featurized event: resolve
-   the alias, check the gate, read the features, score with ``spark_udf``, write and
-   commit the predictions with their manifest (Spark ``local[2]``, the demo config);
-2. ``plain``: the practical limit: one Python process reads the parquet with pyarrow,
+   the alias, check the gate, score with the default ``arrow`` engine (Spark tasks that
+   read, score and write with pyarrow), commit the predictions with their manifest
+   (Spark ``local[2]``, the demo config);
+2. ``stage_udf``: the same service on its ``spark_udf`` engine (a DataFrame job through
+   ``mlflow.pyfunc.spark_udf``);
+3. ``plain``: the practical limit: one Python process reads the parquet with pyarrow,
    scores with the same model code, writes parquet with pyarrow;
-3. ``naive``: the seed's approach: Spark reads, ``toPandas``, predict on the driver,
+4. ``naive``: the seed's approach: Spark reads, ``toPandas``, predict on the driver,
    ``createDataFrame`` (with the id, so the output is keyed), Spark writes.
 
 Each process first scores a small warm-up partition: JVM start, Python workers,
@@ -20,7 +23,7 @@ apart ("setup"). The timed run is the best of ``--repeat`` runs. Peak memory is 
 largest resident set (RSS) the process *tree* reached, sampled every 100 ms: for
 Spark that includes the JVM and the Python workers.
 
-For the stage, ``--breakdown`` (on by default) also times the same job without the
+For ``stage_udf``, ``--breakdown`` (on by default) also times the same job without the
 model (read + write only) and with a do-nothing Arrow UDF in place of the model, to
 show where the time goes. It prints a Markdown table for bench/README.md and writes
 the raw figures as JSON (``--json``).
@@ -52,7 +55,7 @@ WARMUP_PARTITION = "2026-10-31"
 WARMUP_ROWS = 200_000  # enough for two partitions: both Python workers warm up
 FILES = 4  # the featurizer's output is a few part files, as Spark writes them
 ROW_GROUP = 256 * 1024
-WAYS = ("stage", "plain", "naive")
+WAYS = ("stage", "stage_udf", "plain", "naive")
 RESULT = "BENCH-RESULT "
 NAIVE_CONF = {"spark.driver.memory": "3g", "spark.driver.maxResultSize": "2g"}
 
@@ -85,16 +88,24 @@ def write_features(directory: Path, rows: int, seed: int = 1) -> None:
         pq.write_table(table, directory / f"part-{part:05d}.parquet", row_group_size=ROW_GROUP)
 
 
-def bench_settings(workdir: Path, conf: dict[str, str] | None = None) -> Any:
+def bench_settings(
+    workdir: Path, conf: dict[str, str] | None = None, engine: str | None = None
+) -> Any:
     """The demo config with its home (registry) and lake under ``workdir``."""
     from landfall.config import load_settings
     from landfall.demo import DEMO_CONFIG
 
-    settings = load_settings(DEMO_CONFIG, environ={"LANDFALL_HOME": str(workdir / "home")})
+    # LANDFALL_SCORING__* from the environment tune the stage (e.g. __BATCH_ROWS=65536).
+    tuning = {k: v for k, v in os.environ.items() if k.startswith("LANDFALL_SCORING__")}
+    environ = {**tuning, "LANDFALL_HOME": str(workdir / "home")}
+    settings = load_settings(DEMO_CONFIG, environ=environ)
     settings = settings.model_copy(update={"lake_root": workdir / "lake"})
     if conf:
         spark = settings.spark.model_copy(update={"conf": {**settings.spark.conf, **conf}})
         settings = settings.model_copy(update={"spark": spark})
+    if engine:
+        scoring = settings.scoring.model_copy(update={"engine": engine})
+        settings = settings.model_copy(update={"scoring": scoring})
     return settings
 
 
@@ -243,7 +254,14 @@ def _three_columns(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         )
 
 
-def child_stage(workdir: Path, rows: int, repeat: int, conf: dict[str, str], breakdown: bool):
+def child_stage(
+    workdir: Path,
+    rows: int,
+    repeat: int,
+    conf: dict[str, str],
+    breakdown: bool,
+    engine: str = "arrow",
+):
     """landfall's predictor service, handling batch-featurized events."""
     from pyspark.sql import functions as F
 
@@ -252,7 +270,7 @@ def child_stage(workdir: Path, rows: int, repeat: int, conf: dict[str, str], bre
     from services.predictor.service import PredictorService
 
     started = time.perf_counter()
-    settings = bench_settings(workdir, conf)
+    settings = bench_settings(workdir, conf, engine)
     service = PredictorService(StageContext(settings, "predictor"))
     spark = service.context.spark
     for _ in range(2):  # a service has scored batches before: JIT, both workers, the model
@@ -274,11 +292,21 @@ def child_stage(workdir: Path, rows: int, repeat: int, conf: dict[str, str], bre
         "setup_seconds": setup,
         "spark_partitions": features.rdd.getNumPartitions(),
         "master": settings.spark.master,
-        "arrow_batch": int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")),
+        "arrow_batch": int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch") or 0),
         "python_worker_reuse": spark.conf.get("spark.python.worker.reuse", "true"),
         "conf": {k: v for k, v in settings.spark.conf.items()},
+        "scoring": settings.scoring.model_dump(),
     }
-    if breakdown:
+    if engine == "arrow":
+        from services.predictor.arrow_tasks import plan_tasks
+
+        tasks, _ = plan_tasks(
+            str(features_dir(workdir, PARTITION).resolve()),
+            spark.sparkContext.defaultParallelism,
+            settings.scoring.rows_per_task,
+        )
+        result["tasks"] = len(tasks)
+    if breakdown and engine == "spark_udf":
         out = workdir / "breakdown"
         columns = ["f1", "f2", "f1_times_f2", "is_red"]
 
@@ -385,7 +413,7 @@ def child_naive(workdir: Path, rows: int, repeat: int, conf: dict[str, str], bre
     inputs = [c.name for c in plan.inputs]
 
     def score(partition: str) -> None:
-        frame = spark.read.parquet(str(features_dir(workdir, partition))).toPandas()
+        frame: pd.DataFrame = spark.read.parquet(str(features_dir(workdir, partition))).toPandas()
         scored = score_frame(plan, model, raw, frame[inputs])
         scored.insert(0, "id", frame["id"].to_numpy())
         scored["model_name"], scored["model_version"] = version.name, version.version
@@ -400,12 +428,24 @@ def child_naive(workdir: Path, rows: int, repeat: int, conf: dict[str, str], bre
         "seconds": best,
         "runs": times,
         "setup_seconds": setup,
-        "arrow_batch": int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")),
+        "arrow_batch": int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch") or 0),
         "conf": dict(settings.spark.conf),
     }
 
 
-CHILDREN = {"stage": child_stage, "plain": child_plain, "naive": child_naive}
+def child_stage_udf(
+    workdir: Path, rows: int, repeat: int, conf: dict[str, str], breakdown: bool
+) -> dict[str, Any]:
+    """landfall's predictor service on its spark_udf engine."""
+    return child_stage(workdir, rows, repeat, conf, breakdown, engine="spark_udf")
+
+
+CHILDREN = {
+    "stage": child_stage,
+    "stage_udf": child_stage_udf,
+    "plain": child_plain,
+    "naive": child_naive,
+}
 
 
 # ----------------------------------------------------------------------- the parent
@@ -458,12 +498,12 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 f"| {rows:,} | {way} | {r['seconds']:.2f} | {r['rows_per_s']:,.0f} | {ratio} "
                 f"| {r['setup_seconds']:.1f} | {r['peak_mib']:,.0f} |"
             )
-    stage = [r for r in results if r["way"] == "stage" and "breakdown" in r]
+    stage = [r for r in results if "breakdown" in r]
     if stage:
         lines += [
             "",
             "| rows | read + write only | + Arrow round trip, 1 output | + 3 outputs "
-            "| the stage (spark_udf, model, model columns, commit) |",
+            "| stage_udf (model, model columns, commit) |",
             "|---:|---:|---:|---:|---:|",
         ]
         for r in stage:

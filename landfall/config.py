@@ -47,6 +47,7 @@ __all__ = [
     "DatasetConfig",
     "FeatureSpec",
     "KafkaSettings",
+    "ScoringSettings",
     "Settings",
     "TopicSettings",
     "load_settings",
@@ -151,6 +152,26 @@ class ReportingSettings(_Frozen):
     engine: Literal["faust", "runner"] = "faust"
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
+
+
+class ScoringSettings(_Frozen):
+    """How the predictor runs a model over a feature table.
+
+    ``arrow`` (the default) runs each model as Arrow-native Python tasks on the Spark
+    cluster: a task reads its share of the feature table's row groups with pyarrow,
+    scores them batch by batch and writes its own part file, so rows never pass through
+    Spark's row format (bench/README.md has the figures). ``spark_udf`` scores through
+    ``mlflow.pyfunc.spark_udf`` in a Spark DataFrame instead.
+    """
+
+    engine: Literal["arrow", "spark_udf"] = "arrow"
+    # A task scores at most this many rows; there are at least as many tasks as cores.
+    rows_per_task: int = Field(default=8_000_000, ge=1)
+    # Rows the model sees per call, and rows per row group of the prediction files.
+    batch_rows: int = Field(default=262_144, ge=1)
+    # BLAS/OpenMP threads the model may use inside each task (a task already has a core
+    # of its own); None leaves the libraries' own defaults.
+    model_threads: int | None = Field(default=1, ge=1)
 
 
 class GateRule(_Frozen):
@@ -273,6 +294,7 @@ class Settings(_Frozen):
     results_db: ResultsDbSettings = ResultsDbSettings()
     runner: RunnerSettings = RunnerSettings()
     reporting: ReportingSettings = ReportingSettings()
+    scoring: ScoringSettings = ScoringSettings()
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
 
     @property

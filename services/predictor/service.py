@@ -61,6 +61,7 @@ class PredictorService(StageService):
                 output.staging,
                 challenger=challenger,
                 expected_rows=record.get("rows"),
+                scoring=ctx.settings.scoring,
             )
         skipped = skipped or result.challenger_skipped
         scored_challenger = challenger if skipped is None else None

@@ -1,10 +1,14 @@
 """Scoring: registered MLflow models over a feature table, keyed by record id.
 
 One Spark job reads the features, scores them with the champion (and the challenger,
-when the dataset names one) through ``mlflow.pyfunc.spark_udf`` and writes one
-prediction row per feature row; a second, small job counts the rows and compares the
-two models. Each prediction stays on the row of the id it belongs to, so no join is
-needed and no row can be lost or repeated.
+when the dataset names one) and writes one prediction row per feature row, counting
+the rows and comparing the two models as it goes. Each prediction stays on the row of
+the id it belongs to, so no join is needed and no row can be lost or repeated.
+
+Two engines run that job (``scoring.engine``): ``arrow``, the default, runs Spark tasks
+that move the data with pyarrow (``arrow_tasks.py``); ``spark_udf`` scores through
+``mlflow.pyfunc.spark_udf`` in a DataFrame. Both call the same per-batch code
+(``scorer.score_frame``) and write the same columns.
 
 Before any of that, the feature table is checked against each model's signature: a
 missing input or a type that cannot be widened safely (Spark's own widening: ints to
@@ -15,6 +19,7 @@ column named, instead of a worker crashing half-way through the job.
 from __future__ import annotations
 
 import atexit
+import functools
 import shutil
 import tempfile
 import threading
@@ -25,14 +30,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException, PythonException
 
-from landfall.config import DatasetConfig
+from landfall.config import DatasetConfig, ScoringSettings
 from landfall.errors import StageFailedError
 from landfall.registry import ResolvedModel, translate_registry_errors
 from landfall.stage import schema_fingerprint
+from services.predictor.arrow_tasks import (
+    ModelShipment,
+    TaskOutcome,
+    output_schema,
+    plan_tasks,
+    run_task,
+)
 from services.predictor.scorer import (
     PREDICTION_COLUMN,
     InputColumn,
@@ -70,11 +83,12 @@ _ACCEPTS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Scorer:
-    """One model version ready to score: its plan and its spark_udf."""
+    """One model version ready to score: its plan, and its spark_udf or its Spark files."""
 
     model: ResolvedModel
     plan: ScorerPlan
-    udf: Callable[..., Column]
+    udf: Callable[..., Column] | None = None  # the spark_udf engine's
+    files: str | None = None  # the arrow engine's: the model directory's Spark files name
 
 
 @dataclass(frozen=True)
@@ -163,13 +177,15 @@ def _download(model: ResolvedModel, destination: Path) -> Path:
     )
 
 
-def prepare_scorer(spark: SparkSession, model: ResolvedModel, fallback: list[str]) -> Scorer:
-    """Download, plan and wrap one model version, and build its spark_udf (cached)."""
+def prepare_scorer(
+    spark: SparkSession, model: ResolvedModel, fallback: list[str], engine: str = "arrow"
+) -> Scorer:
+    """Download and plan one model version, and ship it to the engine (cached)."""
     import mlflow
     import mlflow.pyfunc
 
     key = (id(spark), mlflow.get_registry_uri(), model.name, model.version, tuple(fallback))
-    cached = _CACHE.get(key)
+    cached = _CACHE.get((*key, engine))
     if cached is not None:
         return cached
     directory = Path(tempfile.mkdtemp(prefix=f"landfall-{model.name}-{model.version}-"))
@@ -182,34 +198,42 @@ def prepare_scorer(spark: SparkSession, model: ResolvedModel, fallback: list[str
                 f"model {model.uri} cannot be loaded here: {type(exc).__name__}: {exc}"
             ) from exc
         plan = plan_scorer(loaded, fallback)
-        scorer_dir = save_scorer(plan, local, directory / "scorer")
-        # env_manager="local": the service's own environment already has the model's
-        # packages, and building a fresh one would need the network. The result type
-        # comes from the scorer's output signature.
-        udf = mlflow.pyfunc.spark_udf(spark, str(scorer_dir), env_manager="local")
+        if engine == "spark_udf":
+            scorer_dir = save_scorer(plan, local, directory / "scorer")
+            # env_manager="local": the service's own environment already has the model's
+            # packages, and building a fresh one would need the network. The result type
+            # comes from the scorer's output signature.
+            udf = mlflow.pyfunc.spark_udf(spark, str(scorer_dir), env_manager="local")
+            scorer = Scorer(model=model, plan=plan, udf=udf)
+        else:
+            # Every executor fetches the directory once; its name is unique (mkdtemp).
+            spark.sparkContext.addFile(str(directory), recursive=True)
+            scorer = Scorer(model=model, plan=plan, files=directory.name)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    scorer = Scorer(model=model, plan=plan, udf=udf)
-    _CACHE.put(key, scorer, directory)
+    _CACHE.put((*key, engine), scorer, directory)
     return scorer
 
 
-def check_signature(model: ResolvedModel, plan: ScorerPlan, features: DataFrame) -> list[Column]:
-    """The model's input columns from the feature table, widened to the signature's types.
+ModelInputs = list[tuple[str, str | None]]  # each input column, and the type to widen it to
+
+
+def check_signature(model: ResolvedModel, plan: ScorerPlan, features: DataFrame) -> ModelInputs:
+    """The model's input columns in the feature table, and what each is widened to.
 
     A missing required column or a type that does not widen safely fails the batch,
     naming every offending column at once.
     """
     types = {f.name: f.dataType.simpleString() for f in features.schema.fields}
     problems: list[str] = []
-    columns: list[Column] = []
+    columns: ModelInputs = []
     for column in plan.inputs:
         if column.name not in types:
             if column.required:
                 problems.append(f"column {column.name} is missing")
             continue
-        columns.append(_widened(column, types[column.name], problems))
+        columns.append((column.name, _widening(column, types[column.name], problems)))
     if problems:
         raise StageFailedError(
             f"the feature table does not match the signature of model {model.uri}: "
@@ -220,16 +244,23 @@ def check_signature(model: ResolvedModel, plan: ScorerPlan, features: DataFrame)
     return columns
 
 
-def _widened(column: InputColumn, actual: str, problems: list[str]) -> Column:
-    source = F.col(f"`{column.name}`")
+def _widening(column: InputColumn, actual: str, problems: list[str]) -> str | None:
+    """The type the column is widened to, None if it is used as it is."""
     expected = column.spark_type
     if expected is None or actual == expected:
-        return source.alias(column.name)
+        return None
     base = actual.split("(", 1)[0]  # decimal(10,2) -> decimal
     if base not in _ACCEPTS.get(expected, ()):
         problems.append(f"column {column.name} is {actual} but the model expects {expected}")
-        return source
-    return source.cast(expected).alias(column.name)
+    return expected
+
+
+def _input_columns(inputs: ModelInputs) -> list[Column]:
+    columns = []
+    for name, widened in inputs:
+        source = F.col(f"`{name}`")
+        columns.append((source if widened is None else source.cast(widened)).alias(name))
+    return columns
 
 
 # ----------------------------------------------------------------------- scoring
@@ -284,12 +315,14 @@ def score_partition(
     *,
     challenger: ResolvedModel | None = None,
     expected_rows: int | None = None,
+    scoring: ScoringSettings | None = None,
 ) -> PredictionResult:
     """Score every feature row with the exact model version(s); one prediction per id.
 
     ``expected_rows`` (the feature table's row count, if the caller knows it) is what
     the predictions must number; otherwise the table is counted.
     """
+    scoring = scoring or ScoringSettings()
     try:
         features = spark.read.parquet(str(features_path))
     except AnalysisException as exc:
@@ -304,25 +337,63 @@ def score_partition(
         )
     # Without a named signature the model takes every feature column, in table order.
     fallback = [c for c in features.columns if c != id_column]
-    champion = prepare_scorer(spark, model, fallback)
+    champion = prepare_scorer(spark, model, fallback, scoring.engine)
     scorers = [("", champion, check_signature(model, champion.plan, features))]
     skipped = None
     if challenger is not None:
         # The challenger only shadows the champion: a challenger that cannot score this
         # table is skipped (and said so), never a reason to fail the batch.
         try:
-            candidate = prepare_scorer(spark, challenger, fallback)
+            candidate = prepare_scorer(spark, challenger, fallback, scoring.engine)
             inputs = check_signature(challenger, candidate.plan, features)
             scorers.append((CHALLENGER_PREFIX, candidate, inputs))
         except StageFailedError as exc:
             skipped = exc.reason
 
+    kind = champion.plan.kind
+    try:
+        if scoring.engine == "spark_udf":
+            rows, comparison = _score_with_spark_udf(
+                features, id_column, scorers, kind, predictions_path
+            )
+        else:
+            rows, comparison = _score_with_arrow_tasks(
+                spark, scoring, features_path, id_column, scorers, kind, predictions_path
+            )
+    except (PythonException, Py4JJavaError) as exc:
+        raise _python_failure(exc) from exc
+    # Counted from the parquet footers: no scan of the features.
+    expected = features.count() if expected_rows is None else expected_rows
+    if rows != expected:
+        raise StageFailedError(
+            f"scored {rows} rows from {expected} feature rows: refusing to commit"
+        )
+    predictions = spark.read.parquet(str(predictions_path))  # its footers: no scan
+    return PredictionResult(
+        rows=rows,
+        schema=schema_fingerprint(predictions),
+        kind=kind,
+        columns=predictions.columns,
+        probability_columns=list(champion.plan.probability_columns),
+        comparison=comparison,
+        challenger_skipped=skipped,
+    )
+
+
+Scorers = list[tuple[str, Scorer, ModelInputs]]  # (column prefix, scorer, its inputs)
+
+
+def _score_with_spark_udf(
+    features: DataFrame, id_column: str, scorers: Scorers, kind: str, predictions_path: Path
+) -> tuple[int, Comparison | None]:
+    """The spark_udf engine: one DataFrame job, counted and compared by observed metrics."""
     # One projection calls each model once (its outputs come back as a struct); the next
     # names the struct's fields and adds the exact version every row was scored with.
     scored_columns: list[Column] = [F.col(f"`{id_column}`")]
     output: list[Column] = [F.col(f"`{id_column}`")]
     for prefix, scorer, inputs in scorers:
-        result = scorer.udf(F.struct(*inputs))
+        assert scorer.udf is not None, "prepared for the spark_udf engine"
+        result = scorer.udf(F.struct(*_input_columns(inputs)))
         if scorer.plan.probability_columns:
             struct = f"_{prefix or 'champion_'}scored"
             scored_columns.append(result.alias(struct))
@@ -340,25 +411,61 @@ def score_partition(
             F.lit(scorer.model.uri).alias(prefix + "model_uri"),
         ]
     scored = features.select(*scored_columns)
-    predictions, observation = _observed(scored.select(*output), champion.plan.kind)
-    try:
-        predictions.write.mode("overwrite").parquet(str(predictions_path))
-    except PythonException as exc:
-        raise _python_failure(exc) from exc
+    predictions, observation = _observed(scored.select(*output), kind)
+    predictions.write.mode("overwrite").parquet(str(predictions_path))
     observed = observation.get
-    rows = int(observed["rows"])
-    # Counted from the parquet footers: no scan of the features.
-    expected = features.count() if expected_rows is None else expected_rows
-    if rows != expected:
-        raise StageFailedError(
-            f"scored {rows} rows from {expected} feature rows: refusing to commit"
+    return int(observed["rows"]), _comparison(observed, kind)
+
+
+def _score_with_arrow_tasks(
+    spark: SparkSession,
+    scoring: ScoringSettings,
+    features_path: Path,
+    id_column: str,
+    scorers: Scorers,
+    kind: str,
+    predictions_path: Path,
+) -> tuple[int, Comparison | None]:
+    """The arrow engine: one Spark job of pyarrow tasks, each writing its part file."""
+    shipments = []
+    for prefix, scorer, inputs in scorers:
+        assert scorer.files is not None, "prepared for the arrow engine"
+        shipments.append(
+            ModelShipment(
+                prefix=prefix,
+                name=scorer.model.name,
+                version=scorer.model.version,
+                uri=scorer.model.uri,
+                files=scorer.files,
+                plan=scorer.plan.to_config(),
+                inputs=tuple(inputs),
+            )
         )
-    return PredictionResult(
-        rows=rows,
-        schema=schema_fingerprint(predictions),
-        kind=champion.plan.kind,
-        columns=predictions.columns,
-        probability_columns=list(champion.plan.probability_columns),
-        comparison=_comparison(observed, champion.plan.kind),
-        challenger_skipped=skipped,
+    context = spark.sparkContext
+    tasks, table_schema = plan_tasks(
+        str(features_path.absolute()), context.defaultParallelism, scoring.rows_per_task
+    )
+    schema = output_schema(table_schema.field(id_column), shipments)
+    predictions_path.mkdir(parents=True, exist_ok=True)
+    codec = spark.conf.get("spark.sql.parquet.compression.codec", "snappy") or "snappy"
+    run = functools.partial(
+        run_task,
+        models=shipments,
+        schema=schema,
+        id_column=id_column,
+        output=str(predictions_path.absolute()),
+        batch_rows=scoring.batch_rows,
+        compression="none" if codec in ("none", "uncompressed") else codec,
+        model_threads=scoring.model_threads,
+    )
+    outcomes: list[TaskOutcome] = context.parallelize(tasks, len(tasks)).map(run).collect()
+    rows = sum(o.rows for o in outcomes)
+    if len(shipments) < 2:
+        return rows, None
+    compared = sum(o.compared for o in outcomes)
+    value = sum(o.measure for o in outcomes) / compared if compared else None
+    return rows, Comparison(
+        rows_compared=compared,
+        agreement=value if kind == "classifier" else None,
+        mean_abs_diff=value if kind != "classifier" else None,
     )

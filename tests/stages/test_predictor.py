@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from landfall.config import GateRule, ModelSpec, Settings
+from landfall.config import GateRule, ModelSpec, ScoringSettings, Settings
 from landfall.errors import RetryableError, StageFailedError
 from landfall.registry import (
     configure_mlflow,
@@ -26,6 +26,12 @@ from tests.model_support import FEATURES, GOOD, model_registry
 def models_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shared registry of small real models (see tests/model_support.py)."""
     return model_registry(tmp_path_factory)
+
+
+@pytest.fixture(params=["arrow", "spark_udf"])
+def scoring(request: pytest.FixtureRequest) -> ScoringSettings:
+    """Each scoring test runs on both engines: they must give the same predictions."""
+    return ScoringSettings(engine=request.param)
 
 
 def _settings(tmp_path: Path, models_home: Path, **model: Any) -> Settings:
@@ -162,14 +168,16 @@ def test_the_gate_passes_fails_and_counts_a_missing_metric_as_failing(
 
 
 def test_a_classifier_gives_a_class_and_a_probability_per_class(
-    spark, tmp_path: Path, models_home: Path
+    spark, scoring: ScoringSettings, tmp_path: Path, models_home: Path
 ) -> None:
     settings = _settings(tmp_path, models_home)
     dataset = settings.dataset("demo")
     model = resolve_model_version(settings, dataset.model)
     frame = _features(spark, tmp_path / "features")
 
-    result = score_partition(spark, dataset, model, tmp_path / "features", tmp_path / "out")
+    result = score_partition(
+        spark, dataset, model, tmp_path / "features", tmp_path / "out", scoring=scoring
+    )
 
     out = pd.read_parquet(tmp_path / "out").set_index("id").loc[frame.id]
     assert result.kind == "classifier"
@@ -190,14 +198,16 @@ def test_a_classifier_gives_a_class_and_a_probability_per_class(
 
 
 def test_string_class_labels_name_the_probability_columns(
-    spark, tmp_path: Path, models_home: Path
+    spark, scoring: ScoringSettings, tmp_path: Path, models_home: Path
 ) -> None:
     settings = _settings(tmp_path, models_home, uri="models:/yes-no@champion", gate=[])
     dataset = settings.dataset("demo")
     model = resolve_model_version(settings, dataset.model)
     frame = _features(spark, tmp_path / "features", rows=120)
 
-    result = score_partition(spark, dataset, model, tmp_path / "features", tmp_path / "out")
+    result = score_partition(
+        spark, dataset, model, tmp_path / "features", tmp_path / "out", scoring=scoring
+    )
 
     out = pd.read_parquet(tmp_path / "out").set_index("id").loc[frame.id]
     assert result.probability_columns == ["probability_no", "probability_yes"]
@@ -205,13 +215,17 @@ def test_string_class_labels_name_the_probability_columns(
     assert (out.prediction == np.where(out.probability_yes > 0.5, "yes", "no")).all()
 
 
-def test_a_regressor_gives_a_value(spark, tmp_path: Path, models_home: Path) -> None:
+def test_a_regressor_gives_a_value(
+    spark, scoring: ScoringSettings, tmp_path: Path, models_home: Path
+) -> None:
     settings = _settings(tmp_path, models_home, uri="models:/tiny-regressor@champion", gate=[])
     dataset = settings.dataset("demo")
     model = resolve_model_version(settings, dataset.model)
     frame = _features(spark, tmp_path / "features", rows=150)
 
-    result = score_partition(spark, dataset, model, tmp_path / "features", tmp_path / "out")
+    result = score_partition(
+        spark, dataset, model, tmp_path / "features", tmp_path / "out", scoring=scoring
+    )
 
     out = pd.read_parquet(tmp_path / "out").set_index("id").loc[frame.id]
     assert (result.kind, result.probability_columns) == ("regressor", [])
@@ -221,14 +235,16 @@ def test_a_regressor_gives_a_value(spark, tmp_path: Path, models_home: Path) -> 
 
 
 def test_one_prediction_per_feature_row_keyed_by_id(
-    spark, settings: Settings, tmp_path: Path
+    spark, scoring: ScoringSettings, settings: Settings, tmp_path: Path
 ) -> None:
     configure_mlflow(settings)
     dataset = settings.dataset("demo")
     model = resolve_model_version(settings, dataset.model)
     frame = _features(spark, tmp_path / "features", rows=3000)
 
-    result = score_partition(spark, dataset, model, tmp_path / "features", tmp_path / "predictions")
+    result = score_partition(
+        spark, dataset, model, tmp_path / "features", tmp_path / "predictions", scoring=scoring
+    )
 
     predictions = spark.read.parquet(str(tmp_path / "predictions"))
     assert result.rows == 3000 == predictions.count()
@@ -243,7 +259,7 @@ def test_one_prediction_per_feature_row_keyed_by_id(
 
 
 def test_champion_and_challenger_score_the_same_rows_and_are_compared(
-    spark, tmp_path: Path, models_home: Path
+    spark, scoring: ScoringSettings, tmp_path: Path, models_home: Path
 ) -> None:
     settings = _settings(tmp_path, models_home, challenger="challenger")
     dataset = settings.dataset("demo")
@@ -252,7 +268,13 @@ def test_champion_and_challenger_score_the_same_rows_and_are_compared(
     frame = _features(spark, tmp_path / "features")
 
     result = score_partition(
-        spark, dataset, champion, tmp_path / "features", tmp_path / "out", challenger=challenger
+        spark,
+        dataset,
+        champion,
+        tmp_path / "features",
+        tmp_path / "out",
+        challenger=challenger,
+        scoring=scoring,
     )
 
     out = pd.read_parquet(tmp_path / "out").set_index("id").loc[frame.id]
@@ -270,7 +292,7 @@ def test_champion_and_challenger_score_the_same_rows_and_are_compared(
 
 
 def test_regressor_challenger_reports_the_mean_absolute_difference(
-    spark, tmp_path: Path, models_home: Path
+    spark, scoring: ScoringSettings, tmp_path: Path, models_home: Path
 ) -> None:
     settings = _settings(
         tmp_path, models_home, uri="models:/tiny-regressor@champion", challenger="challenger"
@@ -281,7 +303,13 @@ def test_regressor_challenger_reports_the_mean_absolute_difference(
     _features(spark, tmp_path / "features", rows=200)
 
     result = score_partition(
-        spark, dataset, champion, tmp_path / "features", tmp_path / "out", challenger=challenger
+        spark,
+        dataset,
+        champion,
+        tmp_path / "features",
+        tmp_path / "out",
+        challenger=challenger,
+        scoring=scoring,
     )
 
     out = pd.read_parquet(tmp_path / "out")
@@ -295,7 +323,7 @@ def test_regressor_challenger_reports_the_mean_absolute_difference(
 
 
 def test_a_feature_table_missing_a_model_input_fails_clearly(
-    spark, settings: Settings, tmp_path: Path
+    spark, scoring: ScoringSettings, settings: Settings, tmp_path: Path
 ) -> None:
     configure_mlflow(settings)
     dataset = settings.dataset("demo")
@@ -304,12 +332,12 @@ def test_a_feature_table_missing_a_model_input_fails_clearly(
     with pytest.raises(
         StageFailedError, match="column f2 is missing; column f1_times_f2 is missing"
     ):
-        score_partition(spark, dataset, model, tmp_path / "f", tmp_path / "p")
+        score_partition(spark, dataset, model, tmp_path / "f", tmp_path / "p", scoring=scoring)
     assert not (tmp_path / "p").exists()
 
 
 def test_a_wrong_type_fails_clearly_and_a_safe_widening_is_accepted(
-    spark, tmp_path: Path, models_home: Path
+    spark, scoring: ScoringSettings, tmp_path: Path, models_home: Path
 ) -> None:
     settings = _settings(tmp_path, models_home)
     dataset = settings.dataset("demo")
@@ -319,17 +347,19 @@ def test_a_wrong_type_fails_clearly_and_a_safe_widening_is_accepted(
     with pytest.raises(
         StageFailedError, match="column is_red is string but the model expects double"
     ):
-        score_partition(spark, dataset, model, tmp_path / "bad", tmp_path / "p1")
+        score_partition(spark, dataset, model, tmp_path / "bad", tmp_path / "p1", scoring=scoring)
 
     frame = _features(spark, tmp_path / "ints", rows=50, is_red="int", f2="float")
-    result = score_partition(spark, dataset, model, tmp_path / "ints", tmp_path / "p2")
+    result = score_partition(
+        spark, dataset, model, tmp_path / "ints", tmp_path / "p2", scoring=scoring
+    )
     out = pd.read_parquet(tmp_path / "p2").set_index("id").loc[frame.id]
     assert result.rows == 50
     assert (out.prediction.to_numpy() == _raw(model.uri).predict(frame[FEATURES])).all()
 
 
 def test_a_model_that_fails_on_the_data_fails_the_batch_with_its_message(
-    spark, tmp_path: Path, models_home: Path
+    spark, scoring: ScoringSettings, tmp_path: Path, models_home: Path
 ) -> None:
     settings = _settings(tmp_path, models_home)
     dataset = settings.dataset("demo")
@@ -340,4 +370,82 @@ def test_a_model_that_fails_on_the_data_fails_the_batch_with_its_message(
     ).write.parquet(str(tmp_path / "nan"))  # fmt: skip
 
     with pytest.raises(StageFailedError, match="the model failed while scoring.*NaN"):
-        score_partition(spark, dataset, model, tmp_path / "nan", tmp_path / "p")
+        score_partition(spark, dataset, model, tmp_path / "nan", tmp_path / "p", scoring=scoring)
+
+
+# ------------------------------------------------------------------ the two engines
+
+
+def test_both_engines_write_the_same_predictions_and_schema(
+    spark, tmp_path: Path, models_home: Path
+) -> None:
+    settings = _settings(tmp_path, models_home, challenger="challenger")
+    dataset = settings.dataset("demo")
+    champion = resolve_model_version(settings, dataset.model)
+    challenger = resolve_model_version(settings, dataset.model, alias="challenger")
+    _features(spark, tmp_path / "features", rows=500)
+
+    results, frames = {}, {}
+    for engine in ("arrow", "spark_udf"):
+        results[engine] = score_partition(
+            spark,
+            dataset,
+            champion,
+            tmp_path / "features",
+            tmp_path / engine,
+            challenger=challenger,
+            scoring=ScoringSettings(engine=engine),
+        )
+        frames[engine] = spark.read.parquet(str(tmp_path / engine)).toPandas().set_index("id")
+
+    arrow, udf = results["arrow"], results["spark_udf"]
+    assert (arrow.schema, arrow.columns, arrow.rows) == (udf.schema, udf.columns, udf.rows)
+    assert arrow.comparison == udf.comparison
+    pd.testing.assert_frame_equal(frames["arrow"], frames["spark_udf"].loc[frames["arrow"].index])
+
+
+def test_many_small_tasks_lose_and_repeat_no_row(spark, settings: Settings, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    configure_mlflow(settings)
+    dataset = settings.dataset("demo")
+    model = resolve_model_version(settings, dataset.model)
+    frame = _features(spark, tmp_path / "spark-written", rows=3000)
+    features = tmp_path / "features"
+    features.mkdir()
+    for part, chunk in enumerate((frame.iloc[:1700], frame.iloc[1700:])):
+        table = pa.Table.from_pandas(chunk, preserve_index=False)
+        pq.write_table(table, features / f"part-{part:05d}.parquet", row_group_size=250)
+
+    scoring = ScoringSettings(engine="arrow", rows_per_task=400, batch_rows=100)
+    result = score_partition(
+        spark, dataset, model, features, tmp_path / "out", expected_rows=3000, scoring=scoring
+    )
+
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert files == [f"part-{i:05d}.parquet" for i in range(len(files))]  # no partial file
+    assert len(files) == 8  # 3000 rows at most 400 a task: 8 tasks, 4 waves of 2 cores
+    out = pd.read_parquet(tmp_path / "out")
+    assert result.rows == len(out) == 3000
+    assert sorted(out.id) == sorted(frame.id)
+    expected = _raw(model.uri).predict_proba(frame.set_index("id").loc[out.id][FEATURES])
+    np.testing.assert_allclose(out[["probability_0", "probability_1"]].to_numpy(), expected)
+
+
+def test_an_empty_feature_table_gives_an_empty_prediction_table(
+    spark, scoring: ScoringSettings, settings: Settings, tmp_path: Path
+) -> None:
+    configure_mlflow(settings)
+    dataset = settings.dataset("demo")
+    model = resolve_model_version(settings, dataset.model)
+    _features(spark, tmp_path / "full", rows=10)
+    spark.read.parquet(str(tmp_path / "full")).limit(0).write.parquet(str(tmp_path / "features"))
+
+    result = score_partition(
+        spark, dataset, model, tmp_path / "features", tmp_path / "out", scoring=scoring
+    )
+
+    out = spark.read.parquet(str(tmp_path / "out"))
+    assert result.rows == 0 == out.count()
+    assert out.columns == result.columns and "probability_1" in out.columns

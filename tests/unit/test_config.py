@@ -60,3 +60,15 @@ def test_missing_file_and_unknown_dataset_are_clear(tmp_path: Path) -> None:
     settings = load_settings(DEMO_CONFIG, environ={})
     with pytest.raises(ConfigError, match="unknown dataset 'other'.*demo"):
         settings.dataset("other")
+
+
+def test_the_scoring_engine_is_chosen_in_config_and_checked(tmp_path: Path) -> None:
+    defaults = load_settings(DEMO_CONFIG, environ={}).scoring
+    assert (defaults.engine, defaults.model_threads) == ("arrow", 1)
+    settings = load_settings(
+        DEMO_CONFIG,
+        environ={"LANDFALL_SCORING__ENGINE": "spark_udf", "LANDFALL_SCORING__BATCH_ROWS": "5000"},
+    )
+    assert (settings.scoring.engine, settings.scoring.batch_rows) == ("spark_udf", 5000)
+    with pytest.raises(ConfigError, match=r"scoring\.engine"):
+        load_settings(DEMO_CONFIG, environ={"LANDFALL_SCORING__ENGINE": "gpu"})

@@ -1,0 +1,66 @@
+"""How the arrow engine splits a feature table into scoring tasks (pyarrow only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from services.predictor.arrow_tasks import plan_tasks
+
+
+def _table(directory: Path, files: list[int], row_group: int) -> None:
+    """Part files of the given row counts, in row groups of ``row_group`` rows."""
+    directory.mkdir(parents=True, exist_ok=True)
+    start = 0
+    for part, rows in enumerate(files):
+        ids = [f"id{i:06d}" for i in range(start, start + rows)]
+        table = pa.table({"id": ids, "x": pa.array(range(rows), pa.float64())})
+        pq.write_table(table, directory / f"part-{part:05d}.parquet", row_group_size=row_group)
+        start += rows
+
+
+def _groups(tasks) -> list[tuple[str, int]]:  # type: ignore[no-untyped-def]
+    return [(path, group) for task in tasks for path, groups in task.slices for group in groups]
+
+
+def test_every_row_group_is_in_exactly_one_task(tmp_path: Path) -> None:
+    _table(tmp_path, [1000, 700, 1300], row_group=100)
+    tasks, schema = plan_tasks(str(tmp_path), min_tasks=2, rows_per_task=10_000)
+    groups = _groups(tasks)
+    assert len(groups) == len(set(groups)) == 10 + 7 + 13
+    assert sum(t.rows for t in tasks) == 3000
+    assert [t.index for t in tasks] == list(range(len(tasks)))
+    assert schema.names == ["id", "x"]
+
+
+def test_tasks_fill_whole_waves_of_cores_and_are_balanced(tmp_path: Path) -> None:
+    _table(tmp_path, [1000, 1000, 1000], row_group=100)
+    # 3000 rows, at most 1000 per task, 2 cores: 3 tasks would need 2 waves anyway.
+    tasks, _ = plan_tasks(str(tmp_path), min_tasks=2, rows_per_task=1000)
+    assert len(tasks) == 4
+    assert max(t.rows for t in tasks) - min(t.rows for t in tasks) <= 100  # one row group
+    assert max(t.rows for t in tasks) <= 1000
+
+
+def test_no_more_tasks_than_row_groups(tmp_path: Path) -> None:
+    _table(tmp_path, [500], row_group=500)
+    tasks, _ = plan_tasks(str(tmp_path), min_tasks=8, rows_per_task=10)
+    assert len(tasks) == 1 and tasks[0].rows == 500
+
+
+def test_manifests_markers_and_hidden_files_are_not_data(tmp_path: Path) -> None:
+    _table(tmp_path, [300], row_group=100)
+    (tmp_path / "_manifest.json").write_text("{}")
+    (tmp_path / "_SUCCESS").write_text("")
+    (tmp_path / ".part-00000.parquet.crc").write_bytes(b"\0")
+    tasks, _ = plan_tasks(str(tmp_path), min_tasks=1, rows_per_task=1000)
+    assert {Path(path).name for path, _ in _groups(tasks)} == {"part-00000.parquet"}
+
+
+def test_an_empty_table_still_gets_one_task_to_write_its_empty_file(tmp_path: Path) -> None:
+    _table(tmp_path, [0], row_group=100)
+    tasks, schema = plan_tasks(str(tmp_path), min_tasks=2, rows_per_task=1000)
+    assert [(t.rows, t.slices) for t in tasks] == [(0, ())]
+    assert schema.names == ["id", "x"]
