@@ -104,27 +104,34 @@ def previous_partitions(
 # ---------------------------------------------------------------------------- figures
 
 
+def _predicts_numbers(frame: DataFrame) -> bool:
+    """Whether predictions are numbers; class labels may also be strings or booleans."""
+    return isinstance(frame.schema["prediction"].dataType, NumericType)
+
+
 def prediction_summary(spark: SparkSession, predictions_path: Path) -> dict[str, Any]:
-    """Count, mean, min, max and the most frequent predicted values, in one Spark job."""
+    """Count, the most frequent predicted values, and for numbers their mean, min and max."""
     frame = spark.read.parquet(str(predictions_path))
+    numeric = _predicts_numbers(frame)
     grouped = frame.groupBy("prediction").count().orderBy(F.desc("count")).limit(1000).collect()
     total = frame.count() if len(grouped) == 1000 else sum(int(r["count"]) for r in grouped)
     values = [
-        (float(r["prediction"]), int(r["count"])) for r in grouped if r["prediction"] is not None
+        (float(r["prediction"]) if numeric else str(r["prediction"]), int(r["count"]))
+        for r in grouped
+        if r["prediction"] is not None
     ]
     nulls = sum(int(r["count"]) for r in grouped if r["prediction"] is None)
     summary: dict[str, Any] = {"rows": total, "null_predictions": nulls}
     if values:
-        stats = frame.agg(F.avg("prediction"), F.min("prediction"), F.max("prediction")).first()
-        assert stats is not None
         summary.update(
-            mean=float(stats[0]),
-            min=float(stats[1]),
-            max=float(stats[2]),
             distinct_values=len(values),
             # A classifier has few distinct values; a regressor's would be noise here.
             counts_by_value={str(v): c for v, c in values[:_MAX_CATEGORIES]},
         )
+    if values and numeric:
+        stats = frame.agg(F.avg("prediction"), F.min("prediction"), F.max("prediction")).first()
+        assert stats is not None
+        summary.update(mean=float(stats[0]), min=float(stats[1]), max=float(stats[2]))
     return summary
 
 
@@ -176,6 +183,9 @@ def prediction_distribution(
     paths = {p: lake.partition_dir(dataset, "predictions", p) for p in previous}
     paths[partition] = current
     stacked = _labelled(spark, paths, ["prediction"]).where(F.col("prediction").isNotNull())
+    if not _predicts_numbers(spark.read.parquet(str(current))):
+        as_labels = stacked.withColumn("prediction", F.col("prediction").cast("string"))
+        return _label_distribution(as_labels, partition, previous)
     stacked = stacked.withColumn("prediction", F.col("prediction").cast("double"))
     per_part = {
         r["_part"]: r
@@ -226,6 +236,40 @@ def prediction_distribution(
         | _shares("histogram", labels, bins, counts, partition, previous)
         | {"bin_edges": [low + b * width for b in range(_HISTOGRAM_BINS + 1)]}
     )
+
+
+def _label_distribution(
+    labels: DataFrame, partition: str, previous: Sequence[str]
+) -> dict[str, Any]:
+    """Shares of each class label (strings, booleans), the rarest beyond a few as one."""
+    rows = labels.groupBy("_part", "prediction").count().collect()
+    counts: dict[tuple[str, Any], int] = {}
+    totals: dict[str, int] = {}
+    for r in rows:
+        counts[(r["_part"], r["prediction"])] = int(r["count"])
+        totals[r["_part"]] = totals.get(r["_part"], 0) + int(r["count"])
+    result: dict[str, Any] = {
+        "reference_partitions": previous,
+        "by_partition": [
+            {"partition": p, "rows": totals[p], "mean": None}
+            for p in [*previous, partition]
+            if p in totals
+        ],
+    }
+    if partition not in totals:
+        return result | {"kind": "empty", "categories": [], "current": [], "reference": []}
+    overall: dict[str, int] = {}
+    for (_, label), count in counts.items():
+        overall[label] = overall.get(label, 0) + count
+    ranked = sorted(overall, key=lambda label: (-overall[label], label))
+    kept = sorted(ranked[:_MAX_CATEGORIES])
+    if len(ranked) > len(kept):
+        other = "(other)"
+        for (part, label), count in list(counts.items()):
+            if label not in kept:
+                counts[(part, other)] = counts.get((part, other), 0) + count
+        kept.append(other)
+    return result | _shares("categorical", kept, kept, counts, partition, previous)
 
 
 def _number_label(value: float) -> str:

@@ -196,3 +196,39 @@ def test_null_fractions_are_computed_when_the_validator_gives_none(
     # No previous partitions: nothing to compare, and the report says so.
     assert report["drift"]["flagged"] == []
     assert "no previous partitions" in report["drift"]["note"]
+
+
+def test_string_class_labels_are_summarised_and_plotted_as_categories(
+    spark, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    from landfall.lake import MANIFEST_NAME, Lake
+    from services.reporter.stage import prediction_distribution, prediction_summary
+
+    lake = Lake(tmp_path / "lake")
+    shares = {"2026-11-01": ("no", "no", "yes", None), "2026-11-02": ("yes", "yes", "maybe", "no")}
+    for partition, labels in shares.items():
+        directory = lake.partition_dir("labels", "predictions", partition)
+        directory.mkdir(parents=True)
+        frame = pd.DataFrame({"id": [f"r{i}" for i in range(4)], "prediction": list(labels)})
+        frame.to_parquet(directory / "part-00000.parquet")
+        (directory / MANIFEST_NAME).write_text("{}")
+    current = lake.partition_dir("labels", "predictions", "2026-11-02")
+
+    summary = prediction_summary(spark, current)
+    assert summary["rows"] == 4 and summary["null_predictions"] == 0
+    assert summary["counts_by_value"] == {"yes": 2, "maybe": 1, "no": 1}
+    assert "mean" not in summary  # labels have no mean
+
+    distribution = prediction_distribution(
+        spark, lake, "labels", "2026-11-02", current, references=7
+    )
+    assert distribution["kind"] == "categorical"
+    assert distribution["reference_partitions"] == ["2026-11-01"]
+    assert distribution["categories"] == ["maybe", "no", "yes"]
+    assert distribution["current"] == pytest.approx([0.25, 0.25, 0.5])
+    assert distribution["reference"] == pytest.approx(
+        [0.0, 2 / 3, 1 / 3]
+    )  # the null is not a class
+    assert [p["rows"] for p in distribution["by_partition"]] == [3, 4]
