@@ -30,8 +30,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from landfall.config import Settings
 from landfall.contracts import EventCodec, EventType, follow_up, partition_key
-from landfall.errors import InvalidEventError, RetryableError, StageFailedError
+from landfall.errors import InvalidEventError, LandfallError, RetryableError, StageFailedError
 from landfall.ingress import complete_landed_event
+from landfall.spark import spark_failure
 
 __all__ = ["Outgoing", "RunStats", "Runner", "Service", "kafka_client_config"]
 
@@ -224,7 +225,7 @@ class Runner:
         runner = self.settings.runner
         for attempt in range(1, runner.max_attempts + 1):
             try:
-                return self.service.handle(event_type, record)
+                return self._attempt(event_type, record)
             except RetryableError as exc:
                 if self._stop.is_set():
                     raise _Abandoned() from exc
@@ -239,6 +240,18 @@ class Runner:
                     raise _Abandoned() from None
                 raise
         raise AssertionError("unreachable: the loop returns or raises")
+
+    def _attempt(self, event_type: EventType, record: dict[str, Any]) -> list[Outgoing]:
+        """One call of the service; a failed Spark job is named as transient or not."""
+        try:
+            return self.service.handle(event_type, record)
+        except LandfallError:
+            raise
+        except Exception as exc:
+            translated = spark_failure(exc)
+            if translated is None:
+                raise
+            raise translated from exc
 
     def _while_polling(self, work: Callable[[], list[Outgoing]]) -> list[Outgoing]:
         """Run ``work`` in the worker thread; poll meanwhile so the group keeps us."""

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from py4j.protocol import Py4JJavaError
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException, PythonException
@@ -360,7 +359,7 @@ def score_partition(
             rows, comparison = _score_with_arrow_tasks(
                 spark, scoring, features_path, id_column, scorers, kind, predictions_path
             )
-    except (PythonException, Py4JJavaError) as exc:
+    except PythonException as exc:  # raised in the model's code, not by Spark itself
         raise _python_failure(exc) from exc
     # Counted from the parquet footers: no scan of the features.
     expected = features.count() if expected_rows is None else expected_rows

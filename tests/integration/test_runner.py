@@ -156,6 +156,44 @@ def test_exhausted_retries_and_stage_errors_become_batch_failed(
     assert _nothing_left(probe_settings)
 
 
+def _crash_worker(rows):  # type: ignore[no-untyped-def]
+    import os
+
+    os._exit(3)  # a Python worker killed mid-job, as the OOM killer would
+    yield from rows
+
+
+def test_a_crashed_spark_worker_is_retried_and_corrupt_data_fails_the_batch(
+    spark, probe_settings: Settings, watch, tmp_path: Path
+) -> None:
+    def crashes_once(service: ProbeService, record: dict[str, Any]) -> list[Outgoing]:
+        job = spark.sparkContext.parallelize([1, 2], 2)
+        if len(service.calls) == 1:
+            job.mapPartitions(_crash_worker).collect()
+        assert job.sum() == 3
+        return service.validated(record)
+
+    publish_data_landed(probe_settings, "demo", "2026-11-01")
+    service, stats = _run_once(probe_settings, crashes_once)
+    assert len(service.calls) == 2 and stats.handled == 1
+
+    table = tmp_path / "table"
+    spark.range(5).write.parquet(str(table))
+    corrupt = next(table.glob("part-*.parquet"))
+    corrupt.write_bytes(b"not parquet" * 20)
+
+    def reads_corrupt_file(service: ProbeService, record: dict[str, Any]) -> list[Outgoing]:
+        spark.read.schema("id long").parquet(str(table)).collect()
+        return service.validated(record)
+
+    landed = publish_data_landed(probe_settings, "demo", "2026-11-02")
+    service, stats = _run_once(probe_settings, reads_corrupt_file)
+    assert len(service.calls) == 1 and stats.failed == 1  # no retry: it would fail again
+    _, _, failed = watch.wait_for(lambda _t, _k, r: r["run_id"] == landed["run_id"], timeout=30)
+    assert failed["retryable"] is False
+    assert failed["reason"].startswith("a Spark job failed: ") and corrupt.name in failed["reason"]
+
+
 def test_a_stop_during_work_abandons_the_batch_uncommitted(probe_settings: Settings) -> None:
     def interrupted(service: ProbeService, record: dict[str, Any]) -> list[Outgoing]:
         assert service.runner is not None
