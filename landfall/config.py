@@ -150,6 +150,9 @@ class ReportingSettings(_Frozen):
     reference_partitions: int = Field(default=7, ge=1)
     # faust: the streaming app with its state table; runner: the shared confluent loop.
     engine: Literal["faust", "runner"] = "faust"
+    # The faust reporter forgets a run's progress this long after its last event; a
+    # redelivery of an event older than that is reported again.
+    progress_retention_hours: float = Field(default=168.0, gt=0)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
 

@@ -213,24 +213,19 @@ def resolve_model_version(
             f"model {model.name} version {pinned} cannot be resolved in the registry",
             lambda: client.get_model_version(model.name, pinned),
         )
-        return ResolvedModel(
-            name=model.name,
-            version=str(found.version),
-            alias=None,
-            run_id=found.run_id,
-            source=found.source,
-        )
+        return _resolved(model.name, found, alias=None)
     alias = alias or model.alias
     found = translate_registry_errors(
         f"model models:/{model.name}@{alias} cannot be resolved in the registry",
         lambda: client.get_model_version_by_alias(model.name, alias),
     )
+    return _resolved(model.name, found, alias=alias)
+
+
+def _resolved(name: str, found: Any, *, alias: str | None) -> ResolvedModel:
+    """The registry's version record as the exact version a batch uses."""
     return ResolvedModel(
-        name=model.name,
-        version=str(found.version),
-        alias=alias,
-        run_id=found.run_id,
-        source=found.source,
+        name=name, version=str(found.version), alias=alias, run_id=found.run_id, source=found.source
     )
 
 

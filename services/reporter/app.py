@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import faust
@@ -33,7 +36,7 @@ from landfall.runner import Outgoing
 from landfall.stage import StageContext
 from services.reporter.service import FINISHING_EVENTS, STAGE_EVENTS, BatchReporter
 
-__all__ = ["ReporterApp"]
+__all__ = ["ReporterApp", "expired_runs"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,25 @@ _TRACE_HEADERS = ("traceparent", "tracestate")
 def _header_items(headers: Any) -> list[tuple[str, bytes]]:
     items = headers.items() if isinstance(headers, dict) else (headers or [])
     return [(str(k), v if isinstance(v, bytes) else str(v).encode()) for k, v in items]
+
+
+# Bookkeeping the app adds to each run's progress in the table.
+_TOUCHED_AT = "table_touched_at"
+_TABLE_PARTITION = "table_partition"
+
+
+def expired_runs(
+    entries: Iterable[tuple[str, Any]], partition: int | None, cutoff: datetime
+) -> list[str]:
+    """The run ids of ``partition`` whose progress was last written before ``cutoff``."""
+    expired = []
+    for run_id, state in entries:
+        if not isinstance(state, dict) or state.get(_TABLE_PARTITION) != partition:
+            continue
+        touched = state.get(_TOUCHED_AT)
+        if touched is not None and datetime.fromisoformat(touched) < cutoff:
+            expired.append(run_id)
+    return expired
 
 
 class ReporterApp:
@@ -115,6 +137,7 @@ class ReporterApp:
         self.progress = self.app.Table(
             "batch-progress", default=None, partitions=partitions, key_type=str
         )
+        self._swept_at: dict[int | None, float] = {}
         self.app.agent(self.source, name="landfall.reporter")(self._follow)
         self.app.on_before_shutdown.connect(self._on_shutdown)
 
@@ -122,10 +145,13 @@ class ReporterApp:
 
     async def _follow(self, stream: Any) -> None:
         async for event in stream.events():
-            await self.process(event.message.topic, event.value, event.message.headers)
+            message = event.message
+            await self.process(message.topic, event.value, message.headers, message.partition)
 
-    async def process(self, topic: str, value: bytes | None, headers: Any) -> None:
-        """Handle one message of a source topic."""
+    async def process(
+        self, topic: str, value: bytes | None, headers: Any, partition: int | None = None
+    ) -> None:
+        """Handle one message of a source topic (``partition``: the message's)."""
         try:
             event_type, record = self.codec.decode(
                 value, topic=topic, accept_json=topic == self._ingress
@@ -156,9 +182,34 @@ class ReporterApp:
             log.exception("run %s: reporting %s failed", run_id, event_type.short_name)
             await self._report_failure(event_type, record, exc, headers)
             return
-        self.progress[run_id] = state
+        self.progress[run_id] = {
+            **state,
+            _TOUCHED_AT: datetime.now(UTC).isoformat(),
+            _TABLE_PARTITION: partition,
+        }
         if event_type in STAGE_EVENTS:
             log.info("run %s: %s done", run_id, STAGE_EVENTS[event_type])
+        self._forget_old_runs(partition)
+
+    def _forget_old_runs(self, partition: int | None) -> None:
+        """Delete the progress of this partition's runs older than the retention.
+
+        A table deletion is written to the changelog partition of the event being
+        processed, so only runs that were written from that same partition are deleted
+        here; each partition is swept at most every tenth of the retention (10 minutes
+        at most).
+        """
+        retention_s = self.settings.reporting.progress_retention_hours * 3600
+        now = time.monotonic()
+        if now - self._swept_at.get(partition, -math.inf) < min(retention_s / 10, 600):
+            return
+        self._swept_at[partition] = now
+        cutoff = datetime.now(UTC) - timedelta(seconds=retention_s)
+        expired = expired_runs(self.progress.items(), partition, cutoff)
+        for run_id in expired:
+            del self.progress[run_id]
+        if expired:
+            log.info("forgot the progress of %d runs untouched since %s", len(expired), cutoff)
 
     async def _work(self, function: Callable[..., T], *args: Any) -> T:
         """Run blocking work in the worker thread, retrying transient faults with backoff."""

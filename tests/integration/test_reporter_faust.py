@@ -286,3 +286,38 @@ def test_the_api_shows_the_runs_of_the_reported_batch(
         assert batch["job_kind"] == "batch"
         assert run.run_id in {r["run_id"] for r in batch["runs"]}
         assert client.get(batch["links"]["report_html"]).status_code == 200
+
+
+# ------------------------------------------------------------------ forgetting old runs
+
+
+def test_runs_untouched_for_the_retention_are_forgotten(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # 1.8 s of retention: the progress table forgets a run almost at once.
+    settings, config_file = live_settings(
+        tmp_path, kafka_bootstrap, LANDFALL_REPORTING__PROGRESS_RETENTION_HOURS="0.0005"
+    )
+    ensure_all_topics(settings)
+    reporter = LandfallProcess("reporter", config_file, tmp_path / "reporter.log")
+    watcher = EventWatcher(settings, [settings.kafka.topics.reported.name])
+    live = Live(settings, config_file, tmp_path, reporter, watcher)
+    try:
+        old = failed_event("2026-11-10")
+        publish_events(settings, [(EventType.BATCH_FAILED, old)])
+        live.reported(old["run_id"])
+        time.sleep(2.5)
+        # The next event of the same partition sweeps the table; the old run is gone, so
+        # a redelivery of its event is news again (a kept run would be skipped, as the
+        # restart test shows).
+        new = failed_event("2026-11-11")
+        publish_events(settings, [(EventType.BATCH_FAILED, new)])
+        live.reported(new["run_id"])
+        publish_events(settings, [(EventType.BATCH_FAILED, old)])
+        watcher.wait_for(
+            lambda *_: live.reports_of(old["run_id"]) == 2, timeout=60, alive=reporter.check_alive
+        )
+        assert "forgot the progress of 1 runs" in reporter.log.read_text()
+    finally:
+        watcher.close()
+        reporter.stop()

@@ -66,3 +66,26 @@ def test_the_page_is_self_contained(status: str) -> None:
     assert "<script" not in html and "src=" not in html and "stylesheet" not in html
     assert ("bad &lt;expr&gt;" in html) == (status == "FAILED")
     assert html.count("<svg ") >= 3
+
+
+def test_the_progress_table_forgets_only_old_runs_of_the_swept_partition() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.reporter.app import expired_runs
+
+    now = datetime(2026, 11, 26, 12, tzinfo=UTC)
+    cutoff = now - timedelta(days=7)
+
+    def entry(days_ago: float, partition: int | None) -> dict:
+        touched = (now - timedelta(days=days_ago)).isoformat()
+        return {"table_touched_at": touched, "table_partition": partition, "stages": {}}
+
+    entries = [
+        ("old-here", entry(8, 0)),
+        ("new-here", entry(1, 0)),
+        ("old-elsewhere", entry(30, 1)),  # its tombstone belongs to another partition
+        ("unstamped", {"table_partition": 0}),  # written before the table kept a time
+        ("not-a-run", None),
+    ]
+    assert expired_runs(entries, 0, cutoff) == ["old-here"]
+    assert expired_runs(entries, 1, cutoff) == ["old-elsewhere"]
