@@ -66,6 +66,10 @@ def up(config: ConfigOption = None) -> None:
     typer.echo(f"landfall is up: broker {live.kafka.bootstrap}, logs in {stack.log_dir}")
     if stack.api_url:
         typer.echo(f"status page and job API: {stack.api_url}/ (OpenAPI at /docs)")
+    for name, url in stack.metrics_urls().items():
+        typer.echo(f"metrics of {name}: {url}")
+    if live.telemetry.trace_dir is not None:
+        typer.echo(f"traces: {live.telemetry.trace_dir}/<service>.jsonl")
     typer.echo(
         f"publish with: LANDFALL_KAFKA_BOOTSTRAP={live.kafka.bootstrap} landfall publish ..."
     )
@@ -128,6 +132,7 @@ def publish(
 ) -> None:
     """Publish a data-landed event for a dataset partition, as an upstream system would."""
     from landfall.events import publish_data_landed
+    from landfall.telemetry import init_telemetry
 
     try:
         settings = cli_settings(config)
@@ -136,6 +141,7 @@ def publish(
             raise LandfallError("publish needs a broker: set LANDFALL_KAFKA_BOOTSTRAP")
         if model_version is not None and not model_version.isdigit():
             raise LandfallError(f"--model-version takes a version number, got {model_version!r}")
+        init_telemetry(settings, "cli", metrics=False)  # the run's trace starts here
         record = publish_data_landed(
             settings,
             dataset,

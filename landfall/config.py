@@ -48,6 +48,7 @@ __all__ = [
     "FeatureSpec",
     "KafkaSettings",
     "ScoringSettings",
+    "TelemetrySettings",
     "Settings",
     "TopicSettings",
     "load_settings",
@@ -155,6 +156,21 @@ class ReportingSettings(_Frozen):
     progress_retention_hours: float = Field(default=168.0, gt=0)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
+
+
+class TelemetrySettings(_Frozen):
+    """Metrics and traces (landfall/telemetry.py)."""
+
+    # Serve Prometheus /metrics on this port (0: any free port); unset: no endpoint.
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # Export spans over OTLP/HTTP here, e.g. Jaeger's http://jaeger:4318/v1/traces.
+    otlp_endpoint: str | None = None
+    # Also write each service's spans as JSON lines to <trace_dir>/<service>.jsonl
+    # (a relative trace_dir is under home).
+    trace_dir: Path | None = None
+    # The fraction of new traces kept; a trace started upstream follows its parent.
+    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
 
 
 class ScoringSettings(_Frozen):
@@ -298,6 +314,7 @@ class Settings(_Frozen):
     runner: RunnerSettings = RunnerSettings()
     reporting: ReportingSettings = ReportingSettings()
     scoring: ScoringSettings = ScoringSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
 
     @property
@@ -391,9 +408,14 @@ def load_settings(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration ({path or 'defaults'}): {problems}") from exc
+    home = _absolute(settings.home)
+    telemetry = settings.telemetry
+    if telemetry.trace_dir is not None:  # a relative trace_dir is under home
+        telemetry = telemetry.model_copy(update={"trace_dir": home / telemetry.trace_dir})
     return settings.model_copy(
         update={
-            "home": _absolute(settings.home),
+            "home": home,
             "lake_root": _absolute(settings.lake),
+            "telemetry": telemetry,
         }
     )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
+from opentelemetry.trace import SpanKind
 
 import landfall
 from landfall.config import Settings
@@ -15,6 +16,7 @@ from landfall.contracts import EventCodec, EventType, new_event, partition_key
 from landfall.errors import InvalidEventError, RetryableError
 from landfall.ingress import batch_id_for
 from landfall.runner import Headers, kafka_client_config
+from landfall.telemetry import inject_context, tracer
 
 __all__ = ["EventWatcher", "publish_data_landed"]
 
@@ -49,14 +51,27 @@ def publish_data_landed(
     codec = EventCodec(settings.kafka.schema_registry_url)
     errors: list[KafkaError] = []
     producer = Producer({**kafka_client_config(settings), "acks": "all"})
-    producer.produce(
-        topic,
-        key=partition_key(record),
-        value=codec.encode(EventType.DATA_LANDED, record, topic=topic),
-        on_delivery=lambda err, _msg: errors.append(err) if err else None,
-    )
-    if producer.flush(30) or errors:
-        raise RetryableError(f"the broker did not acknowledge the data-landed event: {errors}")
+    # The root of the run's trace: every service's spans for this run descend from it.
+    with tracer().start_as_current_span(
+        f"publish data-landed {dataset}/{partition}",
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.destination.name": topic,
+            "landfall.dataset": dataset,
+            "landfall.partition": partition,
+            "landfall.run_id": record["run_id"],
+        },
+    ):
+        producer.produce(
+            topic,
+            key=partition_key(record),
+            value=codec.encode(EventType.DATA_LANDED, record, topic=topic),
+            headers=inject_context(),
+            on_delivery=lambda err, _msg: errors.append(err) if err else None,
+        )
+        if producer.flush(30) or errors:
+            raise RetryableError(f"the broker did not acknowledge the data-landed event: {errors}")
     return record
 
 

@@ -27,12 +27,30 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from landfall.config import Settings
 from landfall.contracts import EventCodec, EventType, follow_up, partition_key
 from landfall.errors import InvalidEventError, LandfallError, RetryableError, StageFailedError
 from landfall.ingress import complete_landed_event
 from landfall.spark import spark_failure
+from landfall.telemetry import (
+    BATCH_DURATION,
+    BATCHES_IN_PROGRESS,
+    LAST_SUCCESS,
+    PROCESSING_ERRORS,
+    RECORDS_PROCESSED,
+    ROWS_QUARANTINED,
+    LagReporter,
+    attached,
+    dataset_label,
+    extract_context,
+    inject_context,
+    tracer,
+)
 
 __all__ = ["Outgoing", "RunStats", "Runner", "Service", "kafka_client_config"]
 
@@ -134,6 +152,7 @@ class Runner:
         )
         self._producer = Producer({**common, "acks": "all", "linger.ms": 5})
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{service.name}-stage")
+        self._lag = LagReporter(service.name)
 
     def stop(self) -> None:
         """Ask the loop to finish: the current batch is abandoned and not committed."""
@@ -179,6 +198,26 @@ class Runner:
 
     def _process(self, message: Message, stats: RunStats) -> None:
         topic = message.topic() or ""
+        inbound = message.headers()
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": topic,
+            "messaging.kafka.destination.partition": message.partition() or 0,
+            "messaging.kafka.message.offset": message.offset() or 0,
+            "messaging.consumer.group.name": f"{self.settings.kafka.group_prefix}-"
+            f"{self.service.name}",
+        }
+        # The consume span continues the trace the event's producer started.
+        with (
+            attached(extract_context(inbound if isinstance(inbound, list) else None)),
+            tracer().start_as_current_span(
+                f"consume {topic}", kind=SpanKind.CONSUMER, attributes=attributes
+            ),
+        ):
+            self._process_traced(message, topic, stats)
+        self._lag.maybe_update(self._consumer)
+
+    def _process_traced(self, message: Message, topic: str, stats: RunStats) -> None:
         try:
             event_type, record = self.codec.decode(
                 message.value(), topic=topic, accept_json=topic == self._ingress_topic
@@ -192,14 +231,22 @@ class Runner:
                 )
         except InvalidEventError as exc:
             log.warning("dead-lettering %s: %s", _where(message), exc)
+            trace.get_current_span().set_status(Status(StatusCode.ERROR, str(exc)))
             self._publish_dead_letter(message, str(exc))
+            PROCESSING_ERRORS.labels(self.service.name, "unknown", "dead_letter").inc()
             stats.dead_lettered += 1
             self._commit(message)
             return
         if event_type is EventType.DATA_LANDED:
             record = complete_landed_event(record)
+        dataset = dataset_label(self.settings, record.get("dataset"))
+        started = time.monotonic()
+        BATCHES_IN_PROGRESS.labels(self.service.name).inc()
         try:
-            outgoing = self._while_polling(lambda: self._handle_with_retries(event_type, record))
+            parent = otel_context.get_current()
+            outgoing = self._while_polling(
+                lambda: self._handle_traced(parent, event_type, record, dataset)
+            )
         except _Abandoned:
             log.warning("abandoned %s on shutdown; it stays uncommitted", _where(message))
             stats.abandoned += 1
@@ -212,16 +259,70 @@ class Runner:
         except Exception as exc:
             log.exception("%s failed on %s", self.service.name, _where(message))
             outgoing = [self._failure(event_type, record, f"{type(exc).__name__}: {exc}", False)]
-        if any(o.event_type is EventType.BATCH_FAILED for o in outgoing):
+        finally:
+            BATCHES_IN_PROGRESS.labels(self.service.name).dec()
+        failed = any(o.event_type is EventType.BATCH_FAILED for o in outgoing)
+        if failed:
             stats.failed += 1
         else:
             stats.handled += 1
-        inbound = message.headers()
-        self._publish(outgoing, headers=inbound if isinstance(inbound, list) else None)
+        self._publish(outgoing)
         stats.produced.extend(outgoing)
         self._commit(message)
+        self._count(dataset, outgoing, failed, time.monotonic() - started)
 
-    def _handle_with_retries(self, event_type: EventType, record: dict[str, Any]) -> list[Outgoing]:
+    def _handle_traced(
+        self, parent: Context, event_type: EventType, record: dict[str, Any], dataset: str
+    ) -> list[Outgoing]:
+        """The stage's work, in the worker thread, as a span of the consume span's trace."""
+        attributes = {
+            "landfall.service": self.service.name,
+            "landfall.dataset": str(record.get("dataset")),
+            "landfall.partition": str(record.get("partition")),
+            "landfall.batch_id": str(record.get("batch_id")),
+            "landfall.run_id": str(record.get("run_id")),
+            "landfall.event_type": event_type.value,
+        }
+        with (
+            attached(parent),
+            tracer().start_as_current_span(
+                f"{self.service.stage} {record.get('dataset')}/{record.get('partition')}",
+                attributes=attributes,
+            ) as span,
+        ):
+            outgoing = self._handle_with_retries(event_type, record, dataset)
+            for event in outgoing:
+                for key in ("rows", "rows_landed", "rows_valid", "rows_quarantined"):
+                    if isinstance(event.record.get(key), int):
+                        span.set_attribute(f"landfall.{key}", event.record[key])
+                for key in ("model_name", "model_version", "model_uri"):
+                    if event.record.get(key):
+                        span.set_attribute(f"landfall.{key}", str(event.record[key]))
+            return outgoing
+
+    def _count(
+        self, dataset: str, outgoing: Sequence[Outgoing], failed: bool, seconds: float
+    ) -> None:
+        """The batch's metrics, once its events are published and its offset committed."""
+        service = self.service.name
+        BATCH_DURATION.labels(service, dataset, "failed" if failed else "succeeded").observe(
+            seconds
+        )
+        if failed:
+            PROCESSING_ERRORS.labels(service, dataset, "batch_failed").inc()
+            return
+        LAST_SUCCESS.labels(service, dataset).set(time.time())
+        for event in outgoing:
+            rows = _rows_processed(event.record)
+            if rows:
+                RECORDS_PROCESSED.labels(service, dataset).inc(rows)
+            quarantined = event.record.get("rows_quarantined")
+            if event.event_type is EventType.BATCH_VALIDATED and quarantined:
+                ROWS_QUARANTINED.labels(service, dataset).inc(quarantined)
+
+    def _handle_with_retries(
+        self, event_type: EventType, record: dict[str, Any], dataset: str
+    ) -> list[Outgoing]:
         runner = self.settings.runner
         for attempt in range(1, runner.max_attempts + 1):
             try:
@@ -231,6 +332,10 @@ class Runner:
                     raise _Abandoned() from exc
                 if attempt == runner.max_attempts:
                     raise
+                PROCESSING_ERRORS.labels(self.service.name, dataset, "retry").inc()
+                trace.get_current_span().add_event(
+                    "retry", {"attempt": attempt, "error": str(exc)[:500]}
+                )
                 delay = min(runner.retry_backoff_s * 2 ** (attempt - 1), runner.retry_backoff_max_s)
                 log.warning("attempt %d failed (%s); retrying in %.1fs", attempt, exc, delay)
                 if self._stop.wait(delay):
@@ -299,12 +404,23 @@ class Runner:
         )
         return Outgoing(self._failed_topic, EventType.BATCH_FAILED, failed)
 
-    def _publish(self, outgoing: Sequence[Outgoing], headers: Headers | None) -> None:
+    def _publish(self, outgoing: Sequence[Outgoing]) -> None:
         for event in outgoing:
             value = self.codec.encode(event.event_type, event.record, topic=event.topic)
-            self._produce_acknowledged(
-                event.topic, partition_key(event.record), value, _event_headers(event, headers)
-            )
+            attributes = {
+                "messaging.system": "kafka",
+                "messaging.destination.name": event.topic,
+                "landfall.event_type": event.event_type.value,
+            }
+            with tracer().start_as_current_span(
+                f"produce {event.topic}", kind=SpanKind.PRODUCER, attributes=attributes
+            ):
+                # The event's consumers continue the trace from this span.
+                headers: Headers = [
+                    *inject_context(),
+                    ("landfall.event_type", event.event_type.value.encode()),
+                ]
+                self._produce_acknowledged(event.topic, partition_key(event.record), value, headers)
 
     def _publish_dead_letter(self, message: Message, reason: str) -> None:
         inbound = message.headers()
@@ -359,7 +475,10 @@ def _where(message: Message) -> str:
     return f"{message.topic()}/{message.partition()}@{message.offset()}"
 
 
-def _event_headers(event: Outgoing, inbound: Headers | None) -> Headers:
-    # Trace context travels from the consumed event to everything it causes.
-    carried = [(k, v) for k, v in (inbound or []) if k in ("traceparent", "tracestate")]
-    return [*carried, ("landfall.event_type", event.event_type.value.encode())]
+def _rows_processed(record: Mapping[str, Any]) -> int:
+    """The rows a completion event says its stage processed."""
+    for key in ("rows_landed", "rows", "rows_scored"):
+        value = record.get(key)
+        if isinstance(value, int):
+            return value
+    return 0

@@ -12,6 +12,7 @@ from landfall.config import Settings
 from landfall.errors import ConfigError
 from landfall.runner import Runner, Service
 from landfall.stage import StageContext
+from landfall.telemetry import init_telemetry
 
 __all__ = ["API", "SERVICE_NAMES", "build_service", "ensure_all_topics", "serve"]
 
@@ -56,6 +57,9 @@ def serve(name: str, settings: Settings) -> None:
         raise ConfigError(f"unknown service {name!r}; choose from {choices}")
     if not settings.kafka.bootstrap:
         raise ConfigError("serve needs a broker: set kafka.bootstrap or LANDFALL_KAFKA_BOOTSTRAP")
+    # Metrics first: a service waiting for its broker can be seen waiting. The API has
+    # no batches to count; its requests show in its own access log.
+    init_telemetry(settings, name, metrics=name != API)
     # A service may start before its broker does (compose, Kubernetes): wait a while.
     wait_for_broker(settings.kafka.bootstrap, timeout=60)
     ensure_all_topics(settings)

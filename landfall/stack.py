@@ -52,6 +52,7 @@ class LocalStack:
         self.log_dir = log_dir or settings.home / "logs"
         self.broker: EmbeddedBroker | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.metrics_ports: dict[str, int] = {}
 
     def start(self) -> Settings:
         """Start everything; return the settings with the broker's address filled in."""
@@ -81,11 +82,15 @@ class LocalStack:
             **{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)},
             "LANDFALL_CONFIG": str(config_file),
         }
+        self.metrics_ports = self._metrics_ports()
         for name in self.services:
             log_file = (self.log_dir / f"{name}.log").open("ab")
+            child_env = dict(env)
+            if name in self.metrics_ports:
+                child_env[f"{ENV_PREFIX}TELEMETRY__METRICS_PORT"] = str(self.metrics_ports[name])
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "landfall", "serve", name],
-                env=env,
+                env=child_env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 # Its own process group: a Ctrl-C in the terminal reaches the stack,
@@ -95,6 +100,30 @@ class LocalStack:
             log_file.close()
             log.info("started %s (pid %d)", name, self.processes[name].pid)
         return self.settings
+
+    def _metrics_ports(self) -> dict[str, int]:
+        """Each service's /metrics port: base, base + 1, ... in service order (0: free ports).
+
+        One machine cannot give the same port to every service, so ``telemetry.metrics_port``
+        is where the stack's ports begin.
+        """
+        telemetry = self.settings.telemetry
+        base = telemetry.metrics_port
+        if base is None:
+            return {}
+        ports = {}
+        for i, name in enumerate(n for n in self.services if n != API):
+            port = base + i if base else free_port()
+            if not port_free(port, telemetry.metrics_host):
+                taken, port = port, free_port()
+                log.warning("metrics port %d of %s is taken; using %d", taken, name, port)
+            ports[name] = port
+        return ports
+
+    def metrics_urls(self) -> dict[str, str]:
+        """Where each service's Prometheus metrics are served."""
+        host = self.settings.telemetry.metrics_host
+        return {name: f"http://{host}:{port}/metrics" for name, port in self.metrics_ports.items()}
 
     @property
     def api_url(self) -> str | None:

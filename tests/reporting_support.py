@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from landfall.broker import free_port
 from landfall.config import Settings
 from landfall.contracts import EventCodec, EventType, new_event, partition_key
 from landfall.ingress import batch_id_for
@@ -258,6 +259,8 @@ def live_settings(home: Path, bootstrap: str, **environ: str) -> tuple[Settings,
             for key in ("landed", "validated", "featurized", "predicted", "reported", "failed")
         },
         "LANDFALL_KAFKA__TOPICS__DEAD_LETTER__NAME": f"rep-{suffix}.dead_letter",
+        # Several services of several tests run at once: each config its own port.
+        "LANDFALL_TELEMETRY__METRICS_PORT": str(free_port()),
         **environ,
     }
     settings = settings_for(home, **overrides)

@@ -186,6 +186,7 @@ def run_demo(
     from landfall.contracts import EventType
     from landfall.events import EventWatcher, publish_data_landed
     from landfall.stack import LocalStack
+    from landfall.telemetry import init_telemetry
 
     started = time.monotonic()
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -200,6 +201,9 @@ def run_demo(
         print(
             f"broker at {live.kafka.bootstrap}; services: {', '.join(stack.processes)}", flush=True
         )
+        for name, url in stack.metrics_urls().items():
+            print(f"  metrics of {name}: {url}", flush=True)
+        init_telemetry(live, "demo", metrics=False)  # the run's trace starts here
         watcher = EventWatcher(live, [live.kafka.topics.reported.name])
         try:
             landed = publish_data_landed(live, DEMO_DATASET, partition)
@@ -219,5 +223,7 @@ def run_demo(
     finally:
         stack.stop()
     print(_summary(lake, reported, sample))
+    if settings.telemetry.trace_dir is not None:
+        print(f"  trace of the run: {settings.telemetry.trace_dir}/<service>.jsonl")
     print(f"  demo took {time.monotonic() - started:.0f}s; everything it started is stopped")
     return reported

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import faust
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy.exc import OperationalError
 
 from landfall.config import Settings
@@ -34,6 +35,18 @@ from landfall.contracts import EventCodec, EventType, follow_up, partition_key
 from landfall.errors import ConfigError, InvalidEventError, RetryableError
 from landfall.runner import Outgoing
 from landfall.stage import StageContext
+from landfall.telemetry import (
+    BATCH_DURATION,
+    BATCHES_IN_PROGRESS,
+    LAST_SUCCESS,
+    PROCESSING_ERRORS,
+    RECORDS_PROCESSED,
+    attached,
+    dataset_label,
+    extract_context,
+    inject_context,
+    tracer,
+)
 from services.reporter.service import FINISHING_EVENTS, STAGE_EVENTS, BatchReporter
 
 __all__ = ["ReporterApp", "expired_runs"]
@@ -55,7 +68,6 @@ _ACCEPTED = {
     },
     "failed": frozenset({EventType.BATCH_FAILED}),
 }
-_TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 def _header_items(headers: Any) -> list[tuple[str, bytes]]:
@@ -172,16 +184,48 @@ class ReporterApp:
         if event_type in FINISHING_EVENTS and self.reporter.already_reported(record, progress):
             log.info("run %s: %s already reported", run_id, event_type.short_name)
             return
-        try:
-            state = await self._work(self.reporter.observe, event_type, record, progress)
-            if event_type in FINISHING_EVENTS:
-                outgoing, state = await self._work(self.reporter.report, event_type, record, state)
-                await self._publish(outgoing, headers)
-                log.info("run %s reported %s", run_id, outgoing.record["status"])
-        except Exception as exc:
-            log.exception("run %s: reporting %s failed", run_id, event_type.short_name)
-            await self._report_failure(event_type, record, exc, headers)
-            return
+        dataset = dataset_label(self.settings, record.get("dataset"))
+        started = time.monotonic()
+        span_name = f"reporting {record.get('dataset')}/{record.get('partition')}"
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": topic,
+            "landfall.service": "reporter",
+            "landfall.event_type": event_type.value,
+            "landfall.dataset": str(record.get("dataset")),
+            "landfall.partition": str(record.get("partition")),
+            "landfall.run_id": run_id,
+        }
+        # The run's trace continues from the stage event's producer.
+        with (
+            attached(extract_context(_header_items(headers))),
+            tracer().start_as_current_span(
+                span_name, kind=SpanKind.CONSUMER, attributes=attributes
+            ) as span,
+        ):
+            BATCHES_IN_PROGRESS.labels("reporter").inc()
+            try:
+                state = await self._work(self.reporter.observe, event_type, record, progress)
+                if event_type in FINISHING_EVENTS:
+                    outgoing, state = await self._work(
+                        self.reporter.report, event_type, record, state
+                    )
+                    await self._publish(outgoing)
+                    self._count(dataset, outgoing, time.monotonic() - started)
+                    span.set_attribute("landfall.status", str(outgoing.record["status"]))
+                    log.info("run %s reported %s", run_id, outgoing.record["status"])
+            except Exception as exc:
+                log.exception("run %s: reporting %s failed", run_id, event_type.short_name)
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
+                BATCH_DURATION.labels("reporter", dataset, "failed").observe(
+                    time.monotonic() - started
+                )
+                PROCESSING_ERRORS.labels("reporter", dataset, "batch_failed").inc()
+                await self._report_failure(event_type, record, exc)
+                return
+            finally:
+                BATCHES_IN_PROGRESS.labels("reporter").dec()
         self.progress[run_id] = {
             **state,
             _TOUCHED_AT: datetime.now(UTC).isoformat(),
@@ -226,17 +270,30 @@ class ReporterApp:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
 
-    async def _publish(self, outgoing: Outgoing, headers: Any) -> None:
+    def _count(self, dataset: str, outgoing: Outgoing, seconds: float) -> None:
+        """A report's metrics, once batch-reported was acknowledged."""
+        BATCH_DURATION.labels("reporter", dataset, "succeeded").observe(seconds)
+        LAST_SUCCESS.labels("reporter", dataset).set(time.time())
+        RECORDS_PROCESSED.labels("reporter", dataset).inc(outgoing.record.get("rows_scored") or 0)
+
+    async def _publish(self, outgoing: Outgoing) -> None:
         value = self.codec.encode(outgoing.event_type, outgoing.record, topic=outgoing.topic)
-        carried = [(k, v) for k, v in _header_items(headers) if k in _TRACE_HEADERS]
-        carried.append(("landfall.event_type", outgoing.event_type.value.encode()))
-        pending = await self.reported.send(
-            key=partition_key(outgoing.record), value=value, headers=carried
-        )
-        await pending  # the broker's acknowledgement
+        with tracer().start_as_current_span(
+            f"produce {outgoing.topic}",
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": outgoing.topic},
+        ):
+            headers = [
+                *_header_items(inject_context()),
+                ("landfall.event_type", outgoing.event_type.value.encode()),
+            ]
+            pending = await self.reported.send(
+                key=partition_key(outgoing.record), value=value, headers=headers
+            )
+            await pending  # the broker's acknowledgement
 
     async def _report_failure(
-        self, event_type: EventType, record: dict[str, Any], exc: Exception, headers: Any
+        self, event_type: EventType, record: dict[str, Any], exc: Exception
     ) -> None:
         """Turn a report that could not be built into batch-failed (which gets reported)."""
         if event_type not in FINISHING_EVENTS or event_type is EventType.BATCH_FAILED:
@@ -252,9 +309,8 @@ class ReporterApp:
         )
         topic = self.settings.kafka.topics.failed.name
         value = self.codec.encode(EventType.BATCH_FAILED, failed, topic=topic)
-        carried = [(k, v) for k, v in _header_items(headers) if k in _TRACE_HEADERS]
         pending = await self.app.topic(topic, key_type=bytes, value_type=bytes).send(
-            key=partition_key(failed), value=value, headers=carried
+            key=partition_key(failed), value=value, headers=_header_items(inject_context())
         )
         await pending
 

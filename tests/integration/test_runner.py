@@ -234,3 +234,58 @@ def test_a_stage_longer_than_the_poll_interval_keeps_its_assignment(
     assert [c["partition"] for c in service.calls] == ["2026-11-01", "2026-11-02"]
     assert stats.handled == 2
     assert _nothing_left(settings)
+
+
+def test_the_runner_counts_batches_rows_retries_failures_and_dead_letters(
+    probe_settings: Settings,
+) -> None:
+    from confluent_kafka import Producer
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, {"service": "probe", **labels}) or 0.0
+
+    def snapshot() -> dict[str, float]:
+        return {
+            "succeeded": value(
+                "batch_processing_duration_seconds_count", dataset="demo", outcome="succeeded"
+            ),
+            "failed": value(
+                "batch_processing_duration_seconds_count", dataset="demo", outcome="failed"
+            ),
+            "rows": value("records_processed_total", dataset="demo"),
+            "retries": value("processing_errors_total", dataset="demo", kind="retry"),
+            "batch_failed": value("processing_errors_total", dataset="demo", kind="batch_failed"),
+            "dead_letters": value("processing_errors_total", dataset="unknown", kind="dead_letter"),
+        }
+
+    def retried_then_failed(service: ProbeService, record: dict[str, Any]) -> list[Outgoing]:
+        if len(service.calls) == 1:
+            raise RetryableError("registry timed out")
+        raise StageFailedError("column x is missing")
+
+    before = snapshot()
+    publish_data_landed(probe_settings, "demo", "2026-11-01")
+    _run_once(probe_settings, ProbeService.validated)
+    publish_data_landed(probe_settings, "demo", "2026-11-02")
+    _run_once(probe_settings, retried_then_failed)
+    producer = Producer({"bootstrap.servers": probe_settings.kafka.bootstrap})
+    producer.produce(probe_settings.kafka.topics.landed.name, value=b"\x00 not an event")
+    assert producer.flush(30) == 0
+    _, stats = _run_once(probe_settings, ProbeService.validated)
+    assert stats.dead_lettered == 1
+
+    after = snapshot()
+    assert {key: after[key] - before[key] for key in after} == {
+        "succeeded": 1,
+        "failed": 1,
+        "rows": 1,  # the probe's batch-validated says it validated one landed row
+        "retries": 1,
+        "batch_failed": 1,
+        "dead_letters": 1,
+    }
+    assert REGISTRY.get_sample_value("batches_in_progress", {"service": "probe"}) == 0
+    last = REGISTRY.get_sample_value(
+        "last_success_timestamp_seconds", {"service": "probe", "dataset": "demo"}
+    )
+    assert last is not None and last > time.time() - 300

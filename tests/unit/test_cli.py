@@ -34,3 +34,18 @@ def test_serve_an_unknown_service_is_refused() -> None:
     result = _landfall("serve", "scorer", LANDFALL_KAFKA_BOOTSTRAP="127.0.0.1:1")
     assert result.returncode == 2
     assert "unknown service 'scorer'" in result.stderr
+
+
+def test_a_taken_metrics_port_is_a_clear_error() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _landfall(
+            "serve", "validator",
+            LANDFALL_KAFKA_BOOTSTRAP="127.0.0.1:1", LANDFALL_TELEMETRY__METRICS_PORT=str(port),
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port} (telemetry.metrics_port)" in result.stderr

@@ -1,0 +1,239 @@
+"""Telemetry for every service: Prometheus metrics and OpenTelemetry traces (DESIGN §7).
+
+**Metrics** live in the process's default Prometheus registry and are served on
+``telemetry.metrics_port`` (``/metrics``). The names are the ones the operators'
+dashboards and alert rules use: ``batch_processing_duration_seconds``,
+``records_processed_total``, ``processing_errors_total``, ``rows_quarantined_total``,
+``last_success_timestamp_seconds``, ``consumer_lag`` and ``batches_in_progress``. The
+``dataset`` label only takes configured dataset names (anything else is ``unknown``),
+so a stream of bad events cannot blow up the number of series.
+
+**Traces**: one trace per batch run, from the data-landed event to the report, across
+the four processes. The W3C ``traceparent``/``tracestate`` Kafka headers carry the
+context from one event to the events it causes; each service adds a consume span, a
+span for its stage (dataset, partition, run, rows, model version) and a produce span
+per event it publishes. Spans are exported over OTLP/HTTP (``telemetry.otlp_endpoint``,
+e.g. Jaeger's ``http://jaeger:4318/v1/traces``) and/or as JSON lines to
+``<telemetry.trace_dir>/<service>.jsonl``; with neither, the context still travels,
+so a downstream service with an exporter keeps the trace whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from landfall.config import Settings
+from landfall.errors import ConfigError
+
+__all__ = [
+    "BATCH_DURATION",
+    "BATCHES_IN_PROGRESS",
+    "CONSUMER_LAG",
+    "LAST_SUCCESS",
+    "PROCESSING_ERRORS",
+    "RECORDS_PROCESSED",
+    "ROWS_QUARANTINED",
+    "TRACE_HEADERS",
+    "dataset_label",
+    "extract_context",
+    "init_telemetry",
+    "inject_context",
+    "tracer",
+]
+
+log = logging.getLogger(__name__)
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+# Seconds: a batch takes from a few seconds (a small partition) to an hour (a big one).
+_DURATION_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+
+BATCH_DURATION = Histogram(
+    "batch_processing_duration_seconds",
+    "Time from taking an event to having published what it caused, per batch",
+    ["service", "dataset", "outcome"],
+    buckets=_DURATION_BUCKETS,
+)
+RECORDS_PROCESSED = Counter(
+    "records_processed",
+    "Rows a stage processed (landed rows validated, rows featurized, scored, reported)",
+    ["service", "dataset"],
+)
+PROCESSING_ERRORS = Counter(
+    "processing_errors",
+    "Errors: batches failed, attempts retried, messages dead-lettered",
+    ["service", "dataset", "kind"],
+)
+ROWS_QUARANTINED = Counter(
+    "rows_quarantined", "Rows the validator quarantined", ["service", "dataset"]
+)
+LAST_SUCCESS = Gauge(
+    "last_success_timestamp_seconds",
+    "When the service last finished a batch of the dataset successfully (Unix time)",
+    ["service", "dataset"],
+)
+CONSUMER_LAG = Gauge(
+    "consumer_lag",
+    "Messages on the partition the service's group has not consumed yet",
+    ["service", "topic", "partition"],
+)
+BATCHES_IN_PROGRESS = Gauge(
+    "batches_in_progress", "Batches the service is working on now", ["service"]
+)
+
+_lock = threading.Lock()
+_initialised: dict[str, Any] = {}
+
+
+def dataset_label(settings: Settings, dataset: Any) -> str:
+    """The dataset as a label value: a configured name, or ``unknown``."""
+    return dataset if isinstance(dataset, str) and dataset in settings.datasets else "unknown"
+
+
+def init_telemetry(settings: Settings, service: str, *, metrics: bool = True) -> int | None:
+    """Start this process's metrics endpoint and trace exporters (once); return the port.
+
+    Returns the port ``/metrics`` is served on, or None when metrics are off (not
+    configured, or ``metrics=False``: a command line tool has nothing to be scraped for).
+    """
+    with _lock:
+        if "service" in _initialised:
+            return _initialised.get("port")
+        _initialised["service"] = service
+        _init_tracing(settings, service)
+        port = None
+        config = settings.telemetry
+        if metrics and config.metrics_port is not None:
+            try:
+                server, _thread = start_http_server(config.metrics_port, addr=config.metrics_host)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot serve metrics on {config.metrics_host}:{config.metrics_port} "
+                    f"(telemetry.metrics_port): {exc.strerror or exc}; give each service on "
+                    "this machine its own port, e.g. LANDFALL_TELEMETRY__METRICS_PORT"
+                ) from exc
+            port = int(server.server_port)
+            log.info("metrics on http://%s:%d/metrics", config.metrics_host, port)
+        _initialised["port"] = port
+        return port
+
+
+def _init_tracing(settings: Settings, service: str) -> None:
+    config = settings.telemetry
+    provider = TracerProvider(
+        resource=Resource.create(
+            {"service.name": f"landfall-{service}", "service.namespace": "landfall"}
+        ),
+        sampler=ParentBasedTraceIdRatio(config.trace_sample_ratio),
+    )
+    if config.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=config.otlp_endpoint, timeout=10))
+        )
+        log.info("exporting traces to %s", config.otlp_endpoint)
+    if config.trace_dir is not None:
+        config.trace_dir.mkdir(parents=True, exist_ok=True)
+        path = config.trace_dir / f"{service}.jsonl"
+        # Written as each span ends: a crashed process still leaves its spans behind.
+        provider.add_span_processor(SimpleSpanProcessor(_JsonLinesExporter(path)))
+    trace.set_tracer_provider(provider)
+
+
+class _JsonLinesExporter(SpanExporter):
+    """Finished spans as JSON lines, one file per service process."""
+
+    def __init__(self, path: Path) -> None:
+        self._out: IO[str] = path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        with self._lock:
+            for span in spans:
+                self._out.write(span.to_json(indent=None) + "\n")
+            self._out.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._out.close()
+
+
+def tracer() -> trace.Tracer:
+    """landfall's tracer (a no-op one until ``init_telemetry`` ran)."""
+    return trace.get_tracer("landfall")
+
+
+def extract_context(headers: Sequence[tuple[str, Any]] | Mapping[str, Any] | None) -> Context:
+    """The trace context a Kafka record's headers carry (an empty one if none)."""
+    items = headers.items() if isinstance(headers, Mapping) else (headers or [])
+    carrier = {}
+    for key, value in items:
+        if key in TRACE_HEADERS and value is not None:
+            carrier[key] = value.decode() if isinstance(value, bytes) else str(value)
+    return propagate.extract(carrier)
+
+
+def inject_context() -> list[tuple[str, str | bytes | None]]:
+    """The current trace context as Kafka headers."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return [(key, value.encode()) for key, value in carrier.items() if key in TRACE_HEADERS]
+
+
+@contextmanager
+def attached(parent: Context) -> Iterator[None]:
+    """Make ``parent`` the current context in this thread for the block."""
+    token = otel_context.attach(parent)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+class LagReporter:
+    """Keeps ``consumer_lag`` current for one consumer, at most every ``interval_s``."""
+
+    def __init__(self, service: str, interval_s: float = 15.0) -> None:
+        self.service = service
+        self.interval_s = interval_s
+        self._next = 0.0
+
+    def maybe_update(self, consumer: Any) -> None:
+        """Refresh the lag of the consumer's assigned partitions if it is time to."""
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.interval_s
+        try:
+            assignment = consumer.assignment()
+            committed = consumer.committed(assignment, timeout=5) if assignment else []
+            for partition in committed:
+                _, high = consumer.get_watermark_offsets(partition, timeout=5, cached=False)
+                position = partition.offset if partition.offset >= 0 else 0
+                CONSUMER_LAG.labels(self.service, partition.topic, str(partition.partition)).set(
+                    max(high - position, 0)
+                )
+        except Exception as exc:  # noqa: BLE001 - lag is best effort; the loop must go on
+            log.debug("consumer lag not updated: %s", exc)

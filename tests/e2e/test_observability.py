@@ -1,0 +1,120 @@
+"""One run, observed: a single trace across every process, and each service's metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from landfall.config import ENV_PREFIX, Settings
+from landfall.demo import write_sample_partition
+from landfall.events import EventWatcher
+from landfall.lake import Lake
+from landfall.stack import LocalStack
+from tests.e2e.conftest import wait_reported
+
+pytestmark = [pytest.mark.broker, pytest.mark.e2e]
+
+PARTITION = "2026-11-05"
+STAGES = ("validator", "featurizer", "predictor", "reporter")
+
+
+def _spans(trace_dir: Path) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for path in sorted(trace_dir.glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
+
+
+def _metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx2.get(url, timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _value(metrics: dict, name: str, **labels: str) -> float | None:
+    return metrics.get((name, tuple(sorted(labels.items()))))
+
+
+def test_one_trace_follows_a_run_through_every_service_and_the_metrics_count_it(
+    stack: tuple[Settings, LocalStack], watcher: EventWatcher
+) -> None:
+    settings, local = stack
+    started = time.time()
+    sample = write_sample_partition(Lake(settings.lake), PARTITION, rows=600)
+    # Published by the command line, as an operator would: the trace starts there.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env[f"{ENV_PREFIX}CONFIG"] = str(local.log_dir / "stack-config.yaml")
+    published = subprocess.run(
+        [sys.executable, "-m", "landfall", "publish", "demo", PARTITION],
+        env=env, capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    match = re.search(r"run (\S+)", published.stdout)
+    assert match, published.stdout
+    run_id = match.group(1)
+    wait_reported(watcher, local, run_id)
+
+    # ---- the trace: the reporter's span ends just after it published batch-reported
+    trace_dir = settings.telemetry.trace_dir
+    assert trace_dir is not None
+    deadline = time.monotonic() + 30
+    while True:
+        spans = _spans(trace_dir)
+        ours = [s for s in spans if s["attributes"].get("landfall.run_id") == run_id]
+        if any(s["resource"]["attributes"]["service.name"] == "landfall-reporter" for s in ours):
+            break
+        assert time.monotonic() < deadline, "the reporter never wrote its span"
+        time.sleep(0.5)
+    trace_ids = {s["context"]["trace_id"] for s in ours}
+    assert len(trace_ids) == 1, trace_ids
+    in_trace = [s for s in spans if s["context"]["trace_id"] in trace_ids]
+    services = {s["resource"]["attributes"]["service.name"] for s in in_trace}
+    assert services == {"landfall-cli", *(f"landfall-{name}" for name in STAGES)}
+    span_ids = {s["context"]["span_id"] for s in in_trace}
+    roots = [s for s in in_trace if s["parent_id"] is None]
+    assert [r["name"] for r in roots] == [f"publish data-landed demo/{PARTITION}"]
+    assert all(s["parent_id"] in span_ids for s in in_trace if s["parent_id"] is not None)
+    by_name = {s["name"]: s for s in in_trace}
+    validation = by_name[f"validation demo/{PARTITION}"]
+    assert validation["attributes"]["landfall.rows_landed"] == sample.rows
+    assert validation["attributes"]["landfall.rows_quarantined"] == sample.bad_rows
+    prediction = by_name[f"prediction demo/{PARTITION}"]
+    assert prediction["attributes"]["landfall.model_version"]
+    assert prediction["attributes"]["landfall.rows"] == sample.rows - sample.bad_rows
+    for topic in ("validated", "featurized", "predicted", "reported"):
+        assert f"produce {getattr(settings.kafka.topics, topic).name}" in by_name
+
+    # ---- the metrics, scraped from each service's own endpoint
+    urls = local.metrics_urls()
+    assert set(urls) == set(STAGES)
+    for name in STAGES:
+        metrics = _metrics(urls[name])
+        done = _value(
+            metrics, "batch_processing_duration_seconds_count",
+            service=name, dataset="demo", outcome="succeeded",
+        )  # fmt: skip
+        assert done is not None and done >= 1, name
+        assert _value(metrics, "records_processed_total", service=name, dataset="demo")
+        last = _value(metrics, "last_success_timestamp_seconds", service=name, dataset="demo")
+        assert last is not None and last >= started, name
+        assert _value(metrics, "batches_in_progress", service=name) == 0
+    validator = _metrics(urls["validator"])
+    quarantined = _value(validator, "rows_quarantined_total", service="validator", dataset="demo")
+    assert quarantined is not None and quarantined >= sample.bad_rows
+    landed_topic = settings.kafka.topics.landed.name
+    lag = _value(validator, "consumer_lag", service="validator", topic=landed_topic, partition="0")
+    assert lag is not None and lag >= 0
