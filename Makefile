@@ -28,16 +28,21 @@ up: setup ## the embedded stack in the foreground until Ctrl-C
 	$(VENV)/bin/landfall up
 
 # What the tests need from the system: a PostgreSQL server (the results database is
-# tested on it; the tests start their own throwaway one) and Chromium (the browser
-# test of the status page and reports). Installed from Debian when missing.
+# tested on it; the tests start their own throwaway one), Chromium (the browser test
+# of the status page and reports), promtool (from Debian's prometheus: it checks and
+# unit-tests the alert rules in compose/) and docker-compose (it validates the compose
+# file; no Docker engine is needed). Installed from Debian when missing.
 system-deps:
 	@missing=""; \
 	{ command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl; } >/dev/null 2>&1 \
 	  || missing="$$missing postgresql"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages the tests need:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $$missing; \
 	fi
 
 test: setup system-deps ## the whole suite against real Spark, a real broker and a real MLflow registry

@@ -1,0 +1,166 @@
+"""The multi-machine stack in compose/: valid files, alerts that fire when they should.
+
+No Docker engine runs here, so the stack is checked by the tools that read it:
+docker-compose validates the compose file, promtool the Prometheus config, and
+promtool's rule tests run every alert against synthetic series. The dashboard and the
+alerts may only use metrics the services really export.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from landfall import telemetry
+from landfall.config import load_settings
+from landfall.demo import DEMO_CONFIG
+
+COMPOSE = Path(__file__).resolve().parents[2] / "compose"
+STAGES = ("validator", "featurizer", "predictor", "reporter")
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is missing: `make test` installs it (make system-deps)"
+    return path
+
+
+def _run(*command: str, cwd: Path = COMPOSE) -> str:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """The compose file as docker-compose resolves it (anchors and merges applied)."""
+    resolved = _run(_tool("docker-compose"), "-f", "docker-compose.yml", "config")
+    return yaml.safe_load(resolved)
+
+
+def test_the_compose_file_runs_every_service_from_one_image(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in (*STAGES, "api", "spark-master", "spark-worker", "mlflow"):
+        assert services[name]["image"] == "landfall:latest", name
+    for name in ("kafka", "schema-registry", "postgres", "jaeger", "prometheus", "grafana"):
+        assert name in services
+    for name in STAGES:
+        assert services[name]["command"] == ["landfall", "serve", name]
+        assert "/lake" in _mount_points(services[name])
+    assert "/lake" in _mount_points(services["spark-worker"])
+
+
+def _mount_points(service: dict[str, Any]) -> set[str]:
+    # docker-compose 1.x writes "source:target:mode"; the compose spec, a mapping.
+    return {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in service["volumes"]}
+
+
+def test_only_configuration_changes_beyond_one_machine(compose: dict[str, Any]) -> None:
+    environment = compose["services"]["predictor"]["environment"]
+    settings = load_settings(DEMO_CONFIG, environ={k: str(v) for k, v in environment.items()})
+    assert settings.kafka.bootstrap == "kafka:9092"
+    assert settings.kafka.schema_registry_url == "http://schema-registry:8081"
+    assert settings.spark.master == "spark://spark-master:7077"
+    assert settings.tracking_uri == "http://mlflow:5000"
+    assert settings.results_db_url.startswith("postgresql+psycopg://")
+    assert settings.lake == Path("/lake")
+    telemetry_settings = settings.telemetry
+    assert (telemetry_settings.metrics_host, telemetry_settings.metrics_port) == ("0.0.0.0", 9464)
+    assert telemetry_settings.otlp_endpoint == "http://jaeger:4318/v1/traces"
+    assert telemetry_settings.trace_dir is None
+    assert set(settings.datasets) == {"demo"}  # the same datasets as the demo
+
+
+def test_prometheus_scrapes_every_stage_service_and_loads_the_alerts() -> None:
+    output = _run(_tool("promtool"), "check", "config", "prometheus/prometheus.yml")
+    assert "6 rules found" in output
+    config = yaml.safe_load((COMPOSE / "prometheus" / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    targets = {t for group in job["static_configs"] for t in group["targets"]}
+    assert targets == {f"{name}:9464" for name in STAGES}
+
+
+def test_every_alert_fires_when_it_should_and_only_then() -> None:
+    output = _run(_tool("promtool"), "test", "rules", "alerts.test.yml", cwd=COMPOSE / "prometheus")
+    assert "SUCCESS" in output
+    alerts = yaml.safe_load((COMPOSE / "prometheus" / "alerts.yml").read_text())
+    names = {rule["alert"] for group in alerts["groups"] for rule in group["rules"]}
+    tested = (COMPOSE / "prometheus" / "alerts.test.yml").read_text()
+    assert names == set(re.findall(r"alertname: (\w+)", tested))  # none untested
+
+
+def _exported_samples() -> set[str]:
+    names = {"up"}
+    for metric in vars(telemetry).values():
+        describe = getattr(metric, "describe", None)
+        if callable(describe) and hasattr(metric, "_name"):
+            for family in describe():
+                kind = family.type
+                base = family.name
+                if kind == "counter":
+                    names.add(f"{base}_total")
+                elif kind == "histogram":
+                    names |= {f"{base}_bucket", f"{base}_count", f"{base}_sum"}
+                else:
+                    names.add(base)
+    return names
+
+
+def _metric_names(expr: str) -> set[str]:
+    text = re.sub(r'"[^"]*"', "", expr)  # label values
+    text = re.sub(r"\b(by|without)\s*\([^)]*\)", "", text)  # grouping labels
+    text = re.sub(r"\{[^}]*\}", "{}", text)  # label matchers
+    return set(re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?=[{\[)])", text))
+
+
+def _dashboard_exprs() -> list[str]:
+    dashboard = json.loads((COMPOSE / "grafana" / "dashboards" / "landfall.json").read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+
+
+def test_the_dashboard_and_alerts_use_only_metrics_the_services_export(tmp_path: Path) -> None:
+    exported = _exported_samples()
+    assert "records_processed_total" in exported and "consumer_lag" in exported
+    alerts = yaml.safe_load((COMPOSE / "prometheus" / "alerts.yml").read_text())
+    exprs = [*_dashboard_exprs()] + [r["expr"] for g in alerts["groups"] for r in g["rules"]]
+    used = set().union(*(_metric_names(e) for e in exprs))
+    assert used and used <= exported, used - exported
+    # Every dashboard query is valid PromQL: promtool parses it as a recording rule.
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"landfall:panel_{i}", "expr": e}
+                    for i, e in enumerate(_dashboard_exprs())
+                ],
+            }
+        ]
+    }
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump(rules))
+    _run(_tool("promtool"), "check", "rules", str(tmp_path / "dashboard.yml"))
+
+
+def test_the_image_copies_what_exists_and_grafana_finds_its_dashboard() -> None:
+    dockerfile = (COMPOSE / "Dockerfile").read_text()
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (COMPOSE.parent / source).exists(), source
+    provider = yaml.safe_load(
+        (COMPOSE / "grafana" / "provisioning" / "dashboards" / "landfall.yml").read_text()
+    )
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    datasource = yaml.safe_load(
+        (COMPOSE / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
+    uid = datasource["datasources"][0]["uid"]
+    dashboard = json.loads((COMPOSE / "grafana" / "dashboards" / "landfall.json").read_text())
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {uid}
