@@ -67,6 +67,25 @@ def _features(spark, path: Path, rows: int = 400, **types: str) -> pd.DataFrame:
     return frame
 
 
+def _score_with_challenger(  # type: ignore[no-untyped-def]
+    spark, settings: Settings, tmp_path: Path, out: str, scoring: ScoringSettings
+) -> tuple[Any, Any]:
+    """Score tmp_path/features with the champion and @challenger into tmp_path/out."""
+    dataset = settings.dataset("demo")
+    champion = resolve_model_version(settings, dataset.model)
+    challenger = resolve_model_version(settings, dataset.model, alias="challenger")
+    result = score_partition(
+        spark,
+        dataset,
+        champion,
+        tmp_path / "features",
+        tmp_path / out,
+        challenger=challenger,
+        scoring=scoring,
+    )
+    return result, challenger
+
+
 def _raw(uri: str) -> Any:
     import mlflow.sklearn
 
@@ -262,20 +281,9 @@ def test_champion_and_challenger_score_the_same_rows_and_are_compared(
     spark, scoring: ScoringSettings, tmp_path: Path, models_home: Path
 ) -> None:
     settings = _settings(tmp_path, models_home, challenger="challenger")
-    dataset = settings.dataset("demo")
-    champion = resolve_model_version(settings, dataset.model)
-    challenger = resolve_model_version(settings, dataset.model, alias="challenger")
     frame = _features(spark, tmp_path / "features")
 
-    result = score_partition(
-        spark,
-        dataset,
-        champion,
-        tmp_path / "features",
-        tmp_path / "out",
-        challenger=challenger,
-        scoring=scoring,
-    )
+    result, challenger = _score_with_challenger(spark, settings, tmp_path, "out", scoring)
 
     out = pd.read_parquet(tmp_path / "out").set_index("id").loc[frame.id]
     assert len(out) == result.rows == len(frame)
@@ -297,20 +305,9 @@ def test_regressor_challenger_reports_the_mean_absolute_difference(
     settings = _settings(
         tmp_path, models_home, uri="models:/tiny-regressor@champion", challenger="challenger"
     )
-    dataset = settings.dataset("demo")
-    champion = resolve_model_version(settings, dataset.model)
-    challenger = resolve_model_version(settings, dataset.model, alias="challenger")
     _features(spark, tmp_path / "features", rows=200)
 
-    result = score_partition(
-        spark,
-        dataset,
-        champion,
-        tmp_path / "features",
-        tmp_path / "out",
-        challenger=challenger,
-        scoring=scoring,
-    )
+    result, _ = _score_with_challenger(spark, settings, tmp_path, "out", scoring)
 
     out = pd.read_parquet(tmp_path / "out")
     expected = float((out.prediction - out.challenger_prediction).abs().mean())
@@ -380,21 +377,12 @@ def test_both_engines_write_the_same_predictions_and_schema(
     spark, tmp_path: Path, models_home: Path
 ) -> None:
     settings = _settings(tmp_path, models_home, challenger="challenger")
-    dataset = settings.dataset("demo")
-    champion = resolve_model_version(settings, dataset.model)
-    challenger = resolve_model_version(settings, dataset.model, alias="challenger")
     _features(spark, tmp_path / "features", rows=500)
 
     results, frames = {}, {}
     for engine in ("arrow", "spark_udf"):
-        results[engine] = score_partition(
-            spark,
-            dataset,
-            champion,
-            tmp_path / "features",
-            tmp_path / engine,
-            challenger=challenger,
-            scoring=ScoringSettings(engine=engine),
+        results[engine], _ = _score_with_challenger(
+            spark, settings, tmp_path, engine, ScoringSettings(engine=engine)
         )
         frames[engine] = spark.read.parquet(str(tmp_path / engine)).toPandas().set_index("id")
 
