@@ -715,6 +715,16 @@ class ResultsDb:
             },
         }
 
+    def last_success_by_dataset(self) -> dict[str, datetime]:
+        """When each dataset's latest successful run was reported."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(batch_runs.c.dataset, func.max(batch_runs.c.reported_at))
+                .where(batch_runs.c.status == "SUCCEEDED", batch_runs.c.reported_at.is_not(None))
+                .group_by(batch_runs.c.dataset)
+            ).all()
+        return {str(dataset): _utc(at) for dataset, at in rows}  # type: ignore[misc]
+
     def close(self) -> None:
         """Release the connection pool."""
         self.engine.dispose()

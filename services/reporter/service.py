@@ -21,6 +21,7 @@ from landfall.lake import write_json_atomically
 from landfall.results_db import ResultsDb
 from landfall.runner import Outgoing
 from landfall.stage import StageContext, StageService, Stopwatch
+from landfall.telemetry import LAST_SUCCESS
 from services.reporter.html import render_report_html
 from services.reporter.stage import build_failure_report, build_success_report, timeline
 
@@ -76,6 +77,20 @@ class BatchReporter:
     def __init__(self, context: StageContext, results: ResultsDb | None = None) -> None:
         self.context = context
         self.results = results or ResultsDb(context.settings.results_db_url)
+        self._restore_last_success()
+
+    def _restore_last_success(self) -> None:
+        """Start each dataset's last-success gauge from the results database.
+
+        The "no batch for a dataset in a day" alert reads this gauge: after a restart it
+        must still say when the dataset last succeeded. A dataset never reported counts
+        from now, so a dataset that never succeeds still alerts a day later.
+        """
+        known = self.results.last_success_by_dataset()
+        now = datetime.now(UTC)
+        for dataset in self.context.settings.datasets:
+            at = known.get(dataset, now)
+            LAST_SUCCESS.labels("reporter", dataset).set(at.timestamp())
 
     def observe(
         self, event_type: EventType, record: dict[str, Any], progress: dict[str, Any] | None

@@ -232,3 +232,46 @@ def test_string_class_labels_are_summarised_and_plotted_as_categories(
         [0.0, 2 / 3, 1 / 3]
     )  # the null is not a class
     assert [p["rows"] for p in distribution["by_partition"]] == [3, 4]
+
+
+def test_a_restarted_reporter_knows_when_each_dataset_last_succeeded(
+    spark, settings: Settings
+) -> None:
+    import time
+
+    from prometheus_client import REGISTRY
+
+    from landfall.telemetry import LAST_SUCCESS
+
+    def last_success() -> float | None:
+        labels = {"service": "reporter", "dataset": "demo"}
+        return REGISTRY.get_sample_value("last_success_timestamp_seconds", labels)
+
+    started = time.time()
+    ReporterService(StageContext(settings, "reporter", spark=spark)).close()
+    gauge = last_success()
+    assert gauge is not None and started <= gauge <= time.time()  # never reported: from now
+
+    run = write_run(settings.lake, PARTITION, seed=4)
+    service = ReporterService(StageContext(settings, "reporter", spark=spark))
+    try:
+        for event_type, record in [
+            (EventType.BATCH_VALIDATED, run.validated),
+            (EventType.BATCH_FEATURIZED, run.featurized),
+        ]:
+            service.handle(event_type, record)
+        (reported,) = service.handle(EventType.BATCH_PREDICTED, run.predicted)
+    finally:
+        service.close()
+    assert reported.record["status"] == "SUCCEEDED"
+    LAST_SUCCESS.labels("reporter", "demo").set(0)  # what a new process would start from
+
+    ReporterService(StageContext(settings, "reporter", spark=spark)).close()
+
+    db = ResultsDb(settings.results_db_url)
+    try:
+        stored = db.run(run.run_id)
+    finally:
+        db.close()
+    assert stored is not None
+    assert last_success() == pytest.approx(stored["reported_at"].timestamp())
