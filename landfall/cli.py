@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -156,6 +157,106 @@ def publish(
         f"published data-landed {dataset}/{partition}: batch {record['batch_id']} "
         f"run {record['run_id']}"
     )
+
+
+@app.command()
+def backfill(
+    dataset: Annotated[str, typer.Argument(help="the dataset, as named in the config")],
+    first: Annotated[str, typer.Argument(help="the first partition, YYYY-MM-DD")],
+    last: Annotated[str, typer.Argument(help="the last partition, included")],
+    hourly: Annotated[
+        bool, typer.Option(help="hourly partitions: YYYY-MM-DDTHH to YYYY-MM-DDTHH")
+    ] = False,
+    missing_only: Annotated[
+        bool, typer.Option(help="skip partitions whose predictions are already committed")
+    ] = False,
+    model_version: Annotated[
+        str | None,
+        typer.Option("--model-version", help="score every partition with this version number"),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="say what would be published, publish nothing")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Publish a data-landed event for every landed partition of a date range."""
+    from landfall.operations import backfill as publish_backfill
+    from landfall.operations import plan_backfill
+    from landfall.telemetry import init_telemetry
+
+    try:
+        settings = cli_settings(config)
+        if model_version is not None and not model_version.isdigit():
+            raise LandfallError(f"--model-version takes a version number, got {model_version!r}")
+        plan = plan_backfill(
+            settings, dataset, first, last, hourly=hourly, missing_only=missing_only
+        )
+        if plan.not_landed:
+            typer.echo(f"not landed, skipped: {', '.join(plan.not_landed)}")
+        if plan.already_scored:
+            typer.echo(f"already scored, skipped: {', '.join(plan.already_scored)}")
+        if dry_run or not plan.publish:
+            typer.echo(f"would publish {len(plan.publish)}: {', '.join(plan.publish) or '-'}")
+            return
+        if not settings.kafka.bootstrap:
+            raise LandfallError("backfill needs a broker: set LANDFALL_KAFKA_BOOTSTRAP")
+        init_telemetry(settings, "cli", metrics=False)
+        published = publish_backfill(settings, plan, model_version=model_version)
+    except LandfallError as exc:
+        fail(exc)
+    for record in published:
+        typer.echo(f"published data-landed {dataset}/{record['partition']}: run {record['run_id']}")
+
+
+@app.command()
+def replay(
+    service: Annotated[str, typer.Argument(help="validator | featurizer | predictor | reporter")],
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="go back to the start of each topic")
+    ] = False,
+    offset: Annotated[
+        int | None, typer.Option(help="go back to this offset in every partition")
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(help="go back to the first event at or after this time (UTC if no zone)"),
+    ] = None,
+    topic: Annotated[
+        list[str] | None, typer.Option(help="only this topic (repeatable; default: all it read)")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="show the moves, make none")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Move a stopped service's consumer group back so it processes those events again."""
+    from landfall.operations import replay as move_group
+    from landfall.serve import SERVICE_NAMES
+
+    try:
+        settings = cli_settings(config)
+        if service not in SERVICE_NAMES:
+            raise LandfallError(
+                f"unknown service {service!r}; choose from {', '.join(SERVICE_NAMES)}"
+            )
+        if sum(x is not None and x is not False for x in (from_beginning, offset, since)) != 1:
+            raise LandfallError("say where to go back to: --from-beginning, --offset or --since")
+        if not settings.kafka.bootstrap:
+            raise LandfallError("replay needs a broker: set LANDFALL_KAFKA_BOOTSTRAP")
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        moves = move_group(
+            settings,
+            service,
+            offset=0 if from_beginning else offset,
+            since=since,
+            topics=topic or None,
+            dry_run=dry_run,
+        )
+    except LandfallError as exc:
+        fail(exc)
+    verb = "would move" if dry_run else "moved"
+    for move in moves:
+        before = "nothing committed" if move.before is None else f"offset {move.before}"
+        typer.echo(f"{verb} {move.topic}/{move.partition}: {before} -> offset {move.after}")
 
 
 app.add_typer(model_app, name="model")

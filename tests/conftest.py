@@ -19,6 +19,26 @@ def settings_for(home: Path, **environ: str) -> Settings:
     return load_settings(DEMO_CONFIG, environ={"LANDFALL_HOME": str(home), **environ})
 
 
+def isolated_settings(bootstrap: str, home: Path, prefix: str, **environ: str) -> Settings:
+    """Settings on the test broker with topics and consumer groups of their own, created."""
+    import uuid
+
+    from landfall.serve import ensure_all_topics
+
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    overrides = {
+        "LANDFALL_KAFKA_BOOTSTRAP": bootstrap,
+        "LANDFALL_KAFKA_GROUP_PREFIX": name,
+        "LANDFALL_RUNNER__POLL_TIMEOUT_S": "0.2",
+    }
+    for key in ("landed", "validated", "featurized", "predicted", "reported", "failed",
+                "dead_letter"):  # fmt: skip
+        overrides[f"LANDFALL_KAFKA__TOPICS__{key.upper()}__NAME"] = f"{name}.{key}"
+    settings = settings_for(home, **overrides, **environ)
+    ensure_all_topics(settings)
+    return settings
+
+
 @pytest.fixture(scope="session")
 def spark():  # type: ignore[no-untyped-def]
     """One local SparkSession for every stage test."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,7 @@ from landfall.contracts import EventType, follow_up
 from landfall.errors import RetryableError, StageFailedError
 from landfall.events import EventWatcher, publish_data_landed
 from landfall.runner import Outgoing, Runner
-from landfall.serve import ensure_all_topics
-from tests.conftest import settings_for
+from tests.conftest import isolated_settings
 
 pytestmark = pytest.mark.broker
 
@@ -64,18 +62,9 @@ class ProbeService:
 
 @pytest.fixture
 def probe_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    suffix = uuid.uuid4().hex[:8]
-    overrides = {
-        "LANDFALL_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "LANDFALL_KAFKA_GROUP_PREFIX": f"runner-{suffix}",
-        "LANDFALL_RUNNER__RETRY_BACKOFF_S": "0.05",
-        "LANDFALL_RUNNER__POLL_TIMEOUT_S": "0.2",
-    }
-    for key in ("landed", "validated", "failed", "dead_letter"):
-        overrides[f"LANDFALL_KAFKA__TOPICS__{key.upper()}__NAME"] = f"runner-{suffix}.{key}"
-    settings = settings_for(tmp_path, **overrides)
-    ensure_all_topics(settings)
-    return settings
+    return isolated_settings(
+        kafka_bootstrap, tmp_path, "runner", LANDFALL_RUNNER__RETRY_BACKOFF_S="0.05"
+    )
 
 
 @pytest.fixture
@@ -212,16 +201,9 @@ def test_a_stop_during_work_abandons_the_batch_uncommitted(probe_settings: Setti
 def test_a_stage_longer_than_the_poll_interval_keeps_its_assignment(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    overrides = {
-        "LANDFALL_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "LANDFALL_KAFKA_GROUP_PREFIX": f"long-{suffix}",
-        "LANDFALL_KAFKA_MAX_POLL_INTERVAL_MS": "7000",
-        "LANDFALL_KAFKA__TOPICS__LANDED__NAME": f"long-{suffix}.landed",
-        "LANDFALL_KAFKA__TOPICS__VALIDATED__NAME": f"long-{suffix}.validated",
-    }
-    settings = settings_for(tmp_path, **overrides)
-    ensure_all_topics(settings)
+    settings = isolated_settings(
+        kafka_bootstrap, tmp_path, "long", LANDFALL_KAFKA_MAX_POLL_INTERVAL_MS="7000"
+    )
 
     def slow(service: ProbeService, record: dict[str, Any]) -> list[Outgoing]:
         time.sleep(12)  # well past max.poll.interval.ms

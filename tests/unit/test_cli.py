@@ -20,7 +20,7 @@ def _landfall(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_the_commands() -> None:
     result = _landfall("--help")
     assert result.returncode == 0
-    for command in ("demo", "up", "serve", "publish"):
+    for command in ("demo", "up", "serve", "publish", "backfill", "replay", "model"):
         assert f" {command} " in result.stdout
 
 

@@ -1,0 +1,225 @@
+"""What operators do to a running landfall: backfill a range of partitions, replay a topic.
+
+**Backfill** publishes one data-landed event per partition of a date range, as the
+upstream system would have. Partitions that have not landed in the raw zone are
+skipped and named. With ``missing_only``, partitions that already have committed
+predictions are skipped too. Each event starts a new run, and may pin a model version.
+
+**Replay** moves a service's consumer group back (to the beginning, an offset, or a
+time), so that the service processes those events again when it next runs. Offsets
+cannot be moved under a running group, so the service's instances must be stopped
+first; the move is refused, with the group's state, while they run. Stages replace
+their outputs atomically, and every redelivered event makes a new run of its batch,
+so a replay adds runs and never mixes outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from landfall.config import Settings
+from landfall.errors import LandfallError
+from landfall.lake import MANIFEST_NAME, Lake
+
+__all__ = [
+    "BackfillPlan",
+    "OffsetMove",
+    "backfill",
+    "partitions_between",
+    "plan_backfill",
+    "replay",
+]
+
+# More partitions than this in one backfill is most likely a typo in a date.
+MAX_BACKFILL_PARTITIONS = 2000
+
+
+def partitions_between(first: str, last: str, *, hourly: bool = False) -> list[str]:
+    """Every daily (YYYY-MM-DD) or hourly (YYYY-MM-DDTHH) partition from first to last."""
+    try:
+        start, end = _partition_time(first, hourly), _partition_time(last, hourly)
+    except ValueError as exc:
+        shape = "YYYY-MM-DDTHH" if hourly else "YYYY-MM-DD"
+        raise LandfallError(f"a backfill range takes partitions like {shape}: {exc}") from None
+    if end < start:
+        raise LandfallError(f"the range ends ({last}) before it starts ({first})")
+    step = timedelta(hours=1) if hourly else timedelta(days=1)
+    count = int((end - start) / step) + 1
+    if count > MAX_BACKFILL_PARTITIONS:
+        raise LandfallError(
+            f"{first}..{last} is {count} partitions; at most {MAX_BACKFILL_PARTITIONS} at once"
+        )
+    shape = "%Y-%m-%dT%H" if hourly else "%Y-%m-%d"
+    return [(start + i * step).strftime(shape) for i in range(count)]
+
+
+def _partition_time(partition: str, hourly: bool) -> datetime:
+    if hourly:
+        return datetime.strptime(partition, "%Y-%m-%dT%H")
+    day = date.fromisoformat(partition) if len(partition) == 10 else None
+    if day is None:
+        raise ValueError(f"{partition!r} is not a date")
+    return datetime(day.year, day.month, day.day)
+
+
+@dataclass
+class BackfillPlan:
+    """Which partitions of a range a backfill publishes, and which it skips and why."""
+
+    dataset: str
+    publish: list[str] = field(default_factory=list)
+    not_landed: list[str] = field(default_factory=list)
+    already_scored: list[str] = field(default_factory=list)
+
+
+def plan_backfill(
+    settings: Settings,
+    dataset: str,
+    first: str,
+    last: str,
+    *,
+    hourly: bool = False,
+    missing_only: bool = False,
+) -> BackfillPlan:
+    """Look at the lake: what a backfill of ``first``..``last`` would publish."""
+    settings.dataset(dataset)  # an unknown dataset is a clear error, naming the known ones
+    lake = Lake(settings.lake)
+    plan = BackfillPlan(dataset)
+    for partition in partitions_between(first, last, hourly=hourly):
+        raw = lake.partition_dir(dataset, "raw", partition)
+        scored = lake.partition_dir(dataset, "predictions", partition) / MANIFEST_NAME
+        if not raw.is_dir() or not any(raw.iterdir()):
+            plan.not_landed.append(partition)
+        elif missing_only and scored.exists():
+            plan.already_scored.append(partition)
+        else:
+            plan.publish.append(partition)
+    return plan
+
+
+def backfill(
+    settings: Settings, plan: BackfillPlan, *, model_version: str | None = None
+) -> list[dict[str, Any]]:
+    """Publish the plan's data-landed events, in partition order; return them."""
+    from landfall.events import publish_data_landed
+
+    return [
+        publish_data_landed(settings, plan.dataset, partition, model_version=model_version)
+        for partition in plan.publish
+    ]
+
+
+@dataclass(frozen=True)
+class OffsetMove:
+    """One partition of a replayed group: where it was, and where it goes."""
+
+    topic: str
+    partition: int
+    before: int | None  # None: the group had committed nothing there
+    after: int
+
+
+_IDLE = {ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD, ConsumerGroupState.UNKNOWN}
+
+
+def replay(
+    settings: Settings,
+    service: str,
+    *,
+    offset: int | None = None,
+    since: datetime | None = None,
+    topics: list[str] | None = None,
+    dry_run: bool = False,
+) -> list[OffsetMove]:
+    """Move the service's group back to ``offset`` (0: the beginning) or to ``since``.
+
+    Only the topics the group has consumed (or those of ``topics``) move. Returns the
+    moves, made unless ``dry_run``.
+    """
+    if (offset is None) == (since is None):
+        raise LandfallError("replay needs exactly one of an offset or a time to go back to")
+    if offset is not None and offset < 0:
+        raise LandfallError(f"an offset is 0 or more, got {offset}")
+    from landfall.runner import kafka_client_config
+
+    group = f"{settings.kafka.group_prefix}-{service}"
+    admin = AdminClient(kafka_client_config(settings))
+    description = admin.describe_consumer_groups([group])[group].result(30)
+    if description.state not in _IDLE:
+        raise LandfallError(
+            f"the consumer group {group} is {description.state.name.lower()}: stop every "
+            f"instance of {service} before replaying (offsets cannot move under it)"
+        )
+    committed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
+    current = committed[group].result(30).topic_partitions or []
+    known = {(tp.topic, tp.partition): tp.offset for tp in current}
+    wanted = topics or sorted({topic for topic, _ in known})
+    if not wanted:
+        raise LandfallError(
+            f"the consumer group {group} has committed no offsets: a new group already "
+            "starts from the beginning; name the topics to replay with --topic"
+        )
+    moves = _targets(settings, wanted, known, offset=offset, since=since)
+    if dry_run or not moves:
+        return moves
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(m.topic, m.partition, m.after) for m in moves]
+    )
+    result = admin.alter_consumer_group_offsets([request])[group].result(30)
+    errors = [
+        f"{tp.topic}/{tp.partition}: {tp.error}" for tp in result.topic_partitions if tp.error
+    ]
+    if errors:
+        raise LandfallError(f"the broker refused to move {group}: {'; '.join(errors)}")
+    return moves
+
+
+def _targets(
+    settings: Settings,
+    topics: list[str],
+    known: dict[tuple[str, int], int],
+    *,
+    offset: int | None,
+    since: datetime | None,
+) -> list[OffsetMove]:
+    """Where each partition of the topics goes: the offset or time, within the log."""
+    from confluent_kafka import Consumer
+
+    from landfall.runner import kafka_client_config
+
+    consumer = Consumer({**kafka_client_config(settings), "group.id": "landfall-replay-probe"})
+    try:
+        metadata = consumer.list_topics(timeout=30)
+        moves = []
+        for topic in topics:
+            if topic not in metadata.topics:
+                raise LandfallError(f"there is no topic {topic!r} on the broker")
+            for partition in sorted(metadata.topics[topic].partitions):
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=30, cached=False
+                )
+                if since is not None:
+                    stamp = int(since.astimezone(UTC).timestamp() * 1000)
+                    (found,) = consumer.offsets_for_times(
+                        [TopicPartition(topic, partition, stamp)], timeout=30
+                    )
+                    target = found.offset if found.offset >= 0 else high  # -1: nothing since
+                else:
+                    target = offset if offset is not None else 0
+                before = known.get((topic, partition))
+                moves.append(
+                    OffsetMove(
+                        topic,
+                        partition,
+                        before if before is not None and before >= 0 else None,
+                        min(max(target, low), high),
+                    )
+                )
+        return moves
+    finally:
+        consumer.close()
