@@ -40,7 +40,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +52,7 @@ sys.path.insert(0, str(REPO))
 PARTITION = "2026-11-01"
 WARMUP_PARTITION = "2026-10-31"
 WARMUP_ROWS = 200_000  # enough for two partitions: both Python workers warm up
+FEATURES = ["f1", "f2", "f1_times_f2", "is_red"]
 FILES = 4  # the featurizer's output is a few part files, as Spark writes them
 ROW_GROUP = 256 * 1024
 WAYS = ("stage", "stage_udf", "plain", "naive")
@@ -195,24 +195,10 @@ class TreeMemory:
 
 
 def _featurized_event(settings: Any, partition: str, rows: int) -> dict[str, Any]:
-    from landfall.contracts import EventType, new_event
-    from landfall.lake import Lake
+    from landfall.events import featurized_event
 
-    lake = Lake(settings.lake)
-    target = lake.partition_dir("demo", "features", partition)
-    return new_event(
-        EventType.BATCH_FEATURIZED,
-        batch_id=f"demo/{partition}",
-        run_id=str(uuid.uuid4()),
-        dataset="demo",
-        partition=partition,
-        producer="bench/0",
-        causation_id=str(uuid.uuid4()),
-        output_path=lake.relative(target),
-        manifest_path=lake.relative(target / "_manifest.json"),
-        rows=rows,
-        features=["f1", "f2", "f1_times_f2", "is_red"],
-        duration_ms=0,
+    return featurized_event(
+        settings, "demo", partition, rows=rows, features=FEATURES, producer_name="bench/0"
     )
 
 
@@ -308,7 +294,7 @@ def child_stage(
         result["tasks"] = len(tasks)
     if breakdown and engine == "spark_udf":
         out = workdir / "breakdown"
-        columns = ["f1", "f2", "f1_times_f2", "is_red"]
+        columns = FEATURES
 
         nothing = F.pandas_udf(_first_column, "double")  # type: ignore[call-overload]
         three = F.pandas_udf(  # type: ignore[call-overload]

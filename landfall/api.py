@@ -35,7 +35,7 @@ from landfall.contracts import validate_partition
 from landfall.errors import InvalidEventError, LandfallError, PathOutsideLakeError, RetryableError
 from landfall.events import publish_data_landed
 from landfall.lake import Lake
-from landfall.results_db import ResultsDb
+from landfall.results_db import ResultsDb, RunKey
 
 __all__ = ["PredictAccepted", "PredictRequest", "create_app", "serve_api"]
 
@@ -214,10 +214,7 @@ def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
         except LandfallError as exc:
             raise HTTPException(422, str(exc)) from None
         db.record_submission(
-            batch_id=event["batch_id"],
-            run_id=event["run_id"],
-            dataset=request.dataset,
-            partition=request.partition,
+            RunKey.of(event),
             submitted_at=event.get("occurred_at") or datetime.now(UTC),
             model_version=request.model_version,
         )

@@ -12,7 +12,14 @@ from typing import Annotated
 
 import typer
 
-from landfall.cli_common import ConfigOption, cli_settings, fail
+from landfall.cli_common import (
+    ConfigOption,
+    DatasetArgument,
+    ModelVersionOption,
+    cli_settings,
+    fail,
+    publishing_settings,
+)
 from landfall.errors import LandfallError
 from landfall.model_cli import app as model_app
 
@@ -113,7 +120,7 @@ def serve(
 
 @app.command()
 def publish(
-    dataset: Annotated[str, typer.Argument(help="the dataset, as named in the config")],
+    dataset: DatasetArgument,
     partition: Annotated[str, typer.Argument(help="YYYY-MM-DD or YYYY-MM-DDTHH")],
     path: Annotated[
         str | None, typer.Option(help="raw files, relative to the lake root (default: raw zone)")
@@ -121,14 +128,7 @@ def publish(
     data_format: Annotated[
         str | None, typer.Option("--format", help="csv | parquet | json (default: config)")
     ] = None,
-    model_version: Annotated[
-        str | None,
-        typer.Option(
-            "--model-version",
-            help="score this batch with this version number of the dataset's model "
-            "(replays, backfills; the quality gate still applies)",
-        ),
-    ] = None,
+    model_version: ModelVersionOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Publish a data-landed event for a dataset partition, as an upstream system would."""
@@ -136,12 +136,8 @@ def publish(
     from landfall.telemetry import init_telemetry
 
     try:
-        settings = cli_settings(config)
+        settings = publishing_settings(config, "publish")
         settings.dataset(dataset)
-        if not settings.kafka.bootstrap:
-            raise LandfallError("publish needs a broker: set LANDFALL_KAFKA_BOOTSTRAP")
-        if model_version is not None and not model_version.isdigit():
-            raise LandfallError(f"--model-version takes a version number, got {model_version!r}")
         init_telemetry(settings, "cli", metrics=False)  # the run's trace starts here
         record = publish_data_landed(
             settings,
@@ -161,7 +157,7 @@ def publish(
 
 @app.command()
 def backfill(
-    dataset: Annotated[str, typer.Argument(help="the dataset, as named in the config")],
+    dataset: DatasetArgument,
     first: Annotated[str, typer.Argument(help="the first partition, YYYY-MM-DD")],
     last: Annotated[str, typer.Argument(help="the last partition, included")],
     hourly: Annotated[
@@ -170,10 +166,7 @@ def backfill(
     missing_only: Annotated[
         bool, typer.Option(help="skip partitions whose predictions are already committed")
     ] = False,
-    model_version: Annotated[
-        str | None,
-        typer.Option("--model-version", help="score every partition with this version number"),
-    ] = None,
+    model_version: ModelVersionOption = None,
     dry_run: Annotated[
         bool, typer.Option(help="say what would be published, publish nothing")
     ] = False,
@@ -186,8 +179,6 @@ def backfill(
 
     try:
         settings = cli_settings(config)
-        if model_version is not None and not model_version.isdigit():
-            raise LandfallError(f"--model-version takes a version number, got {model_version!r}")
         plan = plan_backfill(
             settings, dataset, first, last, hourly=hourly, missing_only=missing_only
         )
@@ -198,8 +189,7 @@ def backfill(
         if dry_run or not plan.publish:
             typer.echo(f"would publish {len(plan.publish)}: {', '.join(plan.publish) or '-'}")
             return
-        if not settings.kafka.bootstrap:
-            raise LandfallError("backfill needs a broker: set LANDFALL_KAFKA_BOOTSTRAP")
+        settings = publishing_settings(config, "backfill")
         init_telemetry(settings, "cli", metrics=False)
         published = publish_backfill(settings, plan, model_version=model_version)
     except LandfallError as exc:
@@ -232,15 +222,13 @@ def replay(
     from landfall.serve import SERVICE_NAMES
 
     try:
-        settings = cli_settings(config)
+        settings = publishing_settings(config, "replay")
         if service not in SERVICE_NAMES:
             raise LandfallError(
                 f"unknown service {service!r}; choose from {', '.join(SERVICE_NAMES)}"
             )
         if sum(x is not None and x is not False for x in (from_beginning, offset, since)) != 1:
             raise LandfallError("say where to go back to: --from-beginning, --offset or --since")
-        if not settings.kafka.bootstrap:
-            raise LandfallError("replay needs a broker: set LANDFALL_KAFKA_BOOTSTRAP")
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         moves = move_group(

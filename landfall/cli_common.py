@@ -11,11 +11,36 @@ import typer
 from landfall.config import Settings, load_settings
 from landfall.errors import LandfallError
 
-__all__ = ["ConfigOption", "cli_settings", "fail"]
+__all__ = [
+    "ConfigOption",
+    "DatasetArgument",
+    "ModelVersionOption",
+    "cli_settings",
+    "fail",
+    "publishing_settings",
+]
 
 ConfigOption = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML config (default: $LANDFALL_CONFIG, else the demo's)"),
+]
+DatasetArgument = Annotated[str, typer.Argument(help="the dataset, as named in the config")]
+
+
+def _version_number(value: str | None) -> str | None:
+    if value is not None and not value.isdigit():
+        raise typer.BadParameter(f"takes a version number, got {value!r}")
+    return value
+
+
+ModelVersionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model-version",
+        help="score with this version number of the dataset's model "
+        "(replays, backfills; the quality gate still applies)",
+        callback=_version_number,
+    ),
 ]
 
 
@@ -24,6 +49,14 @@ def cli_settings(config: Path | None) -> Settings:
     from landfall.demo import DEMO_CONFIG
 
     return load_settings(config or os.environ.get("LANDFALL_CONFIG") or DEMO_CONFIG)
+
+
+def publishing_settings(config: Path | None, command: str) -> Settings:
+    """The settings of a command that publishes to the broker, which must be configured."""
+    settings = cli_settings(config)
+    if not settings.kafka.bootstrap:
+        raise LandfallError(f"{command} needs a broker: set LANDFALL_KAFKA_BOOTSTRAP")
+    return settings
 
 
 def fail(exc: LandfallError) -> NoReturn:

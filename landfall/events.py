@@ -18,7 +18,7 @@ from landfall.ingress import batch_id_for
 from landfall.runner import Headers, kafka_client_config
 from landfall.telemetry import inject_context, tracer
 
-__all__ = ["EventWatcher", "publish_data_landed"]
+__all__ = ["EventWatcher", "featurized_event", "publish_data_landed"]
 
 
 def publish_data_landed(
@@ -73,6 +73,43 @@ def publish_data_landed(
         if producer.flush(30) or errors:
             raise RetryableError(f"the broker did not acknowledge the data-landed event: {errors}")
     return record
+
+
+def featurized_event(
+    settings: Settings,
+    dataset: str,
+    partition: str,
+    *,
+    rows: int,
+    features: list[str],
+    producer_name: str,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The batch-featurized event for a features partition already in the lake.
+
+    What the featurizer would have announced: for scoring a feature table written by
+    other means (benchmarks, tests) without running the stages before it. Every run
+    is new.
+    """
+    from landfall.lake import Lake
+
+    lake = Lake(settings.lake)
+    target = lake.partition_dir(dataset, "features", partition)
+    return new_event(
+        EventType.BATCH_FEATURIZED,
+        batch_id=batch_id_for(dataset, partition),
+        run_id=str(uuid.uuid4()),
+        dataset=dataset,
+        partition=partition,
+        producer=producer_name,
+        causation_id=str(uuid.uuid4()),
+        output_path=lake.relative(target),
+        manifest_path=lake.relative(target / "_manifest.json"),
+        rows=rows,
+        features=features,
+        duration_ms=0,
+        **fields,
+    )
 
 
 class EventWatcher:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,6 +55,7 @@ __all__ = [
     "RUN_STATUSES",
     "BatchPage",
     "ResultsDb",
+    "RunKey",
     "batch_runs",
     "batches",
     "feature_drift",
@@ -171,6 +173,30 @@ RULE_FAILURES = "rule_failures"
 NULL_FRACTION = "null_fraction"
 
 
+@dataclass(frozen=True)
+class RunKey:
+    """Which run of which batch: what every record of the results database is about."""
+
+    batch_id: str
+    run_id: str
+    dataset: str
+    partition: str
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> RunKey:
+        """The key of an event or a report, which carry all four fields."""
+        return cls(
+            batch_id=str(record["batch_id"]),
+            run_id=str(record["run_id"]),
+            dataset=str(record["dataset"]),
+            partition=str(record["partition"]),
+        )
+
+    def as_dict(self) -> dict[str, str]:
+        """The four fields, as the rows and reports name them."""
+        return asdict(self)
+
+
 class BatchPage:
     """One page of batches, the total that matched and the paging asked for."""
 
@@ -252,17 +278,10 @@ class ResultsDb:
         conn.execute(statement)
 
     def _ensure_run(
-        self,
-        conn: Connection,
-        *,
-        batch_id: str,
-        run_id: str,
-        dataset: str,
-        partition: str,
-        started_at: datetime,
-        status: str,
+        self, conn: Connection, key: RunKey, *, started_at: datetime, status: str
     ) -> None:
         """Create the batch and run rows if new; make the run its batch's latest if it is."""
+        batch_id, run_id, dataset, partition = key.batch_id, key.run_id, key.dataset, key.partition
         now = datetime.now(UTC)
         self._upsert(
             conn,
@@ -338,41 +357,23 @@ class ResultsDb:
         )
 
     def record_submission(
-        self,
-        *,
-        batch_id: str,
-        run_id: str,
-        dataset: str,
-        partition: str,
-        submitted_at: datetime,
-        model_version: str | None = None,
+        self, key: RunKey, *, submitted_at: datetime, model_version: str | None = None
     ) -> None:
         """A run was requested (data-landed published); it has not started yet."""
         with self.engine.begin() as conn:
-            self._ensure_run(
-                conn,
-                batch_id=batch_id,
-                run_id=run_id,
-                dataset=dataset,
-                partition=partition,
-                started_at=submitted_at,
-                status="SUBMITTED",
-            )
+            self._ensure_run(conn, key, started_at=submitted_at, status="SUBMITTED")
             if model_version is not None:
                 conn.execute(
                     batch_runs.update()
-                    .where(batch_runs.c.run_id == run_id)
+                    .where(batch_runs.c.run_id == key.run_id)
                     .values(requested_model_version=model_version)
                 )
-            self._sync_batch_status(conn, batch_id)
+            self._sync_batch_status(conn, key.batch_id)
 
     def record_stage(
         self,
+        key: RunKey,
         *,
-        batch_id: str,
-        run_id: str,
-        dataset: str,
-        partition: str,
         stage: str,
         finished_at: datetime,
         duration_ms: int | None,
@@ -381,17 +382,10 @@ class ResultsDb:
         figures: Mapping[str, Any] | None = None,
     ) -> None:
         """A stage of a run completed: its timing, and the run's figures it brought."""
+        run_id, batch_id = key.run_id, key.batch_id
         started_at = finished_at - timedelta(milliseconds=duration_ms or 0)
         with self.engine.begin() as conn:
-            self._ensure_run(
-                conn,
-                batch_id=batch_id,
-                run_id=run_id,
-                dataset=dataset,
-                partition=partition,
-                started_at=started_at,
-                status="RUNNING",
-            )
+            self._ensure_run(conn, key, started_at=started_at, status="RUNNING")
             self._upsert(
                 conn,
                 stage_runs,
@@ -428,15 +422,7 @@ class ResultsDb:
         drift = report.get("drift") or {}
         status = report["status"]
         with self.engine.begin() as conn:
-            self._ensure_run(
-                conn,
-                batch_id=batch_id,
-                run_id=run_id,
-                dataset=report["dataset"],
-                partition=report["partition"],
-                started_at=started_at,
-                status="RUNNING",
-            )
+            self._ensure_run(conn, RunKey.of(report), started_at=started_at, status="RUNNING")
             for entry in timeline:
                 self._upsert(
                     conn,

@@ -27,6 +27,7 @@ from landfall.broker import free_port
 from landfall.config import Settings
 from landfall.contracts import EventCodec, EventType, new_event, partition_key
 from landfall.ingress import batch_id_for
+from landfall.results_db import RunKey
 
 DATASET = "demo"
 
@@ -323,3 +324,45 @@ def publish_events(settings: Settings, events: list[tuple[EventType, dict[str, A
             topic, key=partition_key(record), value=codec.encode(event_type, record, topic=topic)
         )
     assert producer.flush(30) == 0
+
+
+def finished_report(
+    key: RunKey,
+    status: str = "SUCCEEDED",
+    *,
+    started: datetime,
+    failed_stage: str = "prediction",
+    reason: str = "model missing",
+) -> dict[str, Any]:
+    """A run's final report as the reporter writes it: 100 rows landed, 5 quarantined,
+    95 scored, each stage 4 s; a failed run has the stages before ``failed_stage``."""
+    stages = ["validation", "featurization", "prediction", "reporting"]
+    if status == "FAILED":
+        stages = stages[: stages.index(failed_stage)]
+    report: dict[str, Any] = {
+        **key.as_dict(),
+        "status": status,
+        "reported_at": (started + timedelta(seconds=30)).isoformat(),
+        "rows": {"landed": 100, "valid": 95, "quarantined": 5, "scored": 95},
+        "failures_by_rule": {"not_null:feature2": 5},
+        "null_fractions": {"feature3": 0.25},
+        "model": {"name": "m", "version": "4"},
+        "timeline": [
+            {
+                "stage": stage,
+                "started_at": (started + timedelta(seconds=i * 5)).isoformat(),
+                "finished_at": (started + timedelta(seconds=i * 5 + 4)).isoformat(),
+                "duration_ms": 4000,
+                "rows": 100,
+            }
+            for i, stage in enumerate(stages)
+        ],
+        "stage_durations_ms": {"validation": 4000},
+        "predictions": {"rows": 95, "mean": 0.4, "min": 0.0, "max": 1.0, "null_predictions": 0},
+        "drift": {"features": {"f1": {"psi": 0.5, "flagged": True}}, "flagged": ["f1"]},
+        "report_path": f"{key.dataset}/reports/{key.partition}/report.json",
+        "report_html_path": f"{key.dataset}/reports/{key.partition}/report.html",
+    }
+    if status == "FAILED":
+        report |= {"failed_stage": failed_stage, "failure_reason": reason, "retryable": False}
+    return report

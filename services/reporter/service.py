@@ -18,7 +18,7 @@ from typing import Any
 
 from landfall.contracts import EventType, follow_up
 from landfall.lake import write_json_atomically
-from landfall.results_db import ResultsDb
+from landfall.results_db import ResultsDb, RunKey
 from landfall.runner import Outgoing
 from landfall.stage import StageContext, StageService, Stopwatch
 from landfall.telemetry import LAST_SUCCESS
@@ -100,11 +100,11 @@ class BatchReporter:
         state["stages"] = dict(state.get("stages") or {})
         if record.get("model_version") and event_type is not EventType.BATCH_PREDICTED:
             state["requested_model_version"] = record["model_version"]
-        ids = {k: record[k] for k in ("batch_id", "run_id", "dataset", "partition")}
+        key = RunKey.of(record)
         if event_type is EventType.DATA_LANDED:
             state["submitted_at"] = state["submitted_at"] or _iso(record.get("occurred_at"))
             self.results.record_submission(
-                **ids,
+                key,
                 submitted_at=datetime.fromisoformat(state["submitted_at"]),
                 model_version=record.get("model_version"),
             )
@@ -124,7 +124,7 @@ class BatchReporter:
             if event_type is EventType.BATCH_PREDICTED:
                 figures["rows_scored"] = record.get("rows")
             self.results.record_stage(
-                **ids,
+                key,
                 stage=stage,
                 finished_at=datetime.fromisoformat(entry["finished_at"]),
                 duration_ms=entry["duration_ms"],

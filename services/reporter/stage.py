@@ -154,6 +154,16 @@ def null_fractions(spark: SparkSession, path: Path) -> dict[str, float]:
     }
 
 
+def _with_references(
+    lake: Lake, dataset: str, zone: Zone, partition: str, current: Path, references: int
+) -> tuple[list[str], dict[str, Path]]:
+    """The reference partitions before ``partition``, and every table to compare by name."""
+    previous = previous_partitions(lake, dataset, zone, partition, references)
+    paths = {p: lake.partition_dir(dataset, zone, p) for p in previous}
+    paths[partition] = current
+    return previous, paths
+
+
 def _labelled(spark: SparkSession, paths: Mapping[str, Path], columns: Sequence[str]) -> DataFrame:
     """The given tables stacked, each row labelled with its partition in ``_part``."""
     frames = []
@@ -179,9 +189,7 @@ def prediction_distribution(
     references: int,
 ) -> dict[str, Any]:
     """This partition's predictions next to the previous partitions', as shares per bin."""
-    previous = previous_partitions(lake, dataset, "predictions", partition, references)
-    paths = {p: lake.partition_dir(dataset, "predictions", p) for p in previous}
-    paths[partition] = current
+    previous, paths = _with_references(lake, dataset, "predictions", partition, current, references)
     stacked = _labelled(spark, paths, ["prediction"]).where(F.col("prediction").isNotNull())
     if not _predicts_numbers(spark.read.parquet(str(current))):
         as_labels = stacked.withColumn("prediction", F.col("prediction").cast("string"))
@@ -341,7 +349,7 @@ def feature_drift(
     Bins are the reference's deciles (nulls a bin of their own), so a shift that moves
     rows between deciles shows up whatever the feature's scale.
     """
-    previous = previous_partitions(lake, dataset, "features", partition, references)
+    previous, paths = _with_references(lake, dataset, "features", partition, current, references)
     result: dict[str, Any] = {
         "threshold": threshold,
         "reference_partitions": previous,
@@ -355,8 +363,6 @@ def feature_drift(
     if not columns:
         result["note"] = "no numeric features"
         return result
-    paths = {p: lake.partition_dir(dataset, "features", p) for p in previous}
-    paths[partition] = current
     stacked = _labelled(spark, paths, columns).withColumn(
         "_current", F.col("_part") == F.lit(partition)
     )

@@ -17,10 +17,10 @@ from landfall.config import Settings
 from landfall.contracts import EventType
 from landfall.events import EventWatcher, publish_data_landed
 from landfall.ingress import batch_id_for
-from landfall.results_db import ResultsDb
+from landfall.results_db import ResultsDb, RunKey
 from landfall.serve import ensure_all_topics
 from services.reporter.html import render_report_html
-from tests.reporting_support import LandfallProcess, live_settings
+from tests.reporting_support import LandfallProcess, finished_report, live_settings
 
 pytestmark = [pytest.mark.broker]
 
@@ -41,40 +41,13 @@ def _seed(settings: Settings) -> None:
             [("2026-11-01", "FAILED"), ("2026-11-01", "SUCCEEDED"), ("2026-11-02", "SUCCEEDED")]
         ):
             run_id = f"seed-run-{i}"
-            ids = {
-                "batch_id": batch_id_for("demo", partition),
-                "run_id": run_id,
-                "dataset": "demo",
-                "partition": partition,
-            }
+            key = RunKey(batch_id_for("demo", partition), run_id, "demo", partition)
             start = T0 + timedelta(hours=i)
-            db.record_submission(**ids, submitted_at=start)
+            db.record_submission(key, submitted_at=start)
             report_dir = settings.lake / "demo" / "reports" / partition
-            report = {
-                **ids,
-                "status": status,
-                "reported_at": (start + timedelta(seconds=40)).isoformat(),
-                "rows": {"landed": 100, "valid": 90, "quarantined": 10, "scored": 90},
-                "model": {"name": "landfall-demo", "version": "2"},
-                "failures_by_rule": {"not_null:feature2": 10},
-                "null_fractions": {"feature3": 0.1},
-                "timeline": [
-                    {
-                        "stage": "validation",
-                        "started_at": start.isoformat(),
-                        "finished_at": (start + timedelta(seconds=10)).isoformat(),
-                        "duration_ms": 10_000,
-                    }
-                ],
-                "report_path": f"demo/reports/{partition}/report.json",
-                "report_html_path": f"demo/reports/{partition}/report.html",
-            }
-            if status == "FAILED":
-                report |= {
-                    "failed_stage": "featurization",
-                    "failure_reason": "bad expression",
-                    "retryable": False,
-                }
+            report = finished_report(
+                key, status, started=start, failed_stage="featurization", reason="bad expression"
+            )
             db.record_report(report)
             report_dir.mkdir(parents=True, exist_ok=True)
             (report_dir / "report.json").write_text(json.dumps(report))
@@ -195,7 +168,7 @@ def test_a_job_by_run_id_or_batch_id_and_unknown_ids(api: Api) -> None:
         "reporting": "SKIPPED",
     }
     assert failed["errors"][0]["reason"] == "bad expression"
-    assert failed["figures"]["quality"]["rule_failures"] == {"not_null:feature2": 10.0}
+    assert failed["figures"]["quality"]["rule_failures"] == {"not_null:feature2": 5.0}
     assert failed["links"]["report_html"] == "/reports/demo/2026-11-01/report.html"
 
     batch = api.client.get(f"/batch/{batch_id_for('demo', '2026-11-01')}").json()
@@ -250,10 +223,10 @@ def test_metrics_aggregate_batches_runs_rows_and_durations(api: Api) -> None:
     metrics = api.client.get("/batch/metrics", params={"dataset": "demo"}).json()
     assert metrics["batches"]["by_status"]["SUCCEEDED"] == 2
     assert metrics["runs"]["by_status"]["FAILED"] == 1
-    assert metrics["rows"]["scored"] == 270
-    assert metrics["error_rates"]["quarantined_rows"] == pytest.approx(0.1)
-    assert metrics["durations_s"]["max"] == pytest.approx(40.0)
-    assert metrics["stage_durations_ms"]["validation"]["mean"] == pytest.approx(10_000)
+    assert metrics["rows"]["scored"] == 285
+    assert metrics["error_rates"]["quarantined_rows"] == pytest.approx(0.05)
+    assert metrics["durations_s"]["max"] == pytest.approx(30.0)
+    assert metrics["stage_durations_ms"]["validation"]["mean"] == pytest.approx(4000)
 
 
 def test_the_status_page_and_the_report_files(api: Api) -> None:

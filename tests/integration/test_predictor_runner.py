@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,14 +11,13 @@ import pytest
 from confluent_kafka import Producer
 
 from landfall.config import ModelSpec, Settings
-from landfall.contracts import EventCodec, EventType, new_event, partition_key
-from landfall.events import EventWatcher
+from landfall.contracts import EventCodec, EventType, partition_key
+from landfall.events import EventWatcher, featurized_event
 from landfall.runner import Runner, kafka_client_config
-from landfall.serve import ensure_all_topics
 from landfall.stage import StageContext
 from services.predictor.service import PredictorService
-from tests.conftest import settings_for
-from tests.model_support import model_registry
+from tests.conftest import isolated_settings
+from tests.model_support import FEATURES, model_registry
 
 pytestmark = pytest.mark.broker
 
@@ -31,23 +29,15 @@ def predictor_settings(
     kafka_bootstrap: str, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Settings:
     """Two datasets on one registry: ``demo`` at @champion, ``weak`` at a gate-failing alias."""
-    suffix = uuid.uuid4().hex[:8]
-    overrides = {
-        "LANDFALL_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "LANDFALL_KAFKA_GROUP_PREFIX": f"predictor-{suffix}",
-        "LANDFALL_RUNNER__POLL_TIMEOUT_S": "0.2",
-        "LANDFALL_MLFLOW__TRACKING_URI": f"sqlite:///{model_registry(tmp_path_factory)}/mlflow.db",
-    }
-    for key in ("landed", "featurized", "predicted", "failed", "dead_letter"):
-        overrides[f"LANDFALL_KAFKA__TOPICS__{key.upper()}__NAME"] = f"predictor-{suffix}.{key}"
-    settings = settings_for(tmp_path, **overrides)
+    registry = f"sqlite:///{model_registry(tmp_path_factory)}/mlflow.db"
+    settings = isolated_settings(
+        kafka_bootstrap, tmp_path, "predictor", LANDFALL_MLFLOW__TRACKING_URI=registry
+    )
     demo = settings.dataset("demo")
     weak = demo.model_copy(
         update={"model": ModelSpec(uri="models:/landfall-demo@weak", gate=demo.model.gate)}
     )
-    settings = settings.model_copy(update={"datasets": {"demo": demo, "weak": weak}})
-    ensure_all_topics(settings)
-    return settings
+    return settings.model_copy(update={"datasets": {"demo": demo, "weak": weak}})
 
 
 @pytest.fixture
@@ -67,13 +57,10 @@ def _publish_featurized(spark, settings: Settings, dataset: str) -> str:  # type
     frame["f1"], frame["f2"] = rng.normal(size=100), rng.normal(size=100)
     frame["f1_times_f2"], frame["is_red"] = frame.f1 * frame.f2, 0.0
     spark.createDataFrame(frame).write.mode("overwrite").parquet(str(target))
-    run_id = str(uuid.uuid4())
-    record = new_event(
-        EventType.BATCH_FEATURIZED, batch_id=f"{dataset}/{PARTITION}", run_id=run_id,
-        dataset=dataset, partition=PARTITION, producer="test/0", causation_id=str(uuid.uuid4()),
-        output_path=context.lake.relative(target), manifest_path="m", rows=100,
-        features=["f1", "f2", "f1_times_f2", "is_red"], duration_ms=1,
-    )  # fmt: skip
+    record = featurized_event(
+        settings, dataset, PARTITION, rows=100, features=FEATURES, producer_name="test/0"
+    )
+    run_id = str(record["run_id"])
     topic = settings.kafka.topics.featurized.name
     producer = Producer(kafka_client_config(settings))
     producer.produce(

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from landfall.results_db import (
     ResultsDb,
+    RunKey,
     batch_runs,
     batches,
     feature_drift,
@@ -21,6 +22,7 @@ from landfall.results_db import (
     stage_runs,
 )
 from tests.postgres import create_database, postgres_server
+from tests.reporting_support import finished_report
 
 __all__ = ["postgres_server"]  # the fixture, imported for this module
 
@@ -38,19 +40,14 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultsDb]:
     results.close()
 
 
-def _ids(run_id: str, partition: str = "2026-11-01", dataset: str = "demo") -> dict[str, str]:
-    return {
-        "batch_id": f"batch-{dataset}-{partition}",
-        "run_id": run_id,
-        "dataset": dataset,
-        "partition": partition,
-    }
+def _ids(run_id: str, partition: str = "2026-11-01", dataset: str = "demo") -> RunKey:
+    return RunKey(f"batch-{dataset}-{partition}", run_id, dataset, partition)
 
 
 def _stage(db: ResultsDb, run_id: str, stage: str, at: datetime, **kw: object) -> None:
     ids = _ids(run_id, **kw)  # type: ignore[arg-type]
     db.record_stage(
-        **ids,
+        ids,
         stage=stage,
         finished_at=at,
         duration_ms=1000,
@@ -61,38 +58,7 @@ def _stage(db: ResultsDb, run_id: str, stage: str, at: datetime, **kw: object) -
 
 
 def _report(run_id: str, status: str = "SUCCEEDED", **kw: str) -> dict:
-    ids = _ids(run_id, **kw)
-    report = {
-        **ids,
-        "status": status,
-        "reported_at": (T0 + timedelta(seconds=30)).isoformat(),
-        "rows": {"landed": 100, "valid": 95, "quarantined": 5, "scored": 95},
-        "failures_by_rule": {"not_null:feature2": 5},
-        "null_fractions": {"feature3": 0.25},
-        "model": {"name": "m", "version": "4"},
-        "timeline": [
-            {
-                "stage": s,
-                "started_at": (T0 + timedelta(seconds=i * 5)).isoformat(),
-                "finished_at": (T0 + timedelta(seconds=i * 5 + 4)).isoformat(),
-                "duration_ms": 4000,
-                "rows": 100,
-            }
-            for i, s in enumerate(["validation", "featurization", "prediction", "reporting"])
-        ],
-        "stage_durations_ms": {"validation": 4000},
-        "predictions": {"rows": 95, "mean": 0.4, "min": 0.0, "max": 1.0, "null_predictions": 0},
-        "drift": {"features": {"f1": {"psi": 0.5, "flagged": True}}, "flagged": ["f1"]},
-        "report_path": f"demo/reports/{ids['partition']}/report.json",
-        "report_html_path": f"demo/reports/{ids['partition']}/report.html",
-    }
-    if status == "FAILED":
-        report |= {
-            "failed_stage": "prediction",
-            "failure_reason": "model missing",
-            "retryable": False,
-        }
-    return report
+    return finished_report(_ids(run_id, **kw), status, started=T0)
 
 
 def _counts(db: ResultsDb) -> dict[str, int]:
@@ -112,7 +78,7 @@ def _counts(db: ResultsDb) -> dict[str, int]:
 
 
 def test_a_run_from_submission_to_report(db: ResultsDb) -> None:
-    db.record_submission(**_ids("r1"), submitted_at=T0, model_version="4")
+    db.record_submission(_ids("r1"), submitted_at=T0, model_version="4")
     assert db.run("r1")["status"] == "SUBMITTED"  # type: ignore[index]
     _stage(db, "r1", "validation", T0 + timedelta(seconds=4))
     run = db.run("r1")
@@ -153,7 +119,7 @@ def test_a_replay_adds_a_run_never_a_batch_and_a_late_event_changes_no_status(
 ) -> None:
     _stage(db, "r1", "validation", T0)
     db.record_report(_report("r1", "FAILED"))
-    db.record_submission(**_ids("r2"), submitted_at=T0 + timedelta(hours=1))
+    db.record_submission(_ids("r2"), submitted_at=T0 + timedelta(hours=1))
     _stage(db, "r2", "validation", T0 + timedelta(hours=1, seconds=5))
     # A late, redelivered event of the first run must not make it the latest again,
     # nor reopen it.
@@ -174,11 +140,11 @@ def test_a_replay_adds_a_run_never_a_batch_and_a_late_event_changes_no_status(
 
 
 def test_redelivered_events_change_nothing(db: ResultsDb) -> None:
-    db.record_submission(**_ids("r1"), submitted_at=T0)
+    db.record_submission(_ids("r1"), submitted_at=T0)
     _stage(db, "r1", "validation", T0 + timedelta(seconds=4))
     db.record_report(_report("r1", "FAILED"))
     before = _counts(db)
-    db.record_submission(**_ids("r1"), submitted_at=T0)
+    db.record_submission(_ids("r1"), submitted_at=T0)
     _stage(db, "r1", "validation", T0 + timedelta(seconds=4))
     db.record_report(_report("r1", "FAILED"))
     assert _counts(db) == before
@@ -193,7 +159,7 @@ def test_writers_racing_on_a_new_run_make_one_batch_and_one_run(db: ResultsDb) -
     def write(i: int) -> None:
         try:
             if i % 2:
-                db.record_submission(**_ids("r1"), submitted_at=T0)
+                db.record_submission(_ids("r1"), submitted_at=T0)
             else:
                 _stage(db, "r1", "validation", T0 + timedelta(seconds=i))
         except BaseException as exc:  # noqa: BLE001
@@ -213,10 +179,10 @@ def test_writers_racing_on_a_new_run_make_one_batch_and_one_run(db: ResultsDb) -
 def test_history_filters_and_pages(db: ResultsDb) -> None:
     partitions = ["2026-10-30", "2026-10-31", "2026-11-01", "2026-11-01T05", "2026-11-02"]
     for i, partition in enumerate(partitions):
-        db.record_submission(**_ids(f"a{i}", partition), submitted_at=T0 + timedelta(minutes=i))
+        db.record_submission(_ids(f"a{i}", partition), submitted_at=T0 + timedelta(minutes=i))
         if i % 2 == 0:
             db.record_report(_report(f"a{i}", partition=partition))
-    db.record_submission(**_ids("b0", dataset="other"), submitted_at=T0)
+    db.record_submission(_ids("b0", dataset="other"), submitted_at=T0)
 
     assert db.list_batches().total == 6
     demo = db.list_batches(dataset="demo")

@@ -67,23 +67,38 @@ def _features(spark, path: Path, rows: int = 400, **types: str) -> pd.DataFrame:
     return frame
 
 
-def _score_with_challenger(  # type: ignore[no-untyped-def]
-    spark, settings: Settings, tmp_path: Path, out: str, scoring: ScoringSettings
-) -> tuple[Any, Any]:
-    """Score tmp_path/features with the champion and @challenger into tmp_path/out."""
+def _score(  # type: ignore[no-untyped-def]
+    spark,
+    settings: Settings,
+    tmp_path: Path,
+    scoring: ScoringSettings,
+    *,
+    features: str = "features",
+    out: str = "out",
+    challenger: bool = False,
+) -> tuple[Any, Any, Any]:
+    """Score tmp_path/features into tmp_path/out with the demo dataset's champion (and
+    @challenger); return the result and the two resolved versions."""
     dataset = settings.dataset("demo")
     champion = resolve_model_version(settings, dataset.model)
-    challenger = resolve_model_version(settings, dataset.model, alias="challenger")
+    second = (
+        resolve_model_version(settings, dataset.model, alias="challenger") if challenger else None
+    )
     result = score_partition(
         spark,
         dataset,
         champion,
-        tmp_path / "features",
+        tmp_path / features,
         tmp_path / out,
-        challenger=challenger,
+        challenger=second,
         scoring=scoring,
     )
-    return result, challenger
+    return result, champion, second
+
+
+def _predictions(tmp_path: Path, frame: pd.DataFrame, out: str = "out") -> pd.DataFrame:
+    """The written predictions, one row per feature row, in the feature table's order."""
+    return pd.read_parquet(tmp_path / out).set_index("id").loc[frame.id]
 
 
 def _raw(uri: str) -> Any:
@@ -190,15 +205,11 @@ def test_a_classifier_gives_a_class_and_a_probability_per_class(
     spark, scoring: ScoringSettings, tmp_path: Path, models_home: Path
 ) -> None:
     settings = _settings(tmp_path, models_home)
-    dataset = settings.dataset("demo")
-    model = resolve_model_version(settings, dataset.model)
     frame = _features(spark, tmp_path / "features")
 
-    result = score_partition(
-        spark, dataset, model, tmp_path / "features", tmp_path / "out", scoring=scoring
-    )
+    result, model, _ = _score(spark, settings, tmp_path, scoring)
 
-    out = pd.read_parquet(tmp_path / "out").set_index("id").loc[frame.id]
+    out = _predictions(tmp_path, frame)
     assert result.kind == "classifier"
     assert result.probability_columns == ["probability_0", "probability_1"]
     assert result.columns == [
@@ -220,15 +231,11 @@ def test_string_class_labels_name_the_probability_columns(
     spark, scoring: ScoringSettings, tmp_path: Path, models_home: Path
 ) -> None:
     settings = _settings(tmp_path, models_home, uri="models:/yes-no@champion", gate=[])
-    dataset = settings.dataset("demo")
-    model = resolve_model_version(settings, dataset.model)
     frame = _features(spark, tmp_path / "features", rows=120)
 
-    result = score_partition(
-        spark, dataset, model, tmp_path / "features", tmp_path / "out", scoring=scoring
-    )
+    result, _, _ = _score(spark, settings, tmp_path, scoring)
 
-    out = pd.read_parquet(tmp_path / "out").set_index("id").loc[frame.id]
+    out = _predictions(tmp_path, frame)
     assert result.probability_columns == ["probability_no", "probability_yes"]
     assert set(out.prediction) == {"no", "yes"}
     assert (out.prediction == np.where(out.probability_yes > 0.5, "yes", "no")).all()
@@ -238,15 +245,11 @@ def test_a_regressor_gives_a_value(
     spark, scoring: ScoringSettings, tmp_path: Path, models_home: Path
 ) -> None:
     settings = _settings(tmp_path, models_home, uri="models:/tiny-regressor@champion", gate=[])
-    dataset = settings.dataset("demo")
-    model = resolve_model_version(settings, dataset.model)
     frame = _features(spark, tmp_path / "features", rows=150)
 
-    result = score_partition(
-        spark, dataset, model, tmp_path / "features", tmp_path / "out", scoring=scoring
-    )
+    result, model, _ = _score(spark, settings, tmp_path, scoring)
 
-    out = pd.read_parquet(tmp_path / "out").set_index("id").loc[frame.id]
+    out = _predictions(tmp_path, frame)
     assert (result.kind, result.probability_columns) == ("regressor", [])
     assert [c for c in out.columns if c.startswith("probability")] == []
     np.testing.assert_allclose(out.prediction, _raw(model.uri).predict(frame[FEATURES]))
@@ -257,13 +260,9 @@ def test_one_prediction_per_feature_row_keyed_by_id(
     spark, scoring: ScoringSettings, settings: Settings, tmp_path: Path
 ) -> None:
     configure_mlflow(settings)
-    dataset = settings.dataset("demo")
-    model = resolve_model_version(settings, dataset.model)
     frame = _features(spark, tmp_path / "features", rows=3000)
 
-    result = score_partition(
-        spark, dataset, model, tmp_path / "features", tmp_path / "predictions", scoring=scoring
-    )
+    result, model, _ = _score(spark, settings, tmp_path, scoring, out="predictions")
 
     predictions = spark.read.parquet(str(tmp_path / "predictions"))
     assert result.rows == 3000 == predictions.count()
@@ -283,9 +282,9 @@ def test_champion_and_challenger_score_the_same_rows_and_are_compared(
     settings = _settings(tmp_path, models_home, challenger="challenger")
     frame = _features(spark, tmp_path / "features")
 
-    result, challenger = _score_with_challenger(spark, settings, tmp_path, "out", scoring)
+    result, _, challenger = _score(spark, settings, tmp_path, scoring, challenger=True)
 
-    out = pd.read_parquet(tmp_path / "out").set_index("id").loc[frame.id]
+    out = _predictions(tmp_path, frame)
     assert len(out) == result.rows == len(frame)
     assert set(out.model_version) == {"1"} and set(out.challenger_model_version) == {"2"}
     assert set(out.challenger_model_uri) == {"models:/landfall-demo/2"}
@@ -307,7 +306,7 @@ def test_regressor_challenger_reports_the_mean_absolute_difference(
     )
     _features(spark, tmp_path / "features", rows=200)
 
-    result, _ = _score_with_challenger(spark, settings, tmp_path, "out", scoring)
+    result, _, _ = _score(spark, settings, tmp_path, scoring, challenger=True)
 
     out = pd.read_parquet(tmp_path / "out")
     expected = float((out.prediction - out.challenger_prediction).abs().mean())
@@ -323,13 +322,11 @@ def test_a_feature_table_missing_a_model_input_fails_clearly(
     spark, scoring: ScoringSettings, settings: Settings, tmp_path: Path
 ) -> None:
     configure_mlflow(settings)
-    dataset = settings.dataset("demo")
-    model = resolve_model_version(settings, dataset.model)
     spark.createDataFrame([("a", 1.0)], "id string, f1 double").write.parquet(str(tmp_path / "f"))
     with pytest.raises(
         StageFailedError, match="column f2 is missing; column f1_times_f2 is missing"
     ):
-        score_partition(spark, dataset, model, tmp_path / "f", tmp_path / "p", scoring=scoring)
+        _score(spark, settings, tmp_path, scoring, features="f", out="p")
     assert not (tmp_path / "p").exists()
 
 
@@ -337,20 +334,16 @@ def test_a_wrong_type_fails_clearly_and_a_safe_widening_is_accepted(
     spark, scoring: ScoringSettings, tmp_path: Path, models_home: Path
 ) -> None:
     settings = _settings(tmp_path, models_home)
-    dataset = settings.dataset("demo")
-    model = resolve_model_version(settings, dataset.model)
 
     _features(spark, tmp_path / "bad", rows=20, is_red="string")
     with pytest.raises(
         StageFailedError, match="column is_red is string but the model expects double"
     ):
-        score_partition(spark, dataset, model, tmp_path / "bad", tmp_path / "p1", scoring=scoring)
+        _score(spark, settings, tmp_path, scoring, features="bad", out="p1")
 
     frame = _features(spark, tmp_path / "ints", rows=50, is_red="int", f2="float")
-    result = score_partition(
-        spark, dataset, model, tmp_path / "ints", tmp_path / "p2", scoring=scoring
-    )
-    out = pd.read_parquet(tmp_path / "p2").set_index("id").loc[frame.id]
+    result, model, _ = _score(spark, settings, tmp_path, scoring, features="ints", out="p2")
+    out = _predictions(tmp_path, frame, out="p2")
     assert result.rows == 50
     assert (out.prediction.to_numpy() == _raw(model.uri).predict(frame[FEATURES])).all()
 
@@ -359,15 +352,13 @@ def test_a_model_that_fails_on_the_data_fails_the_batch_with_its_message(
     spark, scoring: ScoringSettings, tmp_path: Path, models_home: Path
 ) -> None:
     settings = _settings(tmp_path, models_home)
-    dataset = settings.dataset("demo")
-    model = resolve_model_version(settings, dataset.model)
     spark.createDataFrame(
         [("a", None, 1.0, 1.0, 0.0)], "id string, f1 double, f2 double, f1_times_f2 double, "
         "is_red double"
     ).write.parquet(str(tmp_path / "nan"))  # fmt: skip
 
     with pytest.raises(StageFailedError, match="the model failed while scoring.*NaN"):
-        score_partition(spark, dataset, model, tmp_path / "nan", tmp_path / "p", scoring=scoring)
+        _score(spark, settings, tmp_path, scoring, features="nan", out="p")
 
 
 # ------------------------------------------------------------------ the two engines
@@ -381,8 +372,8 @@ def test_both_engines_write_the_same_predictions_and_schema(
 
     results, frames = {}, {}
     for engine in ("arrow", "spark_udf"):
-        results[engine], _ = _score_with_challenger(
-            spark, settings, tmp_path, engine, ScoringSettings(engine=engine)
+        results[engine], _, _ = _score(
+            spark, settings, tmp_path, ScoringSettings(engine=engine), out=engine, challenger=True
         )
         frames[engine] = spark.read.parquet(str(tmp_path / engine)).toPandas().set_index("id")
 
@@ -425,14 +416,10 @@ def test_an_empty_feature_table_gives_an_empty_prediction_table(
     spark, scoring: ScoringSettings, settings: Settings, tmp_path: Path
 ) -> None:
     configure_mlflow(settings)
-    dataset = settings.dataset("demo")
-    model = resolve_model_version(settings, dataset.model)
     _features(spark, tmp_path / "full", rows=10)
     spark.read.parquet(str(tmp_path / "full")).limit(0).write.parquet(str(tmp_path / "features"))
 
-    result = score_partition(
-        spark, dataset, model, tmp_path / "features", tmp_path / "out", scoring=scoring
-    )
+    result, _, _ = _score(spark, settings, tmp_path, scoring)
 
     out = spark.read.parquet(str(tmp_path / "out"))
     assert result.rows == 0 == out.count()

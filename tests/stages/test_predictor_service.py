@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,15 @@ import pandas as pd
 import pytest
 
 from landfall.config import ModelSpec
-from landfall.contracts import EventCodec, EventType, new_event
+from landfall.contracts import EventCodec, EventType
 from landfall.errors import RetryableError, StageFailedError
+from landfall.events import featurized_event
 from landfall.lake import read_manifest
 from landfall.registry import mlflow_client
 from landfall.stage import StageContext
 from services.predictor.service import PredictorService
 from tests.conftest import settings_for
-from tests.model_support import model_registry
+from tests.model_support import FEATURES, model_registry
 
 PARTITION = "2026-11-04"
 
@@ -52,20 +52,9 @@ def _featurized(spark, service: PredictorService, rows: int = 300, **fields: Any
     frame["f1_times_f2"] = frame.f1 * frame.f2
     frame["is_red"] = (np.arange(rows) % 3 == 0).astype(float)
     spark.createDataFrame(frame).write.mode("overwrite").parquet(str(target))
-    return new_event(
-        EventType.BATCH_FEATURIZED,
-        batch_id=f"demo/{PARTITION}",
-        run_id=str(uuid.uuid4()),
-        dataset="demo",
-        partition=PARTITION,
-        producer="test/0",
-        causation_id=str(uuid.uuid4()),
-        output_path=lake.relative(target),
-        manifest_path=lake.relative(target / "_manifest.json"),
-        rows=rows,
-        features=["f1", "f2", "f1_times_f2", "is_red"],
-        duration_ms=1,
-        **fields,
+    settings = service.context.settings
+    return featurized_event(
+        settings, "demo", PARTITION, rows=rows, features=FEATURES, producer_name="test/0", **fields
     )
 
 

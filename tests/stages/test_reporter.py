@@ -19,6 +19,15 @@ PARTITION = "2026-11-04"
 PREVIOUS = ["2026-11-01", "2026-11-02", "2026-11-03"]
 
 
+def _run_events(run) -> list[tuple[EventType, dict]]:  # type: ignore[no-untyped-def]
+    """A run's stage events in pipeline order."""
+    return [
+        (EventType.BATCH_VALIDATED, run.validated),
+        (EventType.BATCH_FEATURIZED, run.featurized),
+        (EventType.BATCH_PREDICTED, run.predicted),
+    ]
+
+
 def _report_of(settings: Settings, event: dict) -> dict:
     return json.loads((settings.lake / event["report_path"]).read_text())
 
@@ -102,10 +111,7 @@ def test_a_replay_adds_a_run_and_a_redelivery_adds_nothing(spark, settings: Sett
     first = write_run(settings.lake, PARTITION, seed=1)
     service = ReporterService(StageContext(settings, "reporter", spark=spark))
     try:
-        for event_type, record in [
-            (EventType.BATCH_VALIDATED, first.validated),
-            (EventType.BATCH_FEATURIZED, first.featurized),
-        ]:
+        for event_type, record in _run_events(first)[:2]:
             assert service.handle(event_type, record) == []
         (reported,) = service.handle(EventType.BATCH_PREDICTED, first.predicted)
         # The same event again (a redelivery): already reported, nothing new.
@@ -118,11 +124,7 @@ def test_a_replay_adds_a_run_and_a_redelivery_adds_nothing(spark, settings: Sett
     try:
         (again,) = restarted.handle(EventType.BATCH_PREDICTED, first.predicted)
         replay = write_run(settings.lake, PARTITION, seed=2)
-        for event_type, record in [
-            (EventType.BATCH_VALIDATED, replay.validated),
-            (EventType.BATCH_FEATURIZED, replay.featurized),
-            (EventType.BATCH_PREDICTED, replay.predicted),
-        ]:
+        for event_type, record in _run_events(replay):
             restarted.handle(event_type, record)
     finally:
         restarted.close()
@@ -255,15 +257,10 @@ def test_a_restarted_reporter_knows_when_each_dataset_last_succeeded(
     run = write_run(settings.lake, PARTITION, seed=4)
     service = ReporterService(StageContext(settings, "reporter", spark=spark))
     try:
-        for event_type, record in [
-            (EventType.BATCH_VALIDATED, run.validated),
-            (EventType.BATCH_FEATURIZED, run.featurized),
-        ]:
-            service.handle(event_type, record)
-        (reported,) = service.handle(EventType.BATCH_PREDICTED, run.predicted)
+        reported = [out for event in _run_events(run) for out in service.handle(*event)]
     finally:
         service.close()
-    assert reported.record["status"] == "SUCCEEDED"
+    assert [out.record["status"] for out in reported] == ["SUCCEEDED"]
     LAST_SUCCESS.labels("reporter", "demo").set(0)  # what a new process would start from
 
     ReporterService(StageContext(settings, "reporter", spark=spark)).close()

@@ -49,3 +49,12 @@ def test_a_taken_metrics_port_is_a_clear_error() -> None:
         )  # fmt: skip
     assert result.returncode == 2
     assert f"cannot serve metrics on 127.0.0.1:{port} (telemetry.metrics_port)" in result.stderr
+
+
+def test_a_model_version_must_be_a_version_number() -> None:
+    result = _landfall(
+        "publish", "demo", "2026-11-01", "--model-version", "latest",
+        LANDFALL_KAFKA_BOOTSTRAP="127.0.0.1:1",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "takes a version number, got 'latest'" in result.stderr
