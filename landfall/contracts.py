@@ -60,7 +60,11 @@ SCHEMA_DIR: Path = Path(__file__).resolve().parent.parent / "schemas"
 _NAMESPACE = "landfall.events"
 _SINGLE_OBJECT_MARKER = b"\xc3\x01"
 _CONFLUENT_MAGIC = 0
-_PARTITION_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:T(\d{2}))?$")
+# ASCII digits only, matched in full: `\d` would take other scripts' digits and `$`
+# a trailing newline, and either would become a lake folder.
+_PARTITION_RE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})(?:T([0-9]{2}))?")
+# A dataset name becomes a lake folder and half of every Kafka key: short and plain.
+_DATASET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 # What a follow-up event inherits from the event that caused it.
 _CARRIED_FIELDS = ("batch_id", "run_id", "dataset", "partition")
 # Optional fields that travel down the pipeline to every event whose schema has them.
@@ -163,7 +167,7 @@ def _writers_by_fingerprint() -> dict[bytes, tuple[EventType, dict[str, Any]]]:
 
 def validate_partition(partition: object) -> None:
     """Raise InvalidEventError unless ``partition`` is a real date ``YYYY-MM-DD`` or ``...THH``."""
-    match = _PARTITION_RE.match(partition) if isinstance(partition, str) else None
+    match = _PARTITION_RE.fullmatch(partition) if isinstance(partition, str) else None
     try:
         if match is None:
             raise ValueError
@@ -187,12 +191,12 @@ def _check_semantics(event_type: EventType, record: Mapping[str, Any], where: st
     except InvalidEventError as exc:
         raise InvalidEventError(f"{where}: {exc}") from None
     dataset = record.get("dataset")
-    # The dataset becomes a lake path component and half of the Kafka key "dataset/partition".
-    if not isinstance(dataset, str) or not dataset.strip() or dataset in (".", ".."):
-        raise InvalidEventError(f"{where}: dataset {dataset!r} is empty or not a name")
-    if "/" in dataset or "\\" in dataset or any(ord(c) < 32 for c in dataset):
+    if not isinstance(dataset, str) or _DATASET_RE.fullmatch(dataset) is None:
+        shown = repr(dataset[:80]) + ("..." if len(dataset) > 80 else "") if isinstance(
+            dataset, str) else repr(dataset)  # fmt: skip
         raise InvalidEventError(
-            f"{where}: dataset {dataset!r} must not contain '/', '\\' or control characters"
+            f"{where}: dataset {shown} is not a name (1-128 of A-Z a-z 0-9 _ . -, "
+            "starting with a letter or digit)"
         )
 
 

@@ -350,6 +350,13 @@ def _single_object(event_type: EventType) -> bytes:
         (b'{"dataset": "demo", "partition": "2026-11-01", "pth": "x"}', "pth"),
         (b'{"dataset": "demo", "partition": "2026-11-01", "path": 7}', "path"),
         (b'{"dataset": "a/b", "partition": "2026-11-01"}', "a/b"),
+        # A trailing newline, other scripts' digits, padding: each would be a lake folder.
+        (b'{"dataset": "demo", "partition": "2026-11-01\\n"}', "2026-11-01\\n"),
+        ('{"dataset": "demo", "partition": "2026-11-01T\uff12\uff13"}'.encode(), "2026-11-01T"),
+        (b'{"dataset": "demo", "partition": " 2026-11-01"}', "' 2026-11-01'"),
+        (b'{"dataset": "..", "partition": "2026-11-01"}', "'..'"),
+        (b'{"dataset": "de mo", "partition": "2026-11-01"}', "'de mo'"),
+        (b'{"dataset": "' + b"x" * 10_000 + b'", "partition": "2026-11-01"}', "..."),
         (b'{"dataset": "demo", ', "invalid JSON"),
         (b'{"dataset": "\xff"}', "UTF-8"),
     ],
