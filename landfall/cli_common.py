@@ -52,11 +52,18 @@ def cli_settings(config: Path | None) -> Settings:
 
 
 def publishing_settings(config: Path | None, command: str) -> Settings:
-    """The settings of a command that publishes to the broker, which must be configured."""
+    """The settings of a command that talks to the broker: the configured one or the local one."""
+    from landfall.stack import with_local_broker
+
     settings = cli_settings(config)
-    if not settings.kafka.bootstrap:
-        raise LandfallError(f"{command} needs a broker: set LANDFALL_KAFKA_BOOTSTRAP")
-    return settings
+    found = with_local_broker(settings)
+    if found is None:
+        raise LandfallError(
+            f"{command} needs a broker: none is configured (kafka.bootstrap, "
+            "LANDFALL_KAFKA_BOOTSTRAP) and no local one runs for this home "
+            "(start it with `landfall up` or `landfall broker`)"
+        )
+    return found
 
 
 def fail(exc: LandfallError) -> NoReturn:

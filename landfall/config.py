@@ -27,7 +27,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FieldSerializationInfo,
+    SecretStr,
     ValidationError,
+    ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -46,7 +50,9 @@ __all__ = [
     "ColumnSpec",
     "DatasetConfig",
     "FeatureSpec",
+    "KafkaSecurity",
     "KafkaSettings",
+    "REVEAL_SECRETS",
     "ScoringSettings",
     "TelemetrySettings",
     "Settings",
@@ -66,7 +72,9 @@ class TopicSettings(_Frozen):
     """One Kafka topic: its name, partition count and retention."""
 
     name: str
-    partitions: int = Field(default=1, ge=1)
+    # Several partitions so a service can run as several replicas of one group; all
+    # events of one dataset partition share a key, so they stay in order.
+    partitions: int = Field(default=6, ge=1)
     retention_ms: int | None = None
 
 
@@ -94,22 +102,145 @@ class Topics(_Frozen):
         ]
 
 
+class LocalBrokerSettings(_Frozen):
+    """The Apache Kafka that ``landfall up`` / ``landfall broker`` run when no bootstrap is set."""
+
+    # Where clients connect; taken: any free port (a restart prefers the last one used).
+    port: int = Field(default=9092, ge=1, le=65535)
+    heap_mb: int = Field(default=512, ge=128)
+
+
+# ``Settings.model_dump(mode="json", context=REVEAL_SECRETS)`` writes passwords in clear
+# (for the mode-600 file the stack hands its children); any other dump masks them.
+REVEAL_SECRETS: dict[str, bool] = {"reveal_secrets": True}
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+# Keys under kafka.security whose environment override is taken verbatim, never parsed
+# as YAML: a password such as ``yes``, ``0123`` or ``a: b`` must stay the string it is.
+_VERBATIM_ENV_KEYS = frozenset({"username", "password", "key_password"})
+
+
+class KafkaSecurity(_Frozen):
+    """How every Kafka client of landfall authenticates and encrypts.
+
+    The same settings reach each consumer, producer and admin client (librdkafka), the
+    faust reporter (aiokafka) and the job API's and CLI's producers. ``protocol`` is
+    the listener's security protocol; SASL protocols need ``sasl_mechanism``,
+    ``username`` and ``password``; TLS protocols (SSL, SASL_SSL) trust ``ca_file``
+    (else the system's CAs) and may present a client certificate (``cert_file`` and
+    ``key_file``, the key optionally encrypted with ``key_password``). Passwords are
+    secrets: they print as ``**********`` and no error message or log carries them.
+    """
+
+    protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    key_password: SecretStr | None = None
+    # Check that the broker's certificate names the host connected to (off only for
+    # brokers reached by an address their certificate does not list).
+    verify_hostname: bool = True
+
+    @property
+    def sasl(self) -> bool:
+        """Whether the protocol authenticates with SASL."""
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        """Whether the protocol encrypts with TLS."""
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @field_validator("protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _existing_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = _absolute(value.expanduser())
+        if not path.is_file():
+            raise ValueError(f"no such file {path} (kafka.security.{info.field_name})")
+        return path
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecurity:
+        if self.sasl:
+            missing = [
+                f"kafka.security.{name}"
+                for name in ("sasl_mechanism", "username", "password")
+                if not _given(getattr(self, name))
+            ]
+            if missing:
+                raise ValueError(f"protocol {self.protocol} needs {', '.join(missing)}")
+        else:
+            for name in ("sasl_mechanism", "username", "password"):
+                if _given(getattr(self, name)):
+                    raise ValueError(
+                        f"kafka.security.{name} is set but protocol {self.protocol} does not "
+                        "use SASL (set kafka.security.protocol: SASL_SSL or SASL_PLAINTEXT)"
+                    )
+        if not self.tls:
+            for name in ("ca_file", "cert_file", "key_file", "key_password"):
+                if _given(getattr(self, name)):
+                    raise ValueError(
+                        f"kafka.security.{name} is set but protocol {self.protocol} does not "
+                        "use TLS (set kafka.security.protocol: SASL_SSL or SSL)"
+                    )
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError(
+                "kafka.security.cert_file and kafka.security.key_file go together "
+                "(the client certificate and its private key)"
+            )
+        if _given(self.key_password) and self.key_file is None:
+            raise ValueError(
+                "kafka.security.key_password is set but kafka.security.key_file is not"
+            )
+        return self
+
+    @field_serializer("password", "key_password", when_used="json")
+    def _secret(self, value: SecretStr | None, info: FieldSerializationInfo) -> str | None:
+        if value is None:
+            return None
+        context = info.context if isinstance(info.context, dict) else {}
+        return value.get_secret_value() if context.get("reveal_secrets") else str(value)
+
+
+def _given(value: object) -> bool:
+    if isinstance(value, SecretStr):
+        return bool(value.get_secret_value())
+    return value is not None and value != ""
+
+
 class KafkaSettings(_Frozen):
     """The broker, the schema registry and client settings."""
 
     bootstrap: str | None = Field(
-        default=None, description="host:port list; unset means the embedded broker"
+        default=None, description="host:port list; unset means the local broker under home"
     )
     schema_registry_url: str | None = None
     group_prefix: str = "landfall"
-    # The embedded broker's group join takes about half the session timeout, so a
-    # short one keeps start-up quick; production brokers may prefer the default 45 s.
+    # Create missing topics and grow those with fewer partitions than configured, at
+    # every service's start. Off: a cluster whose topics its operators own; a missing
+    # or smaller topic is then an error that names it.
+    manage_topics: bool = True
+    # A short session (Kafka's minimum) lets a crashed replica's partitions move on
+    # within seconds; a clean shutdown leaves the group at once whatever this is.
     session_timeout_ms: int = 6000
     max_poll_interval_ms: int = 300_000
     client_config: dict[str, str] = Field(
         default_factory=dict, description="extra librdkafka settings for every client"
     )
     topics: Topics = Topics()
+    local: LocalBrokerSettings = LocalBrokerSettings()
+    security: KafkaSecurity = KafkaSecurity()
 
 
 class SparkSettings(_Frozen):
@@ -139,6 +270,10 @@ class RunnerSettings(_Frozen):
     max_attempts: int = Field(default=3, ge=1)
     retry_backoff_s: float = 1.0
     retry_backoff_max_s: float = 30.0
+    # How long the idempotent producer keeps retrying a record on its own (its
+    # delivery.timeout.ms); unacknowledged by then, the batch is redone later instead
+    # of the record being produced a second time.
+    publish_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class ReportingSettings(_Frozen):
@@ -305,6 +440,9 @@ def _rule_columns(rule: RuleSpec) -> list[str]:
 class Settings(_Frozen):
     """All of landfall's settings."""
 
+    # A validation error shows no input values: they may be passwords.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
     home: Path = Path(".landfall")
     lake_root: Path | None = None
     kafka: KafkaSettings = KafkaSettings()
@@ -373,8 +511,14 @@ def _env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any]]:
             if section not in sections or not rest:
                 continue  # not ours (e.g. LANDFALL_TEST_SOMETHING used by tools)
             path = [section, rest]
-        overrides.append((path, yaml.safe_load(raw) if raw else None))
+        overrides.append((path, _env_value(path, raw)))
     return overrides
+
+
+def _env_value(path: list[str], raw: str) -> Any:
+    if path[:2] == ["kafka", "security"] and path[-1] in _VERBATIM_ENV_KEYS:
+        return raw or None
+    return yaml.safe_load(raw) if raw else None
 
 
 def _absolute(path: Path) -> Path:

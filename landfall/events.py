@@ -15,7 +15,8 @@ from landfall.config import Settings
 from landfall.contracts import EventCodec, EventType, new_event, partition_key
 from landfall.errors import InvalidEventError, RetryableError
 from landfall.ingress import batch_id_for
-from landfall.runner import Headers, kafka_client_config
+from landfall.kafka_clients import kafka_client_config
+from landfall.runner import Headers
 from landfall.telemetry import inject_context, tracer
 
 __all__ = ["EventWatcher", "featurized_event", "publish_data_landed"]
@@ -70,8 +71,22 @@ def publish_data_landed(
             headers=inject_context(),
             on_delivery=lambda err, _msg: errors.append(err) if err else None,
         )
-        if producer.flush(30) or errors:
-            raise RetryableError(f"the broker did not acknowledge the data-landed event: {errors}")
+        # Flushed in short steps: a refused login or TLS handshake is raised by the
+        # client's error callback at the end of a step, not after the whole wait.
+        deadline = time.monotonic() + 30
+        try:
+            while producer.flush(1.0) and time.monotonic() < deadline:
+                pass
+            unacknowledged = len(producer)
+        finally:
+            # An error raised out of flush keeps this frame, and so the client, alive
+            # in its traceback; the client would go on dialling the broker.
+            del producer
+        if unacknowledged or errors:
+            raise RetryableError(
+                f"the broker at {settings.kafka.bootstrap} did not acknowledge the data-landed "
+                f"event within 30s (kafka.bootstrap): {errors or 'no answer'}"
+            )
     return record
 
 

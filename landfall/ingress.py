@@ -3,7 +3,10 @@
 The ingress contract is lenient (a shell user may publish only a dataset and a
 partition), so ids that upstream left out are filled in here, once, before any stage
 runs: the batch id is derived from the partition, so every replay of one partition
-is a new run of the same batch.
+is a new run of the same batch. The event and run ids of a bare event are derived
+from where it sits in the log (topic, partition, offset), so a redelivery of the same
+message (a crash before its offset was committed) continues the same run instead of
+starting a second one.
 """
 
 from __future__ import annotations
@@ -23,14 +26,24 @@ def batch_id_for(dataset: str, partition: str) -> str:
     return str(uuid.uuid5(_BATCH_NAMESPACE, f"{dataset}/{partition}"))
 
 
-def complete_landed_event(record: dict[str, Any]) -> dict[str, Any]:
-    """Fill the ids and timestamp an upstream publisher may have left out."""
+def complete_landed_event(record: dict[str, Any], origin: str | None = None) -> dict[str, Any]:
+    """Fill the ids and timestamp an upstream publisher may have left out.
+
+    ``origin`` names the message's place in the log (``topic/partition@offset``); the
+    missing ids are derived from it, so they are the same at every delivery.
+    """
     completed = dict(record)
-    completed["event_id"] = completed.get("event_id") or str(uuid.uuid4())
+
+    def derived(kind: str) -> str:
+        if origin is None:
+            return str(uuid.uuid4())
+        return str(uuid.uuid5(_BATCH_NAMESPACE, f"{kind}:{origin}"))
+
+    completed["event_id"] = completed.get("event_id") or derived("event")
     completed["batch_id"] = completed.get("batch_id") or batch_id_for(
         completed["dataset"], completed["partition"]
     )
-    completed["run_id"] = completed.get("run_id") or str(uuid.uuid4())
+    completed["run_id"] = completed.get("run_id") or derived("run")
     completed["occurred_at"] = completed.get("occurred_at") or datetime.now(UTC)
     completed["producer"] = completed.get("producer") or "upstream/unknown"
     return completed

@@ -15,12 +15,20 @@ so a replay adds runs and never mixes outputs.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from landfall.config import Settings
 from landfall.errors import LandfallError
@@ -34,6 +42,8 @@ __all__ = [
     "plan_backfill",
     "replay",
 ]
+
+_T = TypeVar("_T")
 
 # More partitions than this in one backfill is most likely a typo in a date.
 MAX_BACKFILL_PARTITIONS = 2000
@@ -125,6 +135,27 @@ class OffsetMove:
 
 
 _IDLE = {ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD, ConsumerGroupState.UNKNOWN}
+# A broker whose group coordinator is not ready yet (on a fresh broker, the offsets
+# topic is created by the first group request) answers with these for a few seconds.
+_COORDINATOR_NOT_READY = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+}
+
+
+def _until_coordinated(request: Callable[[], _T], timeout: float = 30.0) -> _T:
+    """Ask ``request`` again while the group coordinator is not ready, up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return request()
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            not_ready = isinstance(error, KafkaError) and error.code() in _COORDINATOR_NOT_READY
+            if not not_ready or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.5)
 
 
 def replay(
@@ -145,18 +176,36 @@ def replay(
         raise LandfallError("replay needs exactly one of an offset or a time to go back to")
     if offset is not None and offset < 0:
         raise LandfallError(f"an offset is 0 or more, got {offset}")
-    from landfall.runner import kafka_client_config
+    from landfall.kafka_clients import admin_client, kafka_connection_config
+    from landfall.topics import wait_for_broker
 
+    bootstrap = settings.kafka.bootstrap
+    if not bootstrap:
+        raise LandfallError("replay needs a broker: set kafka.bootstrap")
+    # A broker that is down is said in one line, not in a minute of client retries
+    # ending in a TimeoutError.
+    wait_for_broker(bootstrap, timeout=15, admin_config=kafka_connection_config(settings))
     group = f"{settings.kafka.group_prefix}-{service}"
-    admin = AdminClient(kafka_client_config(settings))
-    description = admin.describe_consumer_groups([group])[group].result(30)
-    if description.state not in _IDLE:
-        raise LandfallError(
-            f"the consumer group {group} is {description.state.name.lower()}: stop every "
-            f"instance of {service} before replaying (offsets cannot move under it)"
+    admin = admin_client(settings)
+    try:
+        description = _until_coordinated(
+            lambda: admin.describe_consumer_groups([group])[group].result(30)
         )
-    committed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])
-    current = committed[group].result(30).topic_partitions or []
+        if description.state not in _IDLE:
+            members = len(description.members or [])
+            raise LandfallError(
+                f"the consumer group {group} is {description.state.name.lower()} with "
+                f"{members} member{'' if members == 1 else 's'}: stop every instance of "
+                f"{service} first (landfall stop {service}); offsets cannot move under "
+                "a running group"
+            )
+        whole_group = [ConsumerGroupTopicPartitions(group)]
+        offsets = _until_coordinated(
+            lambda: admin.list_consumer_group_offsets(whole_group)[group].result(30)
+        )
+        current = offsets.topic_partitions or []
+    except (KafkaException, TimeoutError) as exc:
+        raise LandfallError(f"cannot read the consumer group {group}: {exc}") from exc
     known = {(tp.topic, tp.partition): tp.offset for tp in current}
     wanted = topics or sorted({topic for topic, _ in known})
     if not wanted:
@@ -170,7 +219,11 @@ def replay(
     request = ConsumerGroupTopicPartitions(
         group, [TopicPartition(m.topic, m.partition, m.after) for m in moves]
     )
-    result = admin.alter_consumer_group_offsets([request])[group].result(30)
+    try:
+        result = admin.alter_consumer_group_offsets([request])[group].result(30)
+    except (KafkaException, TimeoutError) as exc:
+        # Most likely an instance joined the group since it was found idle.
+        raise LandfallError(f"the broker refused to move {group}: {exc}") from exc
     errors = [
         f"{tp.topic}/{tp.partition}: {tp.error}" for tp in result.topic_partitions if tp.error
     ]
@@ -188,38 +241,50 @@ def _targets(
     since: datetime | None,
 ) -> list[OffsetMove]:
     """Where each partition of the topics goes: the offset or time, within the log."""
-    from confluent_kafka import Consumer
-
-    from landfall.runner import kafka_client_config
+    from landfall.kafka_clients import kafka_client_config
 
     consumer = Consumer({**kafka_client_config(settings), "group.id": "landfall-replay-probe"})
     try:
-        metadata = consumer.list_topics(timeout=30)
-        moves = []
-        for topic in topics:
-            if topic not in metadata.topics:
-                raise LandfallError(f"there is no topic {topic!r} on the broker")
-            for partition in sorted(metadata.topics[topic].partitions):
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=30, cached=False
-                )
-                if since is not None:
-                    stamp = int(since.astimezone(UTC).timestamp() * 1000)
-                    (found,) = consumer.offsets_for_times(
-                        [TopicPartition(topic, partition, stamp)], timeout=30
-                    )
-                    target = found.offset if found.offset >= 0 else high  # -1: nothing since
-                else:
-                    target = offset if offset is not None else 0
-                before = known.get((topic, partition))
-                moves.append(
-                    OffsetMove(
-                        topic,
-                        partition,
-                        before if before is not None and before >= 0 else None,
-                        min(max(target, low), high),
-                    )
-                )
-        return moves
+        return _partition_targets(consumer, topics, known, offset=offset, since=since)
+    except KafkaException as exc:
+        raise LandfallError(f"cannot read the offsets of {', '.join(topics)}: {exc}") from exc
     finally:
         consumer.close()
+
+
+def _partition_targets(
+    consumer: Consumer,
+    topics: list[str],
+    known: dict[tuple[str, int], int],
+    *,
+    offset: int | None,
+    since: datetime | None,
+) -> list[OffsetMove]:
+    """Each partition's target on an unsubscribed consumer: the offset, or the time's first."""
+    metadata = consumer.list_topics(timeout=30)
+    moves = []
+    for topic in topics:
+        if topic not in metadata.topics:
+            raise LandfallError(f"there is no topic {topic!r} on the broker")
+        for partition in sorted(metadata.topics[topic].partitions):
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=30, cached=False
+            )
+            if since is not None:
+                stamp = int(since.astimezone(UTC).timestamp() * 1000)
+                (found,) = consumer.offsets_for_times(
+                    [TopicPartition(topic, partition, stamp)], timeout=30
+                )
+                target = found.offset if found.offset >= 0 else high  # -1: nothing since
+            else:
+                target = offset if offset is not None else 0
+            before = known.get((topic, partition))
+            moves.append(
+                OffsetMove(
+                    topic,
+                    partition,
+                    before if before is not None and before >= 0 else None,
+                    min(max(target, low), high),
+                )
+            )
+    return moves

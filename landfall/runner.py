@@ -9,11 +9,20 @@ events (``Service.handle``); the runner owns everything Kafka (DESIGN.md §4):
    assignment paused, so a Spark job of many minutes never costs the group membership;
 3. turn failures into events: a ``StageFailedError`` (or an unexpected exception)
    becomes batch-failed; a ``RetryableError`` is retried with bounded backoff first;
-4. produce the outgoing events and wait for the broker to acknowledge them;
+4. produce the outgoing events with the idempotent producer and wait for the broker to
+   acknowledge them;
 5. only then commit the consumed offset.
 
 Delivery is at least once; stages replace their outputs atomically and events carry
-ids, so a redelivered message has the same effect as the first.
+ids, so a redelivered message has the same effect as the first. Two things send a
+message round again instead of committing it:
+
+- a record the broker did not acknowledge within ``runner.publish_timeout_s`` (the
+  producer's own, idempotent, retries included): the runner never produces it a second
+  time itself; it rewinds to the input message and redoes the batch after a backoff;
+- a rebalance that takes the partition of the message in flight away: the stage is
+  cancelled and its result dropped unpublished and uncommitted, and whoever owns the
+  partition next redoes the batch.
 """
 
 from __future__ import annotations
@@ -21,8 +30,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -34,8 +45,15 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from landfall.config import Settings
 from landfall.contracts import EventCodec, EventType, follow_up, partition_key
-from landfall.errors import InvalidEventError, LandfallError, RetryableError, StageFailedError
+from landfall.errors import (
+    ConfigError,
+    InvalidEventError,
+    LandfallError,
+    RetryableError,
+    StageFailedError,
+)
 from landfall.ingress import complete_landed_event
+from landfall.kafka_clients import kafka_client_config
 from landfall.spark import spark_failure
 from landfall.telemetry import (
     BATCH_DURATION,
@@ -51,8 +69,9 @@ from landfall.telemetry import (
     inject_context,
     tracer,
 )
+from landfall.topics import explain_kafka_error
 
-__all__ = ["Outgoing", "RunStats", "Runner", "Service", "kafka_client_config"]
+__all__ = ["Outgoing", "RunStats", "Runner", "Service"]
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +121,24 @@ class RunStats:
     failed: int = 0
     dead_lettered: int = 0
     abandoned: int = 0
+    # Batches dropped unpublished because a rebalance took their partition mid-stage.
+    revoked: int = 0
+    # Messages rewound because the broker did not acknowledge what they produced.
+    unpublished: int = 0
     produced: list[Outgoing] = field(default_factory=list)
 
 
 class _Abandoned(Exception):
-    """The worker gave up because the service is shutting down."""
+    """The worker gave up because the service is shutting down or lost the partition."""
 
 
-def kafka_client_config(settings: Settings) -> dict[str, Any]:
-    """The librdkafka settings every client shares, built in one place."""
-    bootstrap = settings.kafka.bootstrap
-    if not bootstrap:
-        raise StageFailedError("no Kafka bootstrap configured (kafka.bootstrap)")
-    return {"bootstrap.servers": bootstrap, **settings.kafka.client_config}
+class _Revoked(Exception):
+    """The partition of the message in flight was revoked: its result is dropped."""
+
+
+# How much longer than delivery.timeout.ms to wait for the producer's verdict on a
+# record: librdkafka scans for timed-out records about once a second.
+_VERDICT_GRACE_S = 5.0
 
 
 class Runner:
@@ -137,26 +161,57 @@ class Runner:
         self._dead_letter_topic = settings.kafka.topics.dead_letter.name
         self._failed_topic = settings.kafka.topics.failed.name
         common = kafka_client_config(settings)
-        self._consumer = Consumer(
-            {
-                **common,
-                "group.id": f"{settings.kafka.group_prefix}-{service.name}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                # A new group starts at the beginning: an event published before the
-                # service first joined is still processed.
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": settings.kafka.session_timeout_ms,
-                "max.poll.interval.ms": settings.kafka.max_poll_interval_ms,
-            }
-        )
-        self._producer = Producer({**common, "acks": "all", "linger.ms": 5})
+        consumer_config = {
+            **common,
+            "group.id": f"{settings.kafka.group_prefix}-{service.name}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            # A new group starts at the beginning: an event published before the
+            # service first joined is still processed.
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": settings.kafka.session_timeout_ms,
+            "max.poll.interval.ms": settings.kafka.max_poll_interval_ms,
+        }
+        self._incremental = _incremental_rebalancing(consumer_config)
+        self._consumer = Consumer(consumer_config)
+        publish_timeout_ms = int(settings.runner.publish_timeout_s * 1000)
+        self._producer_config = {
+            **common,
+            # The producer's own retries never write a record twice (the broker drops
+            # a resent batch by its sequence number), and a record counts as published
+            # once every in-sync replica has it.
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            # How long those retries may go on; then the record is given up and the
+            # batch redone later, rather than the record being produced again here.
+            "delivery.timeout.ms": max(publish_timeout_ms, 100),
+        }
+        self._producer = Producer(self._producer_config)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{service.name}-stage")
         self._lag = LagReporter(service.name)
+        # The state of the message being processed, touched by the main thread only
+        # (rebalance callbacks run inside its polls) except _interrupt, which the
+        # worker reads: set, the stage in flight gives up (stop, or its partition moved).
+        self._in_flight: tuple[str, int] | None = None
+        self._in_flight_revoked = False
+        self._stage_running = False
+        self._interrupt = threading.Event()
+        self._rewound: dict[tuple[str, int], int] = {}
+        # Every partition paused while the message is processed. A pause outlives an
+        # unassignment (librdkafka keeps it on the partition, to apply again if it
+        # comes back), so each of these is resumed at the end, assigned or not.
+        self._paused: set[tuple[str, int]] = set()
+        self._unpublished_in_a_row = 0
+        # A fatal consumer error met while a message was processed: raised after it.
+        self._fatal: KafkaError | None = None
+        # Offsets (the next to read) of published messages whose commit failed.
+        self._uncommitted: dict[tuple[str, int], int] = {}
 
     def stop(self) -> None:
         """Ask the loop to finish: the current batch is abandoned and not committed."""
         self._stop.set()
+        self._interrupt.set()
 
     @property
     def stopping(self) -> bool:
@@ -167,7 +222,12 @@ class Runner:
         """Consume until stopped, or until ``max_messages`` were processed or ``timeout`` passed."""
         stats = RunStats()
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._consumer.subscribe(list(self.service.consumes))
+        self._consumer.subscribe(
+            list(self.service.consumes),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
         log.info("%s consuming %s", self.service.name, ", ".join(self.service.consumes))
         while not self._stop.is_set():
             if max_messages is not None and stats.consumed >= max_messages:
@@ -183,6 +243,8 @@ class Runner:
                 continue
             stats.consumed += 1
             self._process(message, stats)
+            if self._fatal is not None:
+                raise KafkaException(self._fatal)
         return stats
 
     def close(self) -> None:
@@ -209,6 +271,7 @@ class Runner:
         }
         # The consume span continues the trace the event's producer started.
         with (
+            self._paused_while_processing(message),
             attached(extract_context(inbound if isinstance(inbound, list) else None)),
             tracer().start_as_current_span(
                 f"consume {topic}", kind=SpanKind.CONSUMER, attributes=attributes
@@ -216,6 +279,30 @@ class Runner:
         ):
             self._process_traced(message, topic, stats)
         self._lag.maybe_update(self._consumer)
+
+    @contextmanager
+    def _paused_while_processing(self, message: Message) -> Iterator[None]:
+        """Pause the whole assignment from poll to commit of ``message``; resume after.
+
+        Paused, the consumer can be polled (which keeps it in the group and serves
+        rebalances) without handing out another message before this one is committed
+        or rewound.
+        """
+        self._in_flight = (message.topic() or "", message.partition() or 0)
+        self._in_flight_revoked = False
+        self._rewound = {}
+        self._interrupt.clear()
+        if self._stop.is_set():
+            self._interrupt.set()
+        self._pause(self._consumer.assignment())
+        try:
+            yield
+        finally:
+            self._in_flight = None
+            paused = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+            paused |= self._paused
+            self._paused = set()
+            self._resume([TopicPartition(topic, number) for topic, number in sorted(paused)])
 
     def _process_traced(self, message: Message, topic: str, stats: RunStats) -> None:
         try:
@@ -230,15 +317,18 @@ class Runner:
                     f"{', '.join(sorted(t.short_name for t in accepted)) or 'nothing'} there"
                 )
         except InvalidEventError as exc:
-            log.warning("dead-lettering %s: %s", _where(message), exc)
-            trace.get_current_span().set_status(Status(StatusCode.ERROR, str(exc)))
-            self._publish_dead_letter(message, str(exc))
-            PROCESSING_ERRORS.labels(self.service.name, "unknown", "dead_letter").inc()
-            stats.dead_lettered += 1
-            self._commit(message)
+            reason = str(exc)
+            log.warning("dead-lettering %s: %s", _where(message), reason)
+            trace.get_current_span().set_status(Status(StatusCode.ERROR, reason))
+            if self._publish_then_commit(
+                message, stats, "unknown", lambda: self._publish_dead_letter(message, reason)
+            ):
+                PROCESSING_ERRORS.labels(self.service.name, "unknown", "dead_letter").inc()
+                stats.dead_lettered += 1
             return
         if event_type is EventType.DATA_LANDED:
-            record = complete_landed_event(record)
+            # Ids derived from the message's place in the log: a redelivery is the same run.
+            record = complete_landed_event(record, origin=_where(message))
         dataset = dataset_label(self.settings, record.get("dataset"))
         started = time.monotonic()
         BATCHES_IN_PROGRESS.labels(self.service.name).inc()
@@ -247,6 +337,17 @@ class Runner:
             outgoing = self._while_polling(
                 lambda: self._handle_traced(parent, event_type, record, dataset)
             )
+        except _Revoked:
+            log.warning(
+                "%s was revoked while %s worked on it: result dropped, nothing published or "
+                "committed; the partition's next owner redoes the batch",
+                _where(message),
+                self.service.name,
+            )
+            trace.get_current_span().set_status(Status(StatusCode.ERROR, "partition revoked"))
+            PROCESSING_ERRORS.labels(self.service.name, dataset, "revoked").inc()
+            stats.revoked += 1
+            return
         except _Abandoned:
             log.warning("abandoned %s on shutdown; it stays uncommitted", _where(message))
             stats.abandoned += 1
@@ -261,14 +362,14 @@ class Runner:
             outgoing = [self._failure(event_type, record, f"{type(exc).__name__}: {exc}", False)]
         finally:
             BATCHES_IN_PROGRESS.labels(self.service.name).dec()
+        if not self._publish_then_commit(message, stats, dataset, lambda: self._publish(outgoing)):
+            return
         failed = any(o.event_type is EventType.BATCH_FAILED for o in outgoing)
         if failed:
             stats.failed += 1
         else:
             stats.handled += 1
-        self._publish(outgoing)
         stats.produced.extend(outgoing)
-        self._commit(message)
         self._count(dataset, outgoing, failed, time.monotonic() - started)
 
     def _handle_traced(
@@ -328,7 +429,7 @@ class Runner:
             try:
                 return self._attempt(event_type, record)
             except RetryableError as exc:
-                if self._stop.is_set():
+                if self._interrupt.is_set():
                     raise _Abandoned() from exc
                 if attempt == runner.max_attempts:
                     raise
@@ -338,10 +439,10 @@ class Runner:
                 )
                 delay = min(runner.retry_backoff_s * 2 ** (attempt - 1), runner.retry_backoff_max_s)
                 log.warning("attempt %d failed (%s); retrying in %.1fs", attempt, exc, delay)
-                if self._stop.wait(delay):
+                if self._interrupt.wait(delay):
                     raise _Abandoned() from exc
             except Exception:
-                if self._stop.is_set():
+                if self._interrupt.is_set():
                     raise _Abandoned() from None
                 raise
         raise AssertionError("unreachable: the loop returns or raises")
@@ -359,27 +460,147 @@ class Runner:
             raise translated from exc
 
     def _while_polling(self, work: Callable[[], list[Outgoing]]) -> list[Outgoing]:
-        """Run ``work`` in the worker thread; poll meanwhile so the group keeps us."""
-        assignment = self._consumer.assignment()
-        self._consumer.pause(assignment)
+        """Run ``work`` in the worker thread; poll meanwhile so the group keeps us.
+
+        Raises _Revoked, whatever the work returned, when a rebalance took the
+        partition of the message in flight away meanwhile.
+        """
         future: Future[list[Outgoing]] = self._worker.submit(work)
+        self._stage_running = True
         cancelled = False
         try:
-            while not future.done():
-                stray = self._consumer.poll(self.settings.runner.poll_timeout_s)
-                if stray is not None and not stray.error():
-                    # Fetched before the pause took effect: rewind so it comes back later.
-                    self._consumer.seek(
-                        TopicPartition(
-                            stray.topic() or "", stray.partition() or 0, stray.offset() or 0
-                        )
-                    )
+            while True:
+                # Waiting on the future, not in poll(), wakes up the moment the work
+                # is done: its result is published without waiting out a poll timeout.
+                wait_for_future([future], timeout=self.settings.runner.poll_timeout_s)
+                # Serves rebalance callbacks (a revocation cancels the stage) and keeps
+                # within max.poll.interval.ms however long the stage runs.
+                self._poll_paused(0)
+                if future.done():
+                    break
                 if self._stop.is_set() and not cancelled:
                     self.service.cancel()
                     cancelled = True
-            return future.result()
         finally:
-            self._consumer.resume(self._consumer.assignment())
+            self._stage_running = False
+        if self._in_flight_revoked:
+            future.exception()  # read, so an error of the dropped work is not reported
+            raise _Revoked()
+        return future.result()
+
+    # -- pausing, rewinding and rebalancing -------------------------------------
+
+    def _poll_paused(self, timeout: float) -> None:
+        """Poll while the assignment is paused: serve rebalances, rewind any stray."""
+        stray = self._consumer.poll(timeout)
+        if stray is None:
+            return
+        error = stray.error()
+        if error is not None:
+            if error.fatal():
+                # Raised from here it would pass for the stage's own failure.
+                self._fatal = self._fatal or error
+            else:
+                self._log_consumer_error(error)
+            return
+        # Fetched before the pause took effect, or from a partition that came in a
+        # rebalance: rewind it so it comes back once the message in flight is done.
+        topic, partition = stray.topic() or "", stray.partition() or 0
+        self._rewind(topic, partition, stray.offset() or 0)
+        self._pause([TopicPartition(topic, partition)])
+
+    def _rewind(self, topic: str, partition: int, offset: int) -> None:
+        """Seek a partition back to ``offset`` (unless already back before it)."""
+        key = (topic, partition)
+        if self._rewound.get(key, offset + 1) <= offset:
+            return  # an earlier message of this partition comes back first anyway
+        try:
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+        except KafkaException as exc:
+            # Not ours any more: its next owner starts from the committed offset.
+            log.info("not rewinding %s/%d to %d: %s", topic, partition, offset, exc)
+            return
+        self._rewound[key] = offset
+
+    def _pause(self, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        self._paused.update((tp.topic, tp.partition) for tp in partitions)
+        try:
+            self._consumer.pause(partitions)
+        except KafkaException as exc:
+            # A partition that left in a rebalance meanwhile: strays are rewound anyway.
+            log.info("pausing %s failed: %s", _names(partitions), exc)
+
+    def _resume(self, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        try:
+            self._consumer.resume(partitions)
+        except KafkaException as exc:
+            log.info("resuming %s failed: %s", _names(partitions), exc)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Rebalance callback: partitions handed to this instance.
+
+        The partitions are assigned here, then their pause state set explicitly: while
+        a message is in flight they are paused at once, so none of their messages is
+        handed out before that one is committed; otherwise they are resumed, in case a
+        pause from before they were taken away still clung to them.
+        """
+        log.info("%s assigned %s", self.service.name, _names(partitions))
+        if not partitions:
+            return  # the client records the (unchanged) assignment itself
+        try:
+            self._commit_what_failed(consumer, partitions)
+            self._assign(consumer, partitions)
+            if self._in_flight is not None:
+                self._pause(partitions)
+            else:
+                consumer.resume(partitions)
+        except Exception:
+            # Raised here, it would escape poll() and the loop; strays are rewound.
+            log.exception("setting up newly assigned %s failed", _names(partitions))
+
+    def _assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take the partitions of an assign callback, as the group's protocol wants it."""
+        first, second = consumer.assign, consumer.incremental_assign
+        if self._incremental:
+            first, second = second, first
+        try:
+            first(partitions)
+        except KafkaException:
+            # The guess from the configuration was wrong: the client refuses an eager
+            # assign under a cooperative protocol and the other way round.
+            second(partitions)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Rebalance callback: partitions taken back in an orderly rebalance."""
+        self._taken_away(partitions, "revoked")
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Rebalance callback: partitions lost (the session expired, e.g. broker away)."""
+        self._taken_away(partitions, "lost")
+
+    def _taken_away(self, partitions: list[TopicPartition], how: str) -> None:
+        log.info("%s %s %s", self.service.name, how, _names(partitions))
+        if self._in_flight is None or self._in_flight_revoked:
+            return
+        if not any((tp.topic, tp.partition) == self._in_flight for tp in partitions):
+            return
+        # Another instance may own the partition now and redo the batch: this one's
+        # result must not be published or committed, so stop spending on it.
+        self._in_flight_revoked = True
+        if self._stage_running:
+            log.warning(
+                "%s/%d %s mid-stage: cancelling %s", *self._in_flight, how, self.service.stage
+            )
+            self._interrupt.set()
+            try:
+                self.service.cancel()
+            except Exception:
+                # Raised here, it would escape poll() and the loop.
+                log.exception("cancelling %s failed", self.service.stage)
 
     # -- producing and committing ----------------------------------------------
 
@@ -403,6 +624,49 @@ class Runner:
             details=details or {},
         )
         return Outgoing(self._failed_topic, EventType.BATCH_FAILED, failed)
+
+    def _publish_then_commit(
+        self, message: Message, stats: RunStats, dataset: str, publish: Callable[[], None]
+    ) -> bool:
+        """Publish what ``message`` produced, then commit it; False if it was rewound instead.
+
+        A publish the broker did not acknowledge never kills the service: the message
+        stays uncommitted, the consumer is rewound to it and, after a backoff that
+        grows while publishing keeps failing, it comes back and its batch is redone.
+        """
+        if self._in_flight_revoked:
+            return False  # the partition moved while the message waited: not ours to publish
+        try:
+            publish()
+        except RetryableError as exc:
+            stats.unpublished += 1
+            PROCESSING_ERRORS.labels(self.service.name, dataset, "unpublished").inc()
+            self._redo_later(message, exc)
+            return False
+        self._unpublished_in_a_row = 0
+        self._commit(message)
+        return True
+
+    def _redo_later(self, message: Message, exc: RetryableError) -> None:
+        """Rewind to ``message`` and wait a backoff, polling, before it comes back."""
+        self._unpublished_in_a_row += 1
+        runner = self.settings.runner
+        exponent = min(self._unpublished_in_a_row - 1, 30)
+        delay = min(runner.retry_backoff_s * 2**exponent, runner.retry_backoff_max_s)
+        log.error(
+            "%s not committed: %s; rewound, its batch is redone in %.1fs",
+            _where(message),
+            exc,
+            delay,
+        )
+        trace.get_current_span().set_status(Status(StatusCode.ERROR, str(exc)[:500]))
+        self._rewind(message.topic() or "", message.partition() or 0, message.offset() or 0)
+        deadline = time.monotonic() + delay
+        while not self._stop.is_set() and not self._in_flight_revoked:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._poll_paused(min(left, self.settings.runner.poll_timeout_s))
 
     def _publish(self, outgoing: Sequence[Outgoing]) -> None:
         for event in outgoing:
@@ -433,42 +697,127 @@ class Runner:
         self._produce_acknowledged(self._dead_letter_topic, message.key(), message.value(), headers)
 
     def _produce_acknowledged(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
+        self, topic: str, key: str | bytes | None, value: str | bytes | None, headers: Headers
     ) -> None:
-        """Produce one record and block until the broker acknowledged it."""
-        errors: list[KafkaError] = []
+        """Produce one record once and block until the broker acknowledged it.
+
+        The idempotent producer retries on its own for ``runner.publish_timeout_s``.
+        A record it gives up on (or never settles) raises RetryableError and is not
+        produced again here: the caller redoes the batch instead, so a record that did
+        reach the broker after all is not joined by a second copy from this call.
+        """
+        verdicts: list[KafkaError | None] = []
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                errors.append(err)
+            verdicts.append(err)
 
-        for attempt in range(1, self.settings.runner.max_attempts + 1):
-            errors.clear()
+        try:
             self._producer.produce(
                 topic, value=value, key=key, headers=headers, on_delivery=on_delivery
             )
-            remaining = self._producer.flush(30)
-            if remaining == 0 and not errors:
-                return
-            log.warning("produce to %s not acknowledged (attempt %d): %s", topic, attempt, errors)
-            time.sleep(min(self.settings.runner.retry_backoff_s * attempt, 10))
-        # Not committing is the safe outcome: the input is redelivered after a restart.
-        raise RetryableError(f"the broker did not acknowledge a record for {topic}: {errors}")
+        except (BufferError, KafkaException) as exc:
+            raise RetryableError(f"could not queue a record for {topic}: {exc}") from exc
+        self._producer.flush(self.settings.runner.publish_timeout_s + _VERDICT_GRACE_S)
+        if verdicts and verdicts[0] is None:
+            return
+        error = verdicts[0] if verdicts else None
+        if error is None:
+            # No verdict in time: take the record out of the queue if it still waits
+            # there, so it cannot go out later beside the redone batch's record.
+            self._producer.purge(in_queue=True, in_flight=False)
+            self._producer.poll(0)
+        elif error.fatal():
+            # An idempotent producer that hit a fatal error produces nothing more.
+            log.error("the producer failed fatally (%s); replacing it", error)
+            self._producer = Producer(self._producer_config)
+        raise RetryableError(
+            f"the broker did not acknowledge a record for {topic} within "
+            f"{self.settings.runner.publish_timeout_s:g}s: {error or 'no verdict'}"
+        )
 
     def _commit(self, message: Message) -> None:
+        key = (message.topic() or "", message.partition() or 0)
+        following = (message.offset() or 0) + 1
         try:
             self._consumer.commit(message=message, asynchronous=False)
         except KafkaException as exc:
             # Outputs are replaced atomically, so a redelivery after a lost commit
-            # (e.g. the partition moved to another instance) has the same effect.
+            # (e.g. the partition moved to another instance) has the same effect; but
+            # if the partition comes back here, the commit is made then (_on_assign).
             log.warning("offset commit for %s failed: %s", _where(message), exc)
+            self._uncommitted[key] = max(self._uncommitted.get(key, 0), following)
+        else:
+            if self._uncommitted.get(key, following) <= following:
+                self._uncommitted.pop(key, None)
+
+    def _commit_what_failed(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Commit the offsets whose commit failed, for the partitions back with this instance.
+
+        A commit fails when the group has moved on meanwhile, typically when the
+        broker was away longer than the session (its outputs were acknowledged
+        before it went). If the partition comes back, and nobody committed further
+        in between, the commit is made now, before fetching starts from the committed
+        offset: the batch, published already, is not redone.
+        """
+        pending = [
+            TopicPartition(tp.topic, tp.partition, self._uncommitted.pop(key))
+            for tp in partitions
+            if (key := (tp.topic, tp.partition)) in self._uncommitted
+        ]
+        if not pending:
+            return
+        try:
+            committed = consumer.committed(
+                [TopicPartition(tp.topic, tp.partition) for tp in pending], timeout=10
+            )
+            now = {(tp.topic, tp.partition): tp.offset for tp in committed}
+            behind = [tp for tp in pending if now.get((tp.topic, tp.partition), -1) < tp.offset]
+            if behind:
+                consumer.commit(offsets=behind, asynchronous=False)
+                log.info("committed %s now, after the commit failed", _names(behind))
+        except KafkaException as exc:
+            log.warning("could not commit %s now either: %s", _names(pending), exc)
 
     def _log_consumer_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
             return
+        if error.code() in _REFUSED:
+            # A missing ACL or a refused login never heals by polling again: stop with
+            # the one line that names the setting or the grant to fix.
+            group = f"{self.settings.kafka.group_prefix}-{self.service.name}"
+            explained = explain_kafka_error(
+                error,
+                str(self.settings.kafka.bootstrap),
+                kafka_client_config(self.settings),
+                action=f"consume as group {group!r}",
+                resource=group,
+            )
+            if explained is not None:
+                raise ConfigError(explained)
         if error.fatal():
             raise KafkaException(error)
         log.warning("%s consumer: %s", self.service.name, error)
+
+
+_REFUSED = frozenset(
+    {
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError._AUTHENTICATION,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+    }
+)
+
+
+def _incremental_rebalancing(config: Mapping[str, Any]) -> bool:
+    """Whether rebalances move partitions one by one (cooperative) or all at once (eager)."""
+    if str(config.get("group.protocol", "classic")).lower() == "consumer":
+        return True  # KIP-848: the broker hands out incremental changes
+    return "cooperative" in str(config.get("partition.assignment.strategy", "")).lower()
+
+
+def _names(partitions: Sequence[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions) or "nothing"
 
 
 def _where(message: Message) -> str:

@@ -7,12 +7,13 @@ import logging
 import signal
 from types import FrameType
 
-from landfall.broker import TopicSpec, ensure_topics, wait_for_broker
 from landfall.config import Settings
 from landfall.errors import ConfigError
+from landfall.kafka_clients import kafka_connection_config
 from landfall.runner import Runner, Service
 from landfall.stage import StageContext
 from landfall.telemetry import init_telemetry
+from landfall.topics import TopicSpec, ensure_topics, wait_for_broker
 
 __all__ = ["API", "SERVICE_NAMES", "build_service", "ensure_all_topics", "serve"]
 
@@ -47,7 +48,12 @@ def ensure_all_topics(settings: Settings) -> list[str]:
         TopicSpec(name=t.name, partitions=t.partitions, retention_ms=t.retention_ms)
         for t in settings.kafka.topics.all()
     ]
-    return ensure_topics(settings.kafka.bootstrap, specs)
+    return ensure_topics(
+        settings.kafka.bootstrap,
+        specs,
+        admin_config=kafka_connection_config(settings),
+        manage=settings.kafka.manage_topics,
+    )
 
 
 def serve(name: str, settings: Settings) -> None:
@@ -61,7 +67,9 @@ def serve(name: str, settings: Settings) -> None:
     # no batches to count; its requests show in its own access log.
     init_telemetry(settings, name, metrics=name != API)
     # A service may start before its broker does (compose, Kubernetes): wait a while.
-    wait_for_broker(settings.kafka.bootstrap, timeout=60)
+    wait_for_broker(
+        settings.kafka.bootstrap, timeout=60, admin_config=kafka_connection_config(settings)
+    )
     ensure_all_topics(settings)
     if name == API:
         from landfall.api import serve_api

@@ -1,4 +1,18 @@
-"""The one-machine stack: the embedded broker and the four services as processes."""
+"""The one-machine stack: the local Apache Kafka and the services as supervised processes.
+
+:class:`LocalStack` uses the configured broker, else the local broker another landfall
+command of the same home already runs, else starts one (and stops it when done). Each
+service runs as its own process (``landfall serve NAME``), one or more instances of
+it, recorded in ``<home>/run/`` so ``landfall ps`` and ``landfall stop`` find them.
+
+Supervision, as operators expect from a process manager:
+
+- a service stopped on purpose (``landfall stop``, SIGTERM: it exits 0, or dies of the
+  signal while still starting) stays stopped, and the others keep running;
+- a service that crashes (non-zero exit, a signal) is restarted with a growing delay;
+  after ``max_restarts`` crashes within ``restart_window_s`` the stack gives up and
+  :meth:`LocalStack.supervise` raises :class:`ServiceDied`.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +22,40 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from landfall.broker import EmbeddedBroker, free_port, port_free, wait_for_broker
-from landfall.config import ENV_PREFIX, Settings
-from landfall.errors import LandfallError
+from landfall.broker import LocalKafka, broker_dir, running_broker
+from landfall.config import ENV_PREFIX, REVEAL_SECRETS, Settings
+from landfall.errors import ConfigError, LandfallError
+from landfall.kafka_clients import kafka_connection_config
+from landfall.ports import free_port, port_free
 from landfall.serve import API, SERVICE_NAMES, ensure_all_topics
+from landfall.topics import wait_for_broker
 
-__all__ = ["LocalStack", "ServiceDied"]
+__all__ = [
+    "ALL_SERVICES",
+    "LocalStack",
+    "ServiceDied",
+    "running_services",
+    "stop_services",
+    "with_local_broker",
+]
 
 log = logging.getLogger(__name__)
 
+ALL_SERVICES = (*SERVICE_NAMES, API)
+# A crash loop: this many crashes of one instance within the window and `up` gives up.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 300.0
+RESTART_DELAY_MAX_S = 30.0
+
 
 class ServiceDied(LandfallError):
-    """A service process of the stack exited on its own."""
+    """A service process of the stack exited on its own (and, under supervision, kept dying)."""
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -33,76 +65,270 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
-class LocalStack:
-    """Starts (and stops) a broker if none is configured, the topics and the services.
+def with_local_broker(settings: Settings) -> Settings | None:
+    """The settings pointed at a broker: the configured one, else this home's running one.
 
-    The services are the four stages and the job API (``api_url`` once started); the
-    API moves to a free port when the configured one is taken.
+    None when no broker is configured and none runs for this home.
+    """
+    if settings.kafka.bootstrap:
+        return settings
+    local = running_broker(broker_dir(settings.home))
+    if local is None:
+        return None
+    return settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"bootstrap": local.bootstrap})}
+    )
+
+
+def _run_dir(settings: Settings) -> Path:
+    return settings.home / "run"
+
+
+def running_services(settings: Settings) -> dict[str, int]:
+    """The services of this home running now: instance name -> process id."""
+    found = {}
+    for pid_file in sorted(_run_dir(settings).glob("*.pid")):
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        # An instance that exited (even one its stack has not reaped yet) is not
+        # running; its pid file was left by a stack that was killed, or is being removed.
+        if not _alive(pid):
+            pid_file.unlink(missing_ok=True)
+            continue
+        found[pid_file.stem] = pid
+    return found
+
+
+def stop_services(settings: Settings, names: Iterable[str], timeout: float = 60.0) -> list[str]:
+    """SIGTERM every running instance of the named services; wait; return those stopped."""
+    wanted = set(names)
+    unknown = wanted - set(ALL_SERVICES)
+    if unknown:
+        raise ConfigError(
+            f"unknown service {', '.join(sorted(unknown))}; choose from {', '.join(ALL_SERVICES)}"
+        )
+    targets = {
+        instance: pid
+        for instance, pid in running_services(settings).items()
+        if _service_of(instance) in wanted
+    }
+    for pid in targets.values():
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(pid) for pid in targets.values()):
+        time.sleep(0.1)
+    still = [instance for instance, pid in targets.items() if _alive(pid)]
+    if still:
+        raise LandfallError(f"{', '.join(still)} did not stop within {timeout:g}s")
+    return sorted(targets)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A child of this process that exited stays a zombie until reaped; ask ps.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def _with_instance_id(env: Mapping[str, str], instance: str) -> str:
+    """OTEL_RESOURCE_ATTRIBUTES naming the instance, beside any attributes already set.
+
+    ``service.instance.id`` is OpenTelemetry's standard resource attribute for telling
+    the replicas of one service apart: every span (in Jaeger, in the trace files) then
+    says which instance did the work.
+    """
+    kept = [
+        item
+        for item in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",")
+        if item.strip() and item.split("=", 1)[0].strip() != "service.instance.id"
+    ]
+    return ",".join([*kept, f"service.instance.id={instance}"])
+
+
+def _service_of(instance: str) -> str:
+    name, _, number = instance.rpartition("-")
+    return name if number.isdigit() and name in ALL_SERVICES else instance
+
+
+@dataclass
+class _Instance:
+    """One process of a service, and its crash history."""
+
+    name: str  # "predictor", or "predictor-2" for a second replica
+    service: str
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    crashes: list[float] = field(default_factory=list)
+    restart_at: float | None = None
+
+
+class LocalStack:
+    """Starts (and stops) a broker if needed, the topics and the services' processes.
+
+    ``services`` are the ones to run (the four stages and the job API by default) and
+    ``scale`` how many instances of each (default one); the API moves to a free port
+    when the configured one is taken.
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
-        services: tuple[str, ...] = (*SERVICE_NAMES, API),
+        services: tuple[str, ...] = ALL_SERVICES,
+        scale: Mapping[str, int] | None = None,
         log_dir: Path | None = None,
+        max_restarts: int = MAX_RESTARTS,
     ) -> None:
+        unknown = (set(services) | set(scale or {})) - set(ALL_SERVICES)
+        if unknown:
+            raise ConfigError(
+                f"unknown service {', '.join(sorted(unknown))}; "
+                f"choose from {', '.join(ALL_SERVICES)}"
+            )
         self.settings = settings
-        self.services = services
+        self.services = tuple(name for name in ALL_SERVICES if name in services)
+        self.scale = {name: (scale or {}).get(name, 1) for name in self.services}
+        if any(count < 1 for count in self.scale.values()):
+            raise ConfigError("a service's scale is 1 or more")
+        if self.scale.get(API, 1) > 1:
+            # Its instances would all want the one configured port.
+            raise ConfigError("the job API runs as one instance; scale the stage services")
+        left_out = set(scale or {}) - set(self.services)
+        if left_out:
+            raise ConfigError(
+                f"--scale names {', '.join(sorted(left_out))}, which this stack does not run"
+            )
         self.log_dir = log_dir or settings.home / "logs"
-        self.broker: EmbeddedBroker | None = None
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.broker: LocalKafka | None = None
+        self.instances: dict[str, _Instance] = {}
         self.metrics_ports: dict[str, int] = {}
+        self.max_restarts = max_restarts
+
+    @property
+    def processes(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The running instances' processes, by instance name."""
+        return {
+            name: inst.process for name, inst in self.instances.items() if inst.process is not None
+        }
+
+    def _instance_names(self) -> list[str]:
+        """Every instance this stack runs: ``predictor``, ``predictor-2``, ... in service order."""
+        return [
+            service if index == 0 else f"{service}-{index + 1}"
+            for service in self.services
+            for index in range(self.scale[service])
+        ]
 
     def start(self) -> Settings:
-        """Start everything; return the settings with the broker's address filled in."""
+        """Start everything; return the settings with the broker's address filled in.
+
+        If starting fails part way (or is interrupted), whatever was started is stopped.
+        """
+        try:
+            return self._start()
+        except BaseException:
+            # A half-started stack would leave services (in sessions of their own, so
+            # no Ctrl-C reaches them) and a broker running with nobody to stop them.
+            self.stop()
+            raise
+
+    def _start(self) -> Settings:
+        # Two stacks of one home running the same instance would share its pid file, and
+        # `landfall stop` would then reach only one of them.
+        already = {
+            name: pid
+            for name, pid in running_services(self.settings).items()
+            if name in self._instance_names()
+        }
+        if already:
+            running = ", ".join(f"{name} (pid {pid})" for name, pid in sorted(already.items()))
+            raise ConfigError(
+                f"already running for this home: {running}; stop it first "
+                f"(landfall stop {' '.join(sorted({_service_of(n) for n in already}))})"
+            )
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        bootstrap = self.settings.kafka.bootstrap
-        if bootstrap:
-            wait_for_broker(bootstrap)
-        else:
-            self.broker = EmbeddedBroker(log_path=self.log_dir / "broker.log").start()
-            bootstrap = self.broker.bootstrap
-            log.info("embedded broker on %s", bootstrap)
-        kafka = self.settings.kafka.model_copy(update={"bootstrap": bootstrap})
-        self.settings = self.settings.model_copy(update={"kafka": kafka})
+        self.settings = self._broker_settings()
         if API in self.services:
             reporting = self.settings.reporting
-            if not port_free(reporting.api_port, reporting.api_host):
+            # Port 0 asks for any free port, as it does for the metrics ports; it must be
+            # chosen here so that api_url names the port the API really listens on.
+            if reporting.api_port == 0 or not port_free(reporting.api_port, reporting.api_host):
                 port = free_port()
-                log.warning("API port %d is taken; using %d", reporting.api_port, port)
+                if reporting.api_port:
+                    log.warning("API port %d is taken; using %d", reporting.api_port, port)
                 reporting = reporting.model_copy(update={"api_port": port})
                 self.settings = self.settings.model_copy(update={"reporting": reporting})
         ensure_all_topics(self.settings)
         # The services read exactly the settings this process holds, overrides and
-        # the broker's address included, from one file written for them.
+        # the broker's address included, from one file written for them; it may hold
+        # passwords, so only this user may read it.
         config_file = self.log_dir / "stack-config.yaml"
-        config_file.write_text(yaml.safe_dump(self.settings.model_dump(mode="json")))
+        config_file.touch(mode=0o600)
+        config_file.chmod(0o600)
+        config_file.write_text(
+            yaml.safe_dump(self.settings.model_dump(mode="json", context=REVEAL_SECRETS))
+        )
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)},
             "LANDFALL_CONFIG": str(config_file),
         }
+        if os.environ.get("LANDFALL_LOG_LEVEL"):
+            env["LANDFALL_LOG_LEVEL"] = os.environ["LANDFALL_LOG_LEVEL"]
         self.metrics_ports = self._metrics_ports()
-        for name in self.services:
-            log_file = (self.log_dir / f"{name}.log").open("ab")
-            child_env = dict(env)
+        _run_dir(self.settings).mkdir(parents=True, exist_ok=True)
+        for name in self._instance_names():
+            child_env = {**env, "OTEL_RESOURCE_ATTRIBUTES": _with_instance_id(env, name)}
             if name in self.metrics_ports:
-                child_env[f"{ENV_PREFIX}TELEMETRY__METRICS_PORT"] = str(self.metrics_ports[name])
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "landfall", "serve", name],
-                env=child_env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                # Its own process group: a Ctrl-C in the terminal reaches the stack,
-                # which then stops each service in order instead of all at once.
-                start_new_session=True,
-            )
-            log_file.close()
-            log.info("started %s (pid %d)", name, self.processes[name].pid)
+                port = self.metrics_ports[name]
+                child_env[f"{ENV_PREFIX}TELEMETRY__METRICS_PORT"] = str(port)
+            self.instances[name] = _Instance(name, _service_of(name), child_env)
+            self._spawn(self.instances[name])
         return self.settings
 
+    def _broker_settings(self) -> Settings:
+        """Settings on the configured broker, this home's running one, or one started now."""
+        found = with_local_broker(self.settings)
+        if found is not None:
+            wait_for_broker(
+                str(found.kafka.bootstrap), timeout=60, admin_config=kafka_connection_config(found)
+            )
+            return found
+        local = self.settings.kafka.local
+        self.broker = LocalKafka(
+            broker_dir(self.settings.home), preferred_port=local.port, heap_mb=local.heap_mb
+        ).start()
+        log.info("Apache Kafka on %s, log in %s", self.broker.bootstrap, self.broker.data_dir)
+        kafka = self.settings.kafka.model_copy(update={"bootstrap": self.broker.bootstrap})
+        return self.settings.model_copy(update={"kafka": kafka})
+
+    def _spawn(self, instance: _Instance) -> None:
+        log_file = (self.log_dir / f"{instance.name}.log").open("ab")
+        instance.process = subprocess.Popen(
+            [sys.executable, "-m", "landfall", "serve", instance.service],
+            env=instance.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            # Its own process group: a Ctrl-C in the terminal reaches the stack,
+            # which then stops each service in order instead of all at once.
+            start_new_session=True,
+        )
+        log_file.close()
+        instance.restart_at = None
+        (_run_dir(self.settings) / f"{instance.name}.pid").write_text(str(instance.process.pid))
+        log.info("started %s (pid %d)", instance.name, instance.process.pid)
+
     def _metrics_ports(self) -> dict[str, int]:
-        """Each service's /metrics port: base, base + 1, ... in service order (0: free ports).
+        """Each instance's /metrics port: base, base + 1, ... in service order (0: free ports).
 
         One machine cannot give the same port to every service, so ``telemetry.metrics_port``
         is where the stack's ports begin.
@@ -111,8 +337,9 @@ class LocalStack:
         base = telemetry.metrics_port
         if base is None:
             return {}
+        names = [name for name in self._instance_names() if _service_of(name) != API]
         ports = {}
-        for i, name in enumerate(n for n in self.services if n != API):
+        for i, name in enumerate(names):
             port = base + i if base else free_port()
             if not port_free(port, telemetry.metrics_host):
                 taken, port = port, free_port()
@@ -142,13 +369,63 @@ class LocalStack:
                     + _tail(self.log_dir / f"{name}.log")
                 )
 
+    def supervise(self) -> list[str]:
+        """One round of supervision: note stopped services, restart crashed ones.
+
+        Returns lines saying what happened; raises ServiceDied when an instance crashed
+        ``max_restarts`` times within the window.
+        """
+        said = []
+        now = time.monotonic()
+        for instance in self.instances.values():
+            process = instance.process
+            if process is None:
+                if instance.restart_at is not None and now >= instance.restart_at:
+                    self._spawn(instance)
+                    said.append(f"{instance.name} restarted")
+                continue
+            code = process.poll()
+            if code is None:
+                continue
+            instance.process = None
+            (_run_dir(self.settings) / f"{instance.name}.pid").unlink(missing_ok=True)
+            # SIGTERM is how a service is stopped on purpose (`landfall stop`, `kill`); one
+            # still starting (its Spark session, before it handles the signal itself)
+            # dies of it rather than exiting 0, and must stay stopped all the same.
+            if code in (0, -signal.SIGTERM):
+                said.append(f"{instance.name} stopped; the other services keep running")
+                continue
+            instance.crashes = [t for t in instance.crashes if now - t < RESTART_WINDOW_S]
+            instance.crashes.append(now)
+            tail = _tail(self.log_dir / f"{instance.name}.log", 15)
+            if len(instance.crashes) > self.max_restarts:
+                raise ServiceDied(
+                    f"{instance.name} crashed {len(instance.crashes)} times within "
+                    f"{RESTART_WINDOW_S:g}s (last exit code {code}); giving up. "
+                    f"End of its log:\n{tail}"
+                )
+            delay = min(2.0 ** (len(instance.crashes) - 1), RESTART_DELAY_MAX_S)
+            instance.restart_at = now + delay
+            said.append(f"{instance.name} exited with code {code}; restarting in {delay:g}s")
+            log.warning("%s exited with code %s; end of its log:\n%s", instance.name, code, tail)
+        return said
+
+    @property
+    def running(self) -> bool:
+        """Whether any instance runs or waits to be restarted."""
+        return any(
+            inst.process is not None or inst.restart_at is not None
+            for inst in self.instances.values()
+        )
+
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM every service, wait, then kill stragglers; stop the broker we started."""
-        for process in self.processes.values():
+        processes = self.processes
+        for process in processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for name, process in self.processes.items():
+        for name, process in processes.items():
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -156,7 +433,8 @@ class LocalStack:
                 # The whole group: the service's Spark JVM goes with it.
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        self.processes.clear()
+            (_run_dir(self.settings) / f"{name}.pid").unlink(missing_ok=True)
+        self.instances.clear()
         if self.broker is not None:
             self.broker.stop()
             self.broker = None

@@ -10,6 +10,7 @@ import pytest
 
 from landfall.config import Settings, load_settings
 from landfall.demo import DEMO_CONFIG
+from landfall.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -81,7 +82,7 @@ def _docker_reachable() -> bool:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real broker: $LANDFALL_KAFKA_BOOTSTRAP, else Apache Kafka in Docker, else embedded."""
+    """Apache Kafka: $LANDFALL_KAFKA_BOOTSTRAP, else in Docker, else a local KRaft broker."""
     configured = os.environ.get("LANDFALL_KAFKA_BOOTSTRAP")
     if configured:
         yield configured
@@ -92,8 +93,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with KafkaContainer() as kafka:
             yield kafka.get_bootstrap_server()
         return
-    from landfall.broker import EmbeddedBroker
+    from landfall.broker import LocalKafka
 
-    log = tmp_path_factory.mktemp("broker") / "broker.log"
-    with EmbeddedBroker(log_path=log) as broker:
+    with LocalKafka(tmp_path_factory.mktemp("broker") / "kafka", port=free_port()) as broker:
         yield broker.bootstrap

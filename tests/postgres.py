@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from landfall.broker import free_port
+from landfall.ports import free_port
 
 __all__ = ["create_database", "postgres_server"]
 

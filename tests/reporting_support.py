@@ -23,10 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from landfall.broker import free_port
 from landfall.config import Settings
 from landfall.contracts import EventCodec, EventType, new_event, partition_key
 from landfall.ingress import batch_id_for
+from landfall.ports import free_port
 from landfall.results_db import RunKey
 
 DATASET = "demo"

@@ -1,7 +1,7 @@
 """The demo: a sample dataset, a small registered model, and one batch end to end.
 
 ``make demo`` runs :func:`run_demo`: it lands a partition with some deliberately bad
-rows, trains and registers a scikit-learn model, starts the embedded stack, publishes
+rows, trains and registers a scikit-learn model, starts the local stack, publishes
 one data-landed event, waits for the batch-reported event, prints what happened and
 stops everything it started.
 """
@@ -182,7 +182,7 @@ def run_demo(
     partition: str = "2026-11-01",
     timeout: float = 600.0,
 ) -> dict[str, Any]:
-    """Run one batch through the whole pipeline on the embedded stack; return batch-reported."""
+    """Run one batch through the whole pipeline on the local stack; return batch-reported."""
     from landfall.contracts import EventType
     from landfall.events import EventWatcher, publish_data_landed
     from landfall.stack import LocalStack

@@ -33,6 +33,7 @@ from sqlalchemy.exc import OperationalError
 from landfall.config import Settings
 from landfall.contracts import EventCodec, EventType, follow_up, partition_key
 from landfall.errors import ConfigError, InvalidEventError, RetryableError
+from landfall.kafka_clients import faust_broker_credentials
 from landfall.runner import Outgoing
 from landfall.stage import StageContext
 from landfall.telemetry import (
@@ -124,6 +125,8 @@ class ReporterApp:
         self.app = faust.App(
             f"{kafka.group_prefix}-reporter",
             broker=[f"kafka://{address.strip()}" for address in kafka.bootstrap.split(",")],
+            # kafka.security, as every other client of landfall takes it.
+            broker_credentials=faust_broker_credentials(settings),
             store="memory://",
             key_serializer="raw",
             value_serializer="raw",

@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 import httpx2
 import pytest
 
-from landfall.broker import free_port
 from landfall.config import Settings
 from landfall.contracts import EventType
 from landfall.events import EventWatcher, publish_data_landed
 from landfall.ingress import batch_id_for
+from landfall.ports import free_port
 from landfall.results_db import ResultsDb, RunKey
 from landfall.serve import ensure_all_topics
 from services.reporter.html import render_report_html

@@ -1,7 +1,7 @@
-"""Topic administration, commit semantics and the embedded broker's lifecycle, on a real broker.
+"""Topic administration, commit semantics and the local Apache Kafka's lifecycle.
 
-Uses ``LANDFALL_KAFKA_BOOTSTRAP`` when set, otherwise starts the embedded broker once for the
-module. The lifecycle tests always start their own embedded brokers.
+Topic and commit tests use the session's broker (``kafka_bootstrap``: Apache Kafka).
+The lifecycle tests start brokers of their own, each with its log in a temporary folder.
 """
 
 from __future__ import annotations
@@ -10,37 +10,25 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.admin import AdminClient
 
-from landfall import broker
-from landfall.broker import EmbeddedBroker, TopicSpec, ensure_topics, wait_for_broker
+from landfall.broker import LocalKafka, running_broker
 from landfall.errors import ConfigError, RetryableError
+from landfall.ports import free_port
+from landfall.topics import TopicSpec, ensure_topics, wait_for_broker
 
-pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
-
-
-@pytest.fixture(scope="module")
-def bootstrap() -> Iterator[str]:
-    """The broker under test: an external one if configured, else an embedded one."""
-    external = os.environ.get("LANDFALL_KAFKA_BOOTSTRAP")
-    if external:
-        wait_for_broker(external, timeout=30)
-        yield external
-        return
-    with EmbeddedBroker() as embedded:
-        yield embedded.bootstrap
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
 
 
-def _embedded_or_skip() -> None:
-    try:
-        broker.broker_binary()
-    except ConfigError as exc:
-        pytest.skip(f"no embedded broker binary: {exc}")
+@pytest.fixture
+def bootstrap(kafka_bootstrap: str) -> str:
+    """The session's broker."""
+    return kafka_bootstrap
 
 
 def _name(prefix: str) -> str:
@@ -60,7 +48,6 @@ def _consumer(bootstrap: str, group: str, topic: str) -> Consumer:
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            # Tansu's group join takes about half the session timeout.
             "session.timeout.ms": 6000,
         }
     )
@@ -109,9 +96,34 @@ def test_concurrent_ensure_topics_both_succeed(bootstrap: str) -> None:
         assert _partitions(bootstrap, spec.name) == 2
 
 
+def test_ensure_topics_grows_a_topic_with_fewer_partitions(bootstrap: str) -> None:
+    topic = _name("grow")
+    ensure_topics(bootstrap, [TopicSpec(topic, partitions=2)])
+    assert ensure_topics(bootstrap, [TopicSpec(topic, partitions=6)]) == [topic]
+    assert _partitions(bootstrap, topic) == 6
+    # Fewer than exist is left alone: partitions are never removed.
+    assert ensure_topics(bootstrap, [TopicSpec(topic, partitions=3)]) == []
+    assert _partitions(bootstrap, topic) == 6
+
+
+def test_unmanaged_topics_that_are_missing_or_small_are_named(bootstrap: str) -> None:
+    small, missing = _name("small"), _name("missing")
+    ensure_topics(bootstrap, [TopicSpec(small, partitions=1)])
+    specs = [TopicSpec(small, partitions=6), TopicSpec(missing, partitions=6)]
+    with pytest.raises(ConfigError) as caught:
+        ensure_topics(bootstrap, specs, manage=False)
+    message = str(caught.value)
+    assert f"{small} has 1 partitions, 6 configured" in message
+    assert f"{missing} is missing" in message
+    assert "kafka.manage_topics" in message
+    # Nothing was changed.
+    assert _partitions(bootstrap, small) == 1
+    assert missing not in AdminClient({"bootstrap.servers": bootstrap}).list_topics().topics
+
+
 def test_ensure_topics_unreachable_is_retryable() -> None:
     with pytest.raises(RetryableError):
-        ensure_topics(f"127.0.0.1:{broker.free_port()}", [TopicSpec("x")], timeout=2)
+        ensure_topics(f"127.0.0.1:{free_port()}", [TopicSpec("x")], timeout=2)
 
 
 def test_committed_offset_is_where_the_group_resumes(bootstrap: str) -> None:
@@ -160,43 +172,65 @@ def test_committed_offset_is_where_the_group_resumes(bootstrap: str) -> None:
         third.close()
 
 
-def test_stop_leaves_no_process_and_is_idempotent() -> None:
-    _embedded_or_skip()
-    embedded = EmbeddedBroker().start()
-    pid = embedded.pid
+def test_restart_keeps_topics_events_and_committed_offsets(tmp_path: Path) -> None:
+    data_dir = tmp_path / "kafka"
+    topic, group = _name("durable"), _name("group")
+    with LocalKafka(data_dir, port=free_port()) as first:
+        bootstrap = first.bootstrap
+        assert running_broker(data_dir) is not None
+        ensure_topics(bootstrap, [TopicSpec(topic, partitions=3)])
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+        for i in range(4):
+            producer.produce(topic, key=b"ds/2026-01-01", value=f"v{i}".encode())
+        assert producer.flush(10) == 0
+        consumer = _consumer(bootstrap, group, topic)
+        done = _next(consumer)
+        assert consumer.commit(message=done, asynchronous=False)
+        consumer.close()
+    assert running_broker(data_dir) is None
+
+    # Same folder, same port: the log, the topic and the group's offset are all there.
+    with LocalKafka(data_dir) as second:
+        assert second.bootstrap == bootstrap
+        assert _partitions(bootstrap, topic) == 3
+        consumer = _consumer(bootstrap, group, topic)
+        try:
+            resumed = _next(consumer)
+            assert resumed.offset() == done.offset() + 1
+            assert resumed.value() == f"v{done.offset() + 1}".encode()
+        finally:
+            consumer.close()
+
+
+def test_stop_leaves_no_process_and_is_idempotent(tmp_path: Path) -> None:
+    local = LocalKafka(tmp_path / "kafka", port=free_port()).start()
+    pid = local.pid
     assert pid is not None
-    wait_for_broker(embedded.bootstrap, timeout=5)
-    embedded.stop()
+    wait_for_broker(local.bootstrap, timeout=5)
+    local.stop()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    embedded.stop()
-    assert embedded.pid is None
+    local.stop()
+    assert local.pid is None
 
 
-def test_start_on_a_taken_port_fails_clearly() -> None:
-    _embedded_or_skip()
-    with EmbeddedBroker() as first:
-        second = EmbeddedBroker(port=first.port)
-        with pytest.raises(ConfigError, match="in use"):
-            second.start(timeout=10)
-        assert second.pid is None
-        wait_for_broker(first.bootstrap, timeout=5)
+def test_start_on_a_taken_port_fails_clearly(tmp_path: Path, kafka_bootstrap: str) -> None:
+    taken = int(kafka_bootstrap.rsplit(":", 1)[1])
+    second = LocalKafka(tmp_path / "kafka", port=taken)
+    with pytest.raises(ConfigError, match="in use"):
+        second.start(timeout=30)
+    assert second.pid is None
+    wait_for_broker(kafka_bootstrap, timeout=5)
 
 
-def test_start_reports_a_broker_that_dies(monkeypatch: pytest.MonkeyPatch) -> None:
-    _embedded_or_skip()
-    with EmbeddedBroker() as first:
-        # Skip the up-front port check: the child itself must fail, and the first
-        # broker answering on the port must not be mistaken for it.
-        monkeypatch.setattr(broker, "port_free", lambda port, host="": True)
-        second = EmbeddedBroker(port=first.port)
-        with pytest.raises(ConfigError, match="Address in use"):
-            second.start(timeout=10)
-        assert second.pid is None
+def test_a_second_broker_on_the_same_log_is_refused(tmp_path: Path) -> None:
+    with LocalKafka(tmp_path / "kafka", port=free_port()) as first:
+        with pytest.raises(ConfigError, match=f"already runs .* at {first.bootstrap}"):
+            LocalKafka(tmp_path / "kafka").start()
 
 
 def test_wait_for_broker_on_a_closed_port_is_retryable_and_quick() -> None:
-    bootstrap = f"127.0.0.1:{broker.free_port()}"
+    bootstrap = f"127.0.0.1:{free_port()}"
     started = time.monotonic()
     with pytest.raises(RetryableError, match=bootstrap):
         wait_for_broker(bootstrap, timeout=1.0)

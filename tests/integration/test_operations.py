@@ -24,7 +24,10 @@ pytestmark = pytest.mark.broker
 
 @pytest.fixture
 def ops_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    return isolated_settings(kafka_bootstrap, tmp_path, "ops")
+    # One partition for the ingress topic: these tests follow offsets in one log.
+    return isolated_settings(
+        kafka_bootstrap, tmp_path, "ops", LANDFALL_KAFKA__TOPICS__LANDED__PARTITIONS="1"
+    )
 
 
 def test_a_backfill_publishes_what_landed_and_was_not_scored(ops_settings: Settings) -> None:

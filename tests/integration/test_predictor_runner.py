@@ -13,7 +13,8 @@ from confluent_kafka import Producer
 from landfall.config import ModelSpec, Settings
 from landfall.contracts import EventCodec, EventType, partition_key
 from landfall.events import EventWatcher, featurized_event
-from landfall.runner import Runner, kafka_client_config
+from landfall.kafka_clients import kafka_client_config
+from landfall.runner import Runner
 from landfall.stage import StageContext
 from services.predictor.service import PredictorService
 from tests.conftest import isolated_settings

@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from landfall.broker import free_port
 from landfall.config import Settings
 from landfall.contracts import EventType
 from landfall.events import EventWatcher
+from landfall.ports import free_port
 from landfall.results_db import ResultsDb
 from landfall.serve import ensure_all_topics
 from tests.reporting_support import (

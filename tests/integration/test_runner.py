@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import NewTopic
 
+from landfall.broker import LocalKafka
 from landfall.config import Settings
-from landfall.contracts import EventType, follow_up
+from landfall.contracts import EventCodec, EventType, follow_up
 from landfall.errors import RetryableError, StageFailedError
 from landfall.events import EventWatcher, publish_data_landed
-from landfall.runner import Outgoing, Runner
+from landfall.kafka_clients import admin_client, kafka_client_config
+from landfall.ports import free_port
+from landfall.runner import Outgoing, Runner, RunStats
 from tests.conftest import isolated_settings
 
 pytestmark = pytest.mark.broker
@@ -44,13 +50,13 @@ class ProbeService:
         self.calls.append(record)
         return self.behaviour(self, record)
 
-    def validated(self, record: dict[str, Any]) -> list[Outgoing]:
+    def validated(self, record: dict[str, Any], topic: str | None = None) -> list[Outgoing]:
         event = follow_up(
             EventType.BATCH_VALIDATED, record, producer="probe/0", output_path="x",
             quarantine_path="q", manifest_path="m", rows_landed=1, rows_valid=1,
             rows_quarantined=0, duration_ms=1,
         )  # fmt: skip
-        topic = self.settings.kafka.topics.validated.name
+        topic = topic or self.settings.kafka.topics.validated.name
         return [Outgoing(topic, EventType.BATCH_VALIDATED, event)]
 
     def cancel(self) -> None:
@@ -90,6 +96,99 @@ def _nothing_left(settings: Settings) -> bool:
     """A new member of the same group finds no uncommitted message."""
     _, stats = _run_once(settings, ProbeService.validated, timeout=10)
     return stats.consumed == 0
+
+
+def topic_events(settings: Settings, topic: str) -> list[dict[str, Any]]:
+    """Every event on ``topic`` right now, each partition read from its start to its end."""
+    codec = EventCodec(settings.kafka.schema_registry_url)
+    consumer = Consumer(
+        {**kafka_client_config(settings), "group.id": f"read-{uuid.uuid4().hex[:8]}"}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {}
+        for number in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, number), timeout=30)
+            if high > low:
+                ends[number] = high
+        consumer.assign([TopicPartition(topic, number, 0) for number in ends])
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while ends and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            events.append(codec.decode(message.value(), topic=topic)[1])
+            if (message.offset() or 0) + 1 >= ends[message.partition() or 0]:
+                del ends[message.partition() or 0]
+        assert not ends, f"could not read {topic} to its end"
+        return events
+    finally:
+        consumer.close()
+
+
+def committed_offsets(settings: Settings, service: str, topic: str) -> dict[int, int]:
+    """The offsets ``service``'s group committed on ``topic``: partition -> next offset."""
+    group = f"{settings.kafka.group_prefix}-{service}"
+    # Asking for committed offsets does not join the group.
+    consumer = Consumer({**kafka_client_config(settings), "group.id": group})
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+                committed = consumer.committed(
+                    [TopicPartition(topic, number) for number in partitions], timeout=10
+                )
+                return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+            except KafkaException:
+                # A broker just restarted may not coordinate the group yet.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        consumer.close()
+
+
+def _metric(name: str, **labels: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+class _Background:
+    """A runner running in a thread, as a service process runs it."""
+
+    def __init__(self, runner: Runner, **run: Any) -> None:
+        self.runner = runner
+        self.stats: RunStats | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, kwargs=run, daemon=True)
+        self._thread.start()
+
+    def _run(self, **run: Any) -> None:
+        try:
+            self.stats = self.runner.run(**run)
+        except BaseException as exc:  # noqa: BLE001 - reported by finish()
+            self.error = exc
+
+    def finish(self) -> RunStats:
+        """Stop the runner, close it and return what it did (raising what it raised)."""
+        self.runner.stop()
+        self._thread.join(60)
+        self.runner.close()
+        assert not self._thread.is_alive(), "the runner did not stop"
+        if self.error is not None:
+            raise self.error
+        assert self.stats is not None
+        return self.stats
 
 
 def test_a_handled_event_is_published_then_committed(probe_settings: Settings, watch) -> None:
@@ -212,8 +311,10 @@ def test_a_stage_longer_than_the_poll_interval_keeps_its_assignment(
     publish_data_landed(settings, "demo", "2026-11-01")
     publish_data_landed(settings, "demo", "2026-11-02")
     service, stats = _run_once(settings, slow, max_messages=2, timeout=90)
-    # Each message handled once: no rebalance handed the first one out again.
-    assert [c["partition"] for c in service.calls] == ["2026-11-01", "2026-11-02"]
+    # Each message handled once: no rebalance handed the first one out again. (The
+    # two events have different keys, so they may sit on different partitions and
+    # come in either order.)
+    assert sorted(c["partition"] for c in service.calls) == ["2026-11-01", "2026-11-02"]
     assert stats.handled == 2
     assert _nothing_left(settings)
 
@@ -271,3 +372,205 @@ def test_the_runner_counts_batches_rows_retries_failures_and_dead_letters(
         "last_success_timestamp_seconds", {"service": "probe", "dataset": "demo"}
     )
     assert last is not None and last > time.time() - 300
+
+
+def test_a_topic_the_producer_cannot_write_to_rewinds_the_batch_until_it_can(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    settings = isolated_settings(
+        kafka_bootstrap,
+        tmp_path,
+        "unwritable",
+        LANDFALL_RUNNER__PUBLISH_TIMEOUT_S="2",
+        LANDFALL_RUNNER__RETRY_BACKOFF_S="0.2",
+    )
+    # Not created yet, and the broker creates no topic on a produce.
+    late_topic = f"{settings.kafka.group_prefix}.late"
+    landed_topic = settings.kafka.topics.landed.name
+    committed_at_call: list[dict[int, int]] = []
+
+    def to_late_topic(service: ProbeService, record: dict[str, Any]) -> list[Outgoing]:
+        if len(service.calls) > 1:
+            committed_at_call.append(committed_offsets(settings, "probe", landed_topic))
+        return service.validated(record, topic=late_topic)
+
+    landed = publish_data_landed(settings, "demo", "2026-11-01")
+    unpublished = {"name": "processing_errors_total", "service": "probe", "dataset": "demo"}
+    before = _metric(**unpublished, kind="unpublished")
+    service = ProbeService(settings, to_late_topic)
+    background = _Background(Runner(service, settings), timeout=90)
+    try:
+        _wait_until(
+            lambda: _metric(**unpublished, kind="unpublished") > before, 30, "a failed publish"
+        )
+        assert committed_offsets(settings, "probe", landed_topic) == {}
+        assert background.error is None  # a failed publish does not end the loop
+        admin = admin_client(settings)  # kept: its futures die with it
+        admin.create_topics([NewTopic(late_topic, 1)])[late_topic].result(30)
+        _wait_until(lambda: bool(topic_events(settings, late_topic)), 60, "the event")
+        stats = background.finish()
+    finally:
+        if background.stats is None:
+            background.finish()
+
+    # Redone, never produced twice: one copy of the event, whatever the attempts.
+    (event,) = topic_events(settings, late_topic)
+    assert event["run_id"] == landed["run_id"]
+    assert len(service.calls) >= 2 and stats.unpublished == len(service.calls) - 1
+    assert stats.handled == 1
+    # Each redo found the input uncommitted; once published, it was committed.
+    assert committed_at_call and all(c == {} for c in committed_at_call)
+    assert sum(committed_offsets(settings, "probe", landed_topic).values()) == 1
+
+
+@pytest.mark.timeout(300)
+def test_a_record_the_stopped_broker_never_acknowledged_is_redone_after_its_restart(
+    tmp_path: Path,
+) -> None:
+    broker = LocalKafka(tmp_path / "kafka", port=free_port()).start()
+    try:
+        settings = isolated_settings(
+            broker.bootstrap,
+            tmp_path / "home",
+            "unacked",
+            LANDFALL_RUNNER__PUBLISH_TIMEOUT_S="3",
+            LANDFALL_RUNNER__RETRY_BACKOFF_S="0.5",
+        )
+        landed_topic = settings.kafka.topics.landed.name
+        committed_at_redo: list[dict[int, int]] = []
+
+        def broker_gone_before_the_produce(
+            service: ProbeService, record: dict[str, Any]
+        ) -> list[Outgoing]:
+            if len(service.calls) == 1:
+                broker.stop()  # the stage is done; the broker goes before the produce
+            else:
+                committed_at_redo.append(committed_offsets(settings, "probe", landed_topic))
+            return service.validated(record)
+
+        landed = publish_data_landed(settings, "demo", "2026-11-01")
+        labels = {"service": "probe", "dataset": "demo", "kind": "unpublished"}
+        before = _metric("processing_errors_total", **labels)
+        service = ProbeService(settings, broker_gone_before_the_produce)
+        background = _Background(Runner(service, settings), timeout=240)
+        try:
+            _wait_until(
+                lambda: _metric("processing_errors_total", **labels) > before, 90, "publish failure"
+            )
+            assert background.error is None
+            broker.start()  # same log directory, same port
+            topics = settings.kafka.topics
+            watcher = EventWatcher(settings, [topics.validated.name, topics.failed.name])
+            try:
+                _, kind, _ = watcher.wait_for(
+                    lambda _t, _k, r: r["run_id"] == landed["run_id"], timeout=90
+                )
+            finally:
+                watcher.close()
+            assert kind is EventType.BATCH_VALIDATED
+            stats = background.finish()
+        finally:
+            if background.stats is None and background.error is None:
+                background.finish()
+
+        (event,) = topic_events(settings, settings.kafka.topics.validated.name)
+        assert event["run_id"] == landed["run_id"]
+        assert len(service.calls) >= 2 and stats.unpublished == len(service.calls) - 1
+        assert stats.handled == 1
+        # Not committed before the broker acknowledged the event; committed after.
+        assert committed_at_redo and all(c == {} for c in committed_at_redo)
+        assert sum(committed_offsets(settings, "probe", landed_topic).values()) == 1
+    finally:
+        broker.stop()
+
+
+def test_a_finished_stage_is_published_without_waiting_out_a_poll(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # A long poll timeout: the runner must not wait for the poll to notice the work ended.
+    isolated = isolated_settings(kafka_bootstrap, tmp_path, "prompt")
+    runner = isolated.runner.model_copy(update={"poll_timeout_s": 3.0})
+    settings = isolated.model_copy(update={"runner": runner})
+    returned_at: list[float] = []
+
+    def takes_a_second(service: ProbeService, record: dict[str, Any]) -> list[Outgoing]:
+        time.sleep(1)
+        outgoing = service.validated(record)
+        returned_at.append(time.time())
+        return outgoing
+
+    publish_data_landed(settings, "demo", "2026-11-01")
+    watcher = EventWatcher(settings, [settings.kafka.topics.validated.name])
+    try:
+        _, stats = _run_once(settings, takes_a_second)
+        assert stats.handled == 1
+        watcher.wait_for(lambda *_: True, timeout=30)
+    finally:
+        watcher.close()
+    consumer = Consumer(
+        {**kafka_client_config(settings), "group.id": f"ts-{uuid.uuid4().hex[:8]}",
+         "auto.offset.reset": "earliest"}
+    )  # fmt: skip
+    try:
+        consumer.subscribe([settings.kafka.topics.validated.name])
+        message = None
+        deadline = time.monotonic() + 30
+        while message is None and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+    finally:
+        consumer.close()
+    assert message is not None and not message.error()
+    _, produced_ms = message.timestamp()  # set by the producer when it was produced
+    hop = produced_ms / 1000 - returned_at[0]
+    assert hop < 0.5, f"{hop:.2f}s from the handler's return to the produce"
+
+
+class _BrokerCrashBeforeTheCommit(Runner):
+    """A runner whose broker crashes between its first acknowledged publish and the commit."""
+
+    def __init__(self, service: ProbeService, settings: Settings, broker: LocalKafka) -> None:
+        super().__init__(service, settings)
+        self.broker = broker
+        self.crashed = False
+
+    def _commit(self, message: Any) -> None:
+        if not self.crashed:
+            self.crashed = True
+            self.broker.kill()
+            # Away longer than the session: the group forgets this member meanwhile.
+            time.sleep(self.settings.kafka.session_timeout_ms / 1000 + 2)
+            self.broker.start()
+        super()._commit(message)
+
+
+@pytest.mark.timeout(300)
+def test_a_commit_lost_with_the_broker_is_made_when_the_partition_comes_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = LocalKafka(tmp_path / "kafka", port=free_port()).start()
+    try:
+        settings = isolated_settings(broker.bootstrap, tmp_path / "home", "lostcommit")
+        landed_topic = settings.kafka.topics.landed.name
+        landed = publish_data_landed(settings, "demo", "2026-11-01")
+        service = ProbeService(settings, ProbeService.validated)
+        background = _Background(_BrokerCrashBeforeTheCommit(service, settings, broker))
+        try:
+            # Committed at last, by the same instance, once it has its partition back.
+            _wait_until(
+                lambda: sum(committed_offsets(settings, "probe", landed_topic).values()) == 1,
+                120,
+                "the commit",
+            )
+            time.sleep(2)  # a redelivery, if there were one, would be handled by now
+            stats = background.finish()
+        finally:
+            if background.stats is None and background.error is None:
+                background.finish()
+        assert "offset commit for" in caplog.text  # the first commit did fail
+        # Published once and not redone: the batch's outputs were acknowledged already.
+        assert [c["run_id"] for c in service.calls] == [landed["run_id"]]
+        assert (stats.consumed, stats.handled) == (1, 1)
+        (event,) = topic_events(settings, settings.kafka.topics.validated.name)
+        assert event["run_id"] == landed["run_id"]
+    finally:
+        broker.stop()
