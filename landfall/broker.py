@@ -32,6 +32,7 @@ from confluent_kafka.admin import AdminClient
 
 from landfall.errors import ConfigError, RetryableError
 from landfall.ports import LOOPBACK, free_port, port_free
+from landfall.processes import pid_alive
 
 __all__ = ["LocalKafka", "RunningBroker", "broker_dir", "kafka_libs", "running_broker"]
 
@@ -106,16 +107,6 @@ class RunningBroker:
     pid: int
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def broker_dir(home: Path) -> Path:
     """Where the local broker of a landfall home keeps its log and state."""
     return home / "kafka"
@@ -129,7 +120,7 @@ def running_broker(data_dir: Path) -> RunningBroker | None:
         broker = RunningBroker(str(state["bootstrap"]), int(state["pid"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return broker if _pid_alive(broker.pid) else None
+    return broker if pid_alive(broker.pid) else None
 
 
 class LocalKafka:

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Annotated
@@ -57,6 +58,18 @@ def demo(
         fail(exc)
     if reported["status"] != "SUCCEEDED":
         raise typer.Exit(code=1)
+
+
+def _stop_on_signal() -> threading.Event:
+    """An event set by the first SIGTERM or SIGINT: a foreground loop's cue to stop in order."""
+    requested = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        requested.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return requested
 
 
 def _scale(values: list[str] | None) -> dict[str, int]:
@@ -120,15 +133,8 @@ def up(
     except KeyboardInterrupt:
         typer.echo("interrupted while starting; what had started is stopped", err=True)
         raise typer.Exit(code=130) from None
-    stopping = False
-
-    def on_signal(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
     # From here on a signal asks the loop to stop the stack in order.
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_requested = _stop_on_signal()
     where = f"broker {live.kafka.bootstrap}"
     if stack.broker is not None:
         where += f" (Apache Kafka, log in {stack.broker.data_dir})"
@@ -144,7 +150,7 @@ def up(
                "landfall up --only SERVICE")  # fmt: skip
     code = 0
     try:
-        while not stopping:
+        while not stop_requested.is_set():
             for line in stack.supervise():
                 typer.echo(line)
             if not stack.running and stack.broker is None:
@@ -192,21 +198,14 @@ def broker(config: ConfigOption = None) -> None:
         kafka.stop()
         typer.echo("interrupted while starting; the broker is stopped", err=True)
         raise typer.Exit(code=130) from None
-    stopping = False
-
-    def on_signal(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_requested = _stop_on_signal()
     typer.echo(
         f"Apache Kafka on {kafka.bootstrap} (pid {kafka.pid}, ready in "
         f"{time.monotonic() - started:.1f}s), log in {kafka.data_dir}"
     )
     typer.echo("landfall commands with the same config find it; Ctrl-C stops it")
     try:
-        while not stopping and kafka.pid is not None and kafka.running:
+        while not stop_requested.is_set() and kafka.pid is not None and kafka.running:
             time.sleep(0.5)
     finally:
         code = kafka.exit_code

@@ -33,6 +33,7 @@ from landfall.config import ENV_PREFIX, REVEAL_SECRETS, Settings
 from landfall.errors import ConfigError, LandfallError
 from landfall.kafka_clients import kafka_connection_config
 from landfall.ports import free_port, port_free
+from landfall.processes import pid_alive
 from landfall.serve import API, SERVICE_NAMES, ensure_all_topics
 from landfall.topics import wait_for_broker
 
@@ -94,7 +95,7 @@ def running_services(settings: Settings) -> dict[str, int]:
             continue
         # An instance that exited (even one its stack has not reaped yet) is not
         # running; its pid file was left by a stack that was killed, or is being removed.
-        if not _alive(pid):
+        if not pid_alive(pid):
             pid_file.unlink(missing_ok=True)
             continue
         found[pid_file.stem] = pid
@@ -117,27 +118,12 @@ def stop_services(settings: Settings, names: Iterable[str], timeout: float = 60.
     for pid in targets.values():
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(pid) for pid in targets.values()):
+    while time.monotonic() < deadline and any(pid_alive(pid) for pid in targets.values()):
         time.sleep(0.1)
-    still = [instance for instance, pid in targets.items() if _alive(pid)]
+    still = [instance for instance, pid in targets.items() if pid_alive(pid)]
     if still:
         raise LandfallError(f"{', '.join(still)} did not stop within {timeout:g}s")
     return sorted(targets)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A child of this process that exited stays a zombie until reaped; ask ps.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
 
 
 def _with_instance_id(env: Mapping[str, str], instance: str) -> str:
