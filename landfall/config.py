@@ -274,6 +274,15 @@ class RunnerSettings(_Frozen):
     # delivery.timeout.ms); unacknowledged by then, the batch is redone later instead
     # of the record being produced a second time.
     publish_timeout_s: float = Field(default=30.0, gt=0)
+    # A message that this many processes started and died on before finishing it is
+    # dead-lettered unread by the next (poison-pill detection, landfall/poison.py).
+    max_crashes: int = Field(default=3, ge=1)
+    # A message larger than this is not decoded at all: it goes to the dead-letter
+    # topic (events are a few hundred bytes; anything near this is not one).
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # A dead letter keeps at most this much of the original value, under the 1 MB
+    # most clusters allow per record; the rest is cut, and a header gives the size.
+    dead_letter_max_bytes: int = Field(default=900_000, ge=1024)
 
 
 class ReportingSettings(_Frozen):

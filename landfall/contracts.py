@@ -383,11 +383,49 @@ def _read_body(
 # --------------------------------------------------------------------------- JSON ingress
 
 
+# A data-landed event in JSON is a flat object of a few short fields (a union value
+# adds one level): anything far bigger or deeper is not one, and is refused before
+# the parser spends time or stack on it.
+_JSON_MAX_BYTES = 64 * 1024
+_JSON_MAX_DEPTH = 8
+
+
+def _json_too_deep(text: bytes, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than ``limit`` (one linear pass)."""
+    depth, in_string, escaped = 0, False, False
+    for byte in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x7B, 0x5B):  # { [
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x7D, 0x5D):  # } ]
+            depth -= 1
+    return False
+
+
 def _decode_json(text: bytes, where: str) -> dict[str, Any]:
     """Decode DataLanded from Avro JSON or the plain JSON a person types."""
     event_type = EventType.DATA_LANDED
+    if len(text) > _JSON_MAX_BYTES:
+        raise InvalidEventError(
+            f"{where}: JSON message of {len(text)} bytes is over the {_JSON_MAX_BYTES} a "
+            "data-landed event can need"
+        )
+    if _json_too_deep(text, _JSON_MAX_DEPTH):
+        raise InvalidEventError(f"{where}: JSON nests deeper than {_JSON_MAX_DEPTH} levels")
     try:
         obj = json.loads(text.decode("utf-8-sig"))
+    except RecursionError:  # belt and braces: the depth check should have caught it
+        raise InvalidEventError(f"{where}: JSON nests too deep to parse") from None
     except UnicodeDecodeError as exc:
         raise InvalidEventError(f"{where}: JSON message is not UTF-8: {exc}") from None
     except json.JSONDecodeError as exc:

@@ -8,11 +8,19 @@ secrets :func:`secret_values` found in it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from pydantic import SecretStr
 
-__all__ = ["MASK", "is_secret_key", "redact", "redacted", "secret_values"]
+__all__ = [
+    "MASK",
+    "is_secret_key",
+    "mask_url_credentials",
+    "redact",
+    "redacted",
+    "secret_values",
+]
 
 MASK = "**********"
 # A client setting whose name holds one of these carries a secret.
@@ -55,3 +63,13 @@ def redacted(config: Mapping[str, object]) -> dict[str, object]:
         key: MASK if (is_secret_key(key) or isinstance(value, SecretStr)) and value else value
         for key, value in config.items()
     }
+
+
+# scheme://user:password@host: the password part of any URL in free text (a tracking
+# URI in an MLflow error, a database URL in a driver's message).
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@")
+
+
+def mask_url_credentials(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` URL masked."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}:{MASK}@", text)

@@ -54,6 +54,8 @@ from landfall.errors import (
 )
 from landfall.ingress import complete_landed_event
 from landfall.kafka_clients import kafka_client_config
+from landfall.poison import StartLedger
+from landfall.redact import mask_url_credentials
 from landfall.spark import spark_failure
 from landfall.telemetry import (
     BATCH_DURATION,
@@ -81,6 +83,8 @@ Headers = list[tuple[str, str | bytes | None]]
 DEAD_LETTER_REASON = "landfall.dead_letter.reason"
 DEAD_LETTER_SOURCE = "landfall.dead_letter.source"
 DEAD_LETTER_SERVICE = "landfall.dead_letter.service"
+# Set when the value was cut to runner.dead_letter_max_bytes: the original size.
+DEAD_LETTER_ORIGINAL_BYTES = "landfall.dead_letter.original_bytes"
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,7 @@ class Runner:
         }
         self._incremental = _incremental_rebalancing(consumer_config)
         self._consumer = Consumer(consumer_config)
+        self._ledger = StartLedger(self._consumer)
         publish_timeout_ms = int(settings.runner.publish_timeout_s * 1000)
         self._producer_config = {
             **common,
@@ -305,7 +310,24 @@ class Runner:
             self._resume([TopicPartition(topic, number) for topic, number in sorted(paused)])
 
     def _process_traced(self, message: Message, topic: str, stats: RunStats) -> None:
+        starts = self._ledger.unfinished_starts(message)
+        if starts >= self.settings.runner.max_crashes:
+            reason = (
+                f"poison pill: {starts} processes started this message and died before "
+                f"finishing it (runner.max_crashes = {self.settings.runner.max_crashes})"
+            )
+            self._set_aside(message, stats, reason, "poison_pill")
+            return
+        self._ledger.mark_started(message, starts)
         try:
+            size = len(message.value() or b"")
+            limit = self.settings.runner.max_message_bytes
+            if size > limit:
+                # Not decoded at all: parsing megabytes is what a hostile producer wants.
+                raise InvalidEventError(
+                    f"message on topic {topic!r} is {size} bytes, over "
+                    f"runner.max_message_bytes ({limit})"
+                )
             event_type, record = self.codec.decode(
                 message.value(), topic=topic, accept_json=topic == self._ingress_topic
             )
@@ -317,14 +339,7 @@ class Runner:
                     f"{', '.join(sorted(t.short_name for t in accepted)) or 'nothing'} there"
                 )
         except InvalidEventError as exc:
-            reason = str(exc)
-            log.warning("dead-lettering %s: %s", _where(message), reason)
-            trace.get_current_span().set_status(Status(StatusCode.ERROR, reason))
-            if self._publish_then_commit(
-                message, stats, "unknown", lambda: self._publish_dead_letter(message, reason)
-            ):
-                PROCESSING_ERRORS.labels(self.service.name, "unknown", "dead_letter").inc()
-                stats.dead_lettered += 1
+            self._set_aside(message, stats, str(exc), "dead_letter")
             return
         if event_type is EventType.DATA_LANDED:
             # Ids derived from the message's place in the log: a redelivery is the same run.
@@ -350,6 +365,7 @@ class Runner:
             return
         except _Abandoned:
             log.warning("abandoned %s on shutdown; it stays uncommitted", _where(message))
+            self._ledger.unmark(message, starts)  # a clean stop is not a crash
             stats.abandoned += 1
             return
         except StageFailedError as exc:
@@ -371,6 +387,16 @@ class Runner:
             stats.handled += 1
         stats.produced.extend(outgoing)
         self._count(dataset, outgoing, failed, time.monotonic() - started)
+
+    def _set_aside(self, message: Message, stats: RunStats, reason: str, kind: str) -> None:
+        """Dead-letter ``message`` with ``reason``, then commit past it (``kind``: the metric)."""
+        log.warning("dead-lettering %s: %s", _where(message), reason)
+        trace.get_current_span().set_status(Status(StatusCode.ERROR, reason))
+        if self._publish_then_commit(
+            message, stats, "unknown", lambda: self._publish_dead_letter(message, reason)
+        ):
+            PROCESSING_ERRORS.labels(self.service.name, "unknown", kind).inc()
+            stats.dead_lettered += 1
 
     def _handle_traced(
         self, parent: Context, event_type: EventType, record: dict[str, Any], dataset: str
@@ -612,6 +638,10 @@ class Runner:
         retryable: bool,
         details: dict[str, str] | None = None,
     ) -> Outgoing:
+        # What a stage's error says travels into events, reports, the results DB and
+        # logs; a URL with credentials in it (a registry, a database) must not.
+        reason = mask_url_credentials(reason)
+        details = {key: mask_url_credentials(value) for key, value in (details or {}).items()}
         log.warning("batch %s failed in %s: %s", record.get("batch_id"), self.service.stage, reason)
         failed = follow_up(
             EventType.BATCH_FAILED,
@@ -690,11 +720,18 @@ class Runner:
         inbound = message.headers()
         headers: Headers = [
             *(inbound if isinstance(inbound, list) else []),
-            (DEAD_LETTER_REASON, reason.encode()),
+            (DEAD_LETTER_REASON, reason[:2000].encode()),
             (DEAD_LETTER_SOURCE, _where(message).encode()),
             (DEAD_LETTER_SERVICE, self.service.name.encode()),
         ]
-        self._produce_acknowledged(self._dead_letter_topic, message.key(), message.value(), headers)
+        value = message.value()
+        keep = self.settings.runner.dead_letter_max_bytes
+        if value is not None and len(value) > keep:
+            # A record the dead-letter topic cannot take would block this partition for
+            # good; its head and its size are what an operator needs to find its source.
+            headers.append((DEAD_LETTER_ORIGINAL_BYTES, str(len(value)).encode()))
+            value = value[:keep]
+        self._produce_acknowledged(self._dead_letter_topic, message.key(), value, headers)
 
     def _produce_acknowledged(
         self, topic: str, key: str | bytes | None, value: str | bytes | None, headers: Headers
@@ -747,6 +784,7 @@ class Runner:
             log.warning("offset commit for %s failed: %s", _where(message), exc)
             self._uncommitted[key] = max(self._uncommitted.get(key, 0), following)
         else:
+            self._ledger.finished(message)
             if self._uncommitted.get(key, following) <= following:
                 self._uncommitted.pop(key, None)
 

@@ -34,6 +34,7 @@ from landfall.config import Settings
 from landfall.contracts import EventCodec, EventType, follow_up, partition_key
 from landfall.errors import ConfigError, InvalidEventError, RetryableError
 from landfall.kafka_clients import faust_broker_credentials
+from landfall.redact import mask_url_credentials
 from landfall.runner import Outgoing
 from landfall.stage import StageContext
 from landfall.telemetry import (
@@ -306,7 +307,7 @@ class ReporterApp:
             record,
             producer=self.context.producer,
             stage="reporting",
-            reason=f"{type(exc).__name__}: {exc}",
+            reason=mask_url_credentials(f"{type(exc).__name__}: {exc}"),
             retryable=isinstance(exc, RetryableError | OperationalError),
             failed_event_type=event_type.value,
         )

@@ -128,7 +128,11 @@ def topic_events(settings: Settings, topic: str) -> list[dict[str, Any]]:
 
 
 def committed_offsets(settings: Settings, service: str, topic: str) -> dict[int, int]:
-    """The offsets ``service``'s group committed on ``topic``: partition -> next offset."""
+    """The offsets ``service``'s group committed on ``topic``: partition -> next offset.
+
+    Offset 0 is left out: the runner's start mark (landfall/poison.py) commits the
+    offset of the message it starts, which at the first message moves nothing.
+    """
     group = f"{settings.kafka.group_prefix}-{service}"
     # Asking for committed offsets does not join the group.
     consumer = Consumer({**kafka_client_config(settings), "group.id": group})
@@ -140,7 +144,7 @@ def committed_offsets(settings: Settings, service: str, topic: str) -> dict[int,
                 committed = consumer.committed(
                     [TopicPartition(topic, number) for number in partitions], timeout=10
                 )
-                return {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+                return {tp.partition: tp.offset for tp in committed if tp.offset > 0}
             except KafkaException:
                 # A broker just restarted may not coordinate the group yet.
                 if time.monotonic() > deadline:
@@ -574,3 +578,132 @@ def test_a_commit_lost_with_the_broker_is_made_when_the_partition_comes_back(
         assert event["run_id"] == landed["run_id"]
     finally:
         broker.stop()
+
+
+def test_an_oversized_message_is_dead_lettered_cut_once_and_the_next_event_handled(
+    probe_settings: Settings, watch
+) -> None:
+    from confluent_kafka import Producer
+
+    from landfall.runner import DEAD_LETTER_ORIGINAL_BYTES, DEAD_LETTER_REASON
+
+    topics = probe_settings.kafka.topics
+    # 2 MB: the broker takes it (up to 5 MB), most clusters' dead-letter topics would not.
+    huge = b'{"dataset": "demo", "partition": "' + b"9" * 2_000_000 + b'"}'
+    producer = Producer({**kafka_client_config(probe_settings), "message.max.bytes": 3_000_000})
+    producer.produce(topics.landed.name, key=b"demo/2026-11-01", value=huge)
+    assert producer.flush(30) == 0
+    landed = publish_data_landed(probe_settings, "demo", "2026-11-01")
+
+    _, stats = _run_once(probe_settings, ProbeService.validated, max_messages=2)
+    assert (stats.consumed, stats.dead_lettered, stats.handled) == (2, 1, 1)
+    _, kind, event = watch.wait_for(lambda *_: True, timeout=30)
+    assert kind is EventType.BATCH_VALIDATED and event["run_id"] == landed["run_id"]
+
+    consumer = Consumer(
+        {**kafka_client_config(probe_settings), "group.id": f"dlq-{uuid.uuid4().hex[:8]}",
+         "auto.offset.reset": "earliest"}
+    )  # fmt: skip
+    consumer.subscribe([topics.dead_letter.name])
+    try:
+        deadline, letters = time.monotonic() + 30, []
+        while time.monotonic() < deadline and not letters:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                letters.append(message)
+    finally:
+        consumer.close()
+    (letter,) = letters
+    headers = dict(letter.headers() or [])
+    assert headers[DEAD_LETTER_ORIGINAL_BYTES] == str(len(huge)).encode()
+    assert b"runner.max_message_bytes" in headers[DEAD_LETTER_REASON]
+    assert letter.value() == huge[: probe_settings.runner.dead_letter_max_bytes]
+    assert _nothing_left(probe_settings)
+
+
+def test_credentials_in_a_stage_error_never_reach_the_failed_event(
+    probe_settings: Settings, watch
+) -> None:
+    planted = f"pw{uuid.uuid4().hex}"
+
+    def unreachable_registry(_service: ProbeService, _record: dict[str, Any]) -> list[Outgoing]:
+        raise StageFailedError(
+            f"registry http://alice:{planted}@mlflow:5000 is unreachable",
+            details={"tracking_uri": f"http://alice:{planted}@mlflow:5000"},
+        )
+
+    publish_data_landed(probe_settings, "demo", "2026-11-01")
+    _, stats = _run_once(probe_settings, unreachable_registry)
+    assert stats.failed == 1
+    _, kind, event = watch.wait_for(lambda *_: True, timeout=30)
+    assert kind is EventType.BATCH_FAILED
+    assert "http://alice:**********@mlflow:5000" in event["reason"]
+    assert planted not in repr(event)
+
+
+class _ProcessDied(BaseException):
+    """Stands for the death of the process: nothing of the runner's catches it."""
+
+
+def test_a_message_that_keeps_killing_the_process_is_dead_lettered_on_the_next_start(
+    probe_settings: Settings, watch
+) -> None:
+    from landfall.runner import DEAD_LETTER_REASON
+
+    settings = probe_settings.model_copy(
+        update={"runner": probe_settings.runner.model_copy(update={"max_crashes": 2})}
+    )
+    deadly = publish_data_landed(settings, "demo", "2026-11-01")
+
+    def dies(_service: ProbeService, _record: dict[str, Any]) -> list[Outgoing]:
+        raise _ProcessDied()
+
+    with pytest.raises(_ProcessDied):  # a process starts it and dies, committing nothing
+        _run_once(settings, dies)
+    # A clean stop mid-batch is not counted as a crash ...
+
+    def interrupted(service: ProbeService, _record: dict[str, Any]) -> list[Outgoing]:
+        assert service.runner is not None
+        service.runner.stop()  # as SIGTERM would, while the stage is running
+        assert service.cancelled.wait(10), "the runner did not cancel the stage"
+        raise RuntimeError("Spark job cancelled")
+
+    _, stats = _run_once(settings, interrupted)
+    assert stats.abandoned == 1
+    with pytest.raises(_ProcessDied):  # ... so this is the second death, not the third
+        _run_once(settings, dies)
+
+    # The third start does not run the handler: the message is set aside, unread.
+    service, stats = _run_once(settings, ProbeService.validated)
+    assert (stats.consumed, stats.dead_lettered, service.calls) == (1, 1, [])
+    letters = topic_events_raw(settings, settings.kafka.topics.dead_letter.name)
+    (letter,) = letters
+    reason = dict(letter.headers() or [])[DEAD_LETTER_REASON].decode()
+    assert reason.startswith("poison pill: 2 processes started this message")
+    assert EventCodec().decode(letter.value(), topic="t")[1]["run_id"] == deadly["run_id"]
+
+    # The next event of the partition is handled as usual.
+    healthy = publish_data_landed(settings, "demo", "2026-11-01")
+    _, stats = _run_once(settings, ProbeService.validated)
+    assert stats.handled == 1
+    _, kind, event = watch.wait_for(lambda *_: True, timeout=30)
+    assert kind is EventType.BATCH_VALIDATED and event["run_id"] == healthy["run_id"]
+
+
+def topic_events_raw(settings: Settings, topic: str) -> list[Any]:
+    """Every message on ``topic`` right now, undecoded."""
+    consumer = Consumer(
+        {**kafka_client_config(settings), "group.id": f"raw-{uuid.uuid4().hex[:8]}",
+         "auto.offset.reset": "earliest"}
+    )  # fmt: skip
+    consumer.subscribe([topic])
+    found, deadline, quiet_since = [], time.monotonic() + 30, time.monotonic()
+    try:
+        while time.monotonic() < deadline and time.monotonic() - quiet_since < 3:
+            message = consumer.poll(0.3)
+            if message is not None and not message.error():
+                found.append(message)
+                quiet_since = time.monotonic()
+    finally:
+        consumer.close()
+    return found

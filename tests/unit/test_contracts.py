@@ -357,6 +357,10 @@ def _single_object(event_type: EventType) -> bytes:
         (b'{"dataset": "..", "partition": "2026-11-01"}', "'..'"),
         (b'{"dataset": "de mo", "partition": "2026-11-01"}', "'de mo'"),
         (b'{"dataset": "' + b"x" * 10_000 + b'", "partition": "2026-11-01"}', "..."),
+        # Nesting that would exhaust the parser's stack, and a document far too big.
+        (b'{"dataset": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "deeper than 8"),
+        (b'{"dataset": "a", "path": "' + b"p" * 100_000 + b'"}', "bytes is over"),
+        (b'{"dataset": "[[[[[[[[[[", "partition": "2026-11-01"}', "'[[[[[[[[[['"),
         (b'{"dataset": "demo", ', "invalid JSON"),
         (b'{"dataset": "\xff"}', "UTF-8"),
     ],

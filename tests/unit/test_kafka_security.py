@@ -236,3 +236,24 @@ def test_a_secured_clients_error_callback_raises_on_a_refused_login(
     with pytest.raises(ConfigError, match="kafka.security.password") as caught:
         check(KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error"))
     assert PASSWORD not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        (
+            "registry at http://alice:s3cr%40t@mlflow:5000/api unreachable",
+            "registry at http://alice:**********@mlflow:5000/api unreachable",
+        ),
+        (
+            "postgresql+psycopg://landfall:pw@db:5432/x and s3a://k:v@bucket/p",
+            "postgresql+psycopg://landfall:**********@db:5432/x and s3a://k:**********@bucket/p",
+        ),
+        ("no credentials at http://host:8080/path", "no credentials at http://host:8080/path"),
+        ("https://:token@host/", "https://:**********@host/"),
+    ],
+)
+def test_url_credentials_are_masked_in_any_text(text: str, masked: str) -> None:
+    from landfall.redact import mask_url_credentials
+
+    assert mask_url_credentials(text) == masked
