@@ -72,20 +72,23 @@ def test_one_trace_follows_a_run_through_every_service_and_the_metrics_count_it(
     trace_dir = settings.telemetry.trace_dir
     assert trace_dir is not None
     # The reporter writes a span per event of the run; the last one is its produce of
-    # batch-reported, written once the broker acknowledged it.
+    # batch-reported, written once the broker acknowledged it. A span is written when
+    # it ends, so a parent lands in the file just after its last child: wait for both.
     reported_span = f"produce {settings.kafka.topics.reported.name}"
     deadline = time.monotonic() + 30
     while True:
         spans = _spans(trace_dir)
         ours = [s for s in spans if s["attributes"].get("landfall.run_id") == run_id]
         trace_ids = {s["context"]["trace_id"] for s in ours}
-        if any(s["name"] == reported_span and s["context"]["trace_id"] in trace_ids
-               for s in spans):  # fmt: skip
+        in_trace = [s for s in spans if s["context"]["trace_id"] in trace_ids]
+        written = {s["context"]["span_id"] for s in in_trace}
+        if any(s["name"] == reported_span for s in in_trace) and all(
+            s["parent_id"] in written for s in in_trace if s["parent_id"] is not None
+        ):
             break
-        assert time.monotonic() < deadline, "the reporter never wrote its produce span"
+        assert time.monotonic() < deadline, "the run's spans never all reached the files"
         time.sleep(0.5)
     assert len(trace_ids) == 1, trace_ids
-    in_trace = [s for s in spans if s["context"]["trace_id"] in trace_ids]
     services = {s["resource"]["attributes"]["service.name"] for s in in_trace}
     assert services == {"landfall-cli", *(f"landfall-{name}" for name in STAGES)}
     span_ids = {s["context"]["span_id"] for s in in_trace}
