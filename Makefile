@@ -9,7 +9,7 @@ KAFKA_LIBS := .deps/kafka/libs
 KAFKA_STAMP := $(KAFKA_LIBS)/.fetched-$(shell sha1sum $(KAFKA_POM) | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup kafka system-deps demo up test test-unit bench lint format clean
+.PHONY: setup kafka system-deps demo up test test-unit chaos bench lint format clean
 
 setup: $(STAMP) kafka
 
@@ -67,6 +67,12 @@ test: setup system-deps ## the whole suite against real Spark, a real broker and
 
 test-unit: setup ## the quick tests: no broker, no Spark
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# The long versions of the hostile-input tests that make test runs short: 10,000
+# fuzzed messages through the four services, and a longer schemathesis run on the API.
+chaos: setup system-deps ## hostile input at length (tens of minutes; not part of make test)
+	LANDFALL_FUZZ_MESSAGES=10000 LANDFALL_TEST_API_FUZZ_EXAMPLES=500 $(PY) -m pytest \
+	  tests/e2e/test_hostile_input.py tests/integration/test_api_schema.py $(PYTEST_ARGS)
 
 bench: setup ## each stage beside its baseline (minutes; not part of make test)
 	$(PY) bench/stage_bench.py --rows 1000000 5000000

@@ -12,6 +12,12 @@ Endpoints (the OpenAPI description is at ``/openapi.json``, a browsable one at `
   newest first; ``from``/``to`` bound the partition date, inclusive.
 - ``GET /``: an HTML status page of recent batches with their reports.
 - ``GET /reports/{dataset}/{partition}/report.html`` (and ``report.json``).
+- ``GET /login``, ``POST /login``, ``POST /logout``: a browser's session; ``GET /healthz``.
+
+Every endpoint but the OpenAPI description, ``/docs``, the login and ``/healthz``
+needs a bearer token (landfall/api_security.py): an operator token to submit, any
+token to read (none with ``api.public_reads``). The status page and the reports ask a
+browser for the token once, then a session cookie carries it.
 
 Everything read comes from the results database, which the reporter writes; the API
 itself writes only the submission of a run, so ``GET /batch/{run_id}`` answers at once.
@@ -20,16 +26,20 @@ itself writes only the submission of a run, so ``GET /batch/{run_id}`` answers a
 from __future__ import annotations
 
 import inspect
+import logging
 import re
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
-from html import escape
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import landfall
+from landfall.api_page import report_links, status_page_html
+from landfall.api_security import Auth, error_responses, install, invalid, public_message, shown
+from landfall.api_tokens import Principal, ensure_generated_token
 from landfall.config import Settings
 from landfall.contracts import validate_partition
 from landfall.errors import InvalidEventError, LandfallError, PathOutsideLakeError, RetryableError
@@ -39,10 +49,27 @@ from landfall.results_db import ResultsDb, RunKey
 
 __all__ = ["PredictAccepted", "PredictRequest", "create_app", "serve_api"]
 
+log = logging.getLogger(__name__)
+
 # The stages of a run in order, as the results database names them.
 STAGES = ("validation", "featurization", "prediction", "reporting")
 _REPORT_FILES = ("report.html", "report.json")
-_DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+# The event contract's grammar for dataset names (landfall/contracts.py).
+_DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_DATASET_NAME = re.compile(_DATASET_PATTERN)
+# ASCII digits only: a regex's \d would also take other scripts' digits.
+_PARTITION_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2})?$"
+_PARTITION_CHARS = len("YYYY-MM-DDTHH")
+# A lake-relative directory: no control characters (a NUL makes every file call fail).
+_LAKE_PATH_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+_LAKE_PATH_CHARS = 1024
+# Ids are uuids and hashes; anything much longer is not one of ours.
+_ID_CHARS = 128
+# Paging deeper than this is a mistake (or a probe); the database's integers end anyway.
+_MAX_OFFSET = 1_000_000_000
+# What each kind of route may answer besides 2xx and 422 (declared in the OpenAPI).
+_READ_ERRORS = error_responses(401, 413, 414)
+_PAGE_ERRORS = error_responses(401, 413, 414, html_401=True)
 
 
 class PredictRequest(BaseModel):
@@ -50,19 +77,43 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = Field(min_length=1, max_length=200, description="a configured dataset")
-    partition: str = Field(description="the partition: YYYY-MM-DD or YYYY-MM-DDTHH")
+    dataset: str = Field(
+        min_length=1, max_length=128, pattern=_DATASET_PATTERN, description="a configured dataset"
+    )
+    # The pattern is declared for clients; the validator checks it, and the calendar,
+    # with a message that names the format.
+    partition: str = Field(
+        max_length=_PARTITION_CHARS,
+        description="the partition: YYYY-MM-DD or YYYY-MM-DDTHH",
+        json_schema_extra={"pattern": _PARTITION_PATTERN},
+    )
     path: str | None = Field(
-        default=None, description="lake-relative directory of the raw files, if not the default"
+        default=None,
+        min_length=1,
+        max_length=_LAKE_PATH_CHARS,
+        pattern=_LAKE_PATH_PATTERN,
+        description="lake-relative directory of the raw files, if not the default",
     )
     format: Literal["csv", "parquet", "json"] | None = Field(
         default=None, description="raw file format, if not the dataset's"
     )
     model_version: str | None = Field(
         default=None,
+        max_length=18,
         pattern=r"^[0-9]+$",
         description="a registered model version to pin, instead of the dataset's alias",
     )
+
+    @field_validator("partition")
+    @classmethod
+    def _a_partition(cls, value: str) -> str:
+        if re.fullmatch(_PARTITION_PATTERN, value) is None:
+            raise ValueError("not a date YYYY-MM-DD or date-hour YYYY-MM-DDTHH")
+        try:
+            validate_partition(value)
+        except InvalidEventError:
+            raise ValueError(f"{value} is not a date YYYY-MM-DD or YYYY-MM-DDTHH") from None
+        return value
 
 
 class PredictAccepted(BaseModel):
@@ -75,13 +126,6 @@ class PredictAccepted(BaseModel):
     partition: str
     status: str
     links: dict[str, str]
-
-
-def _report_links(row: dict[str, Any]) -> dict[str, str]:
-    if not row.get("report_path"):
-        return {}
-    base = f"/reports/{row['dataset']}/{row['partition']}"
-    return {"report_html": f"{base}/report.html", "report_json": f"{base}/report.json"}
 
 
 def _stage_statuses(run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -151,49 +195,84 @@ def _run_view(run: dict[str, Any], lake: Lake) -> dict[str, Any]:
         "links": {
             "self": f"/batch/{run['run_id']}",
             "batch": f"/batch/{run['batch_id']}",
-            **_report_links(run),
+            **report_links(run),
         },
         # Lake-relative directories; the report is per partition, the latest run's.
         "outputs": outputs,
     }
 
 
-def _checked_partition(value: str | None, name: str) -> str | None:
+def _checked_partition(value: str | None, location: tuple[str, str]) -> str | None:
     if value is None:
         return None
+    problem = f"{location[1]}: {shown(value, 20)} is not a date YYYY-MM-DD or YYYY-MM-DDTHH"
+    # The cheap ASCII shape first: only a short string of digits reaches the calendar.
+    if re.fullmatch(_PARTITION_PATTERN, value) is None:
+        raise invalid(location, problem)
     try:
         validate_partition(value)
-    except InvalidEventError as exc:
-        raise HTTPException(422, f"{name}: {exc}") from None
+    except InvalidEventError:
+        raise invalid(location, problem) from None
     return value
+
+
+def _oversized(max_url_bytes: int) -> Callable[[MutableMapping[str, Any]], bool]:
+    def oversized(scope: MutableMapping[str, Any]) -> bool:
+        raw = scope.get("raw_path") or scope.get("path", "").encode()
+        return len(raw) + len(scope.get("query_string", b"")) > max_url_bytes
+
+    return oversized
 
 
 def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
     """The API over one results database and lake, publishing to the configured broker."""
     db = results or ResultsDb(settings.results_db_url)
     lake = Lake(settings.lake)
+    auth = Auth(settings)
     app = FastAPI(
         title="landfall job API",
         version=landfall.__version__,
         description="Submit batch predictions and follow every batch run: status per "
-        "stage, data quality, predictions, history and reports.",
+        "stage, data quality, predictions, history and reports. Send a token as "
+        "'Authorization: Bearer TOKEN': an operator token to submit, any token to read.",
+        # /docs is served by api_security with a content security policy of its own;
+        # ReDoc would need a wider one (workers from blob:, web fonts) for no gain.
+        docs_url=None,
+        redoc_url=None,
+        # FastAPI traces every request with its whole path and query as attributes; a
+        # request refused for its length (414) would put all of it into the trace, and
+        # every span attribute passes through redaction: no span for those.
+        telemetry={"exclude": _oversized(settings.api.max_url_bytes)},
     )
+    install(app, settings, auth)
+    app.state.auth = auth
     pins_model = "model_version" in inspect.signature(publish_data_landed).parameters
+    reader = Depends(auth.requires("read"))
+    operator = Depends(auth.requires("operator"))
+    page_reader = Depends(auth.requires("read", page=True))
 
-    @app.post("/batch/predict", status_code=202, response_model=PredictAccepted)
-    def submit_batch(request: PredictRequest) -> PredictAccepted:
-        """Publish data-landed for a partition; return the new run's ids."""
+    @app.post(
+        "/batch/predict",
+        status_code=202,
+        response_model=PredictAccepted,
+        responses=error_responses(400, 401, 403, 413, 414, 503),
+    )
+    def submit_batch(request: PredictRequest, principal: Principal = operator) -> PredictAccepted:
+        """Publish data-landed for a partition; return the new run's ids (operator token)."""
         if request.dataset not in settings.datasets:
             known = ", ".join(sorted(settings.datasets)) or "none"
-            raise HTTPException(
-                422, f"dataset: unknown dataset {request.dataset!r} (configured: {known})"
+            raise invalid(
+                ("body", "dataset"),
+                f"unknown dataset {shown(request.dataset)} (configured: {shown(known, 200)[1:-1]})",
             )
-        _checked_partition(request.partition, "partition")
         if request.path is not None:
             try:
-                lake.resolve(request.path)
-            except PathOutsideLakeError as exc:
-                raise HTTPException(422, f"path: {exc}") from None
+                # The validator's own check, answered now rather than as a failed batch.
+                lake.input_dir(
+                    request.path, dataset=request.dataset, zone="raw", partition=request.partition
+                )
+            except (PathOutsideLakeError, ValueError, OSError) as exc:
+                raise invalid(("body", "path"), public_message(exc, settings)) from None
         extra: dict[str, Any] = {}
         if request.model_version is not None:
             if not pins_model:
@@ -210,13 +289,23 @@ def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
                 **extra,
             )
         except RetryableError as exc:
-            raise HTTPException(503, f"the broker is unavailable: {exc}") from None
+            raise HTTPException(
+                503, f"the broker is unavailable: {public_message(exc, settings)}"
+            ) from None
         except LandfallError as exc:
-            raise HTTPException(422, str(exc)) from None
+            raise invalid(("body",), public_message(exc, settings)) from None
         db.record_submission(
             RunKey.of(event),
             submitted_at=event.get("occurred_at") or datetime.now(UTC),
             model_version=request.model_version,
+        )
+        # Who submitted what: the token's name, never the token.
+        log.info(
+            "%s submitted %s %s as run %s",
+            principal.name,
+            request.dataset,
+            request.partition,
+            event["run_id"],
         )
         return PredictAccepted(
             job_id=event["run_id"],
@@ -228,25 +317,29 @@ def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
             links={"self": f"/batch/{event['run_id']}", "batch": f"/batch/{event['batch_id']}"},
         )
 
-    @app.get("/batch/metrics")
+    @app.get("/batch/metrics", dependencies=[reader], responses=_READ_ERRORS)
     def batch_metrics(
-        dataset: Annotated[str | None, Query(max_length=200)] = None,
+        dataset: Annotated[str | None, Query(max_length=128)] = None,
     ) -> dict[str, Any]:
         """Batches and runs by status, rows processed, error rates and durations."""
         return db.metrics(dataset)
 
-    @app.get("/batch/{job_id}")
-    def batch_status(job_id: str) -> dict[str, Any]:
+    @app.get(
+        "/batch/{job_id}",
+        dependencies=[reader],
+        responses={**_READ_ERRORS, **error_responses(404)},
+    )
+    def batch_status(job_id: Annotated[str, Path(max_length=_ID_CHARS)]) -> dict[str, Any]:
         """A run (by run id) or a batch's latest run (by batch id), with its stages."""
         run = db.run(job_id)
         runs: list[dict[str, Any]] | None = None
         if run is None:
             batch = db.batch(job_id)
             if batch is None:
-                raise HTTPException(404, f"no batch run or batch with id {job_id!r}")
+                raise HTTPException(404, f"no batch run or batch with id {shown(job_id)}")
             run = db.run(batch["last_run_id"])
             if run is None:
-                raise HTTPException(404, f"batch {job_id!r} has no recorded run")
+                raise HTTPException(404, f"batch {shown(job_id)} has no recorded run")
             runs = db.runs_of(job_id)
         view = _run_view(run, lake)
         view["job_kind"] = "run" if runs is None else "batch"
@@ -263,26 +356,39 @@ def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
         ]
         return view
 
-    @app.get("/batches")
+    @app.get("/batches", dependencies=[reader], responses=_READ_ERRORS)
     def list_batches(
         request: Request,
-        dataset: Annotated[str | None, Query(max_length=200)] = None,
+        dataset: Annotated[str | None, Query(max_length=128)] = None,
         from_: Annotated[
-            str | None, Query(alias="from", description="first partition, YYYY-MM-DD")
+            str | None,
+            Query(
+                alias="from",
+                max_length=_PARTITION_CHARS,
+                pattern=_PARTITION_PATTERN,
+                description="first partition, YYYY-MM-DD",
+            ),
         ] = None,
-        to: Annotated[str | None, Query(description="last partition, YYYY-MM-DD")] = None,
+        to: Annotated[
+            str | None,
+            Query(
+                max_length=_PARTITION_CHARS,
+                pattern=_PARTITION_PATTERN,
+                description="last partition, YYYY-MM-DD",
+            ),
+        ] = None,
         status: Annotated[
             Literal["SUBMITTED", "RUNNING", "SUCCEEDED", "FAILED"] | None,
             Query(description="the status of the batch's latest run"),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=_MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         """Batch history, newest first, one page at a time."""
-        first = _checked_partition(from_, "from")
-        last = _checked_partition(to, "to")
+        first = _checked_partition(from_, ("query", "from"))
+        last = _checked_partition(to, ("query", "to"))
         if first is not None and last is not None and first > last:
-            raise HTTPException(422, f"from ({first}) is after to ({last})")
+            raise invalid(("query", "from"), f"from ({first}) is after to ({last})")
         page = db.list_batches(
             dataset=dataset,
             partition_from=first,
@@ -307,7 +413,7 @@ def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
                 "started_at": row["started_at"],
                 "finished_at": row["finished_at"],
                 "updated_at": row["updated_at"],
-                "links": {"self": f"/batch/{row['batch_id']}", **_report_links(row)},
+                "links": {"self": f"/batch/{row['batch_id']}", **report_links(row)},
             }
             for row in page.items
         ]
@@ -322,91 +428,71 @@ def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
             "next": following,
         }
 
-    @app.get("/reports/{dataset}/{partition}/{name}", response_model=None)
-    def report_file(dataset: str, partition: str, name: str) -> FileResponse:
+    @app.get(
+        "/reports/{dataset}/{partition}/{name}",
+        response_model=None,
+        dependencies=[page_reader],
+        responses={
+            200: {
+                "description": "the report",
+                "content": {"text/html": {"schema": {"type": "string"}}, "application/json": {}},
+            },
+            **_PAGE_ERRORS,
+            **error_responses(404),
+        },
+    )
+    def report_file(
+        dataset: Annotated[str, Path(max_length=128)],
+        partition: Annotated[str, Path(max_length=_PARTITION_CHARS)],
+        name: Annotated[str, Path(max_length=16)],
+    ) -> FileResponse:
         """A partition's report.html or report.json, as the reporter last wrote it."""
         if name not in _REPORT_FILES or not _DATASET_NAME.match(dataset):
             raise HTTPException(404, "no such report file")
-        _checked_partition(partition, "partition")
+        _checked_partition(partition, ("path", "partition"))
         path = lake.partition_dir(dataset, "reports", partition) / name
         if not path.is_file():
             raise HTTPException(404, f"no {name} for {dataset} {partition} yet")
         media = "text/html; charset=utf-8" if name.endswith(".html") else "application/json"
         return FileResponse(path, media_type=media)
 
-    @app.get("/", response_class=HTMLResponse)
-    def status_page() -> str:
+    @app.get("/", response_class=HTMLResponse, dependencies=[page_reader], responses=_PAGE_ERRORS)
+    def status_page(request: Request) -> str:
         """Recent batches with their state and reports."""
-        return _status_page(db.list_batches(limit=100).items, db.metrics())
+        session = auth.cookie in request.cookies
+        return status_page_html(db.list_batches(limit=100).items, db.metrics(), session=session)
 
     return app
-
-
-_PAGE_CSS = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222}
-table{border-collapse:collapse;width:100%}td,th{padding:.3rem .6rem;text-align:left;
-border-bottom:1px solid #eee}th{background:#f5f5f5}.num{text-align:right}
-.status{display:inline-block;padding:.05rem .5rem;border-radius:.7rem;color:#fff;
-font-size:.85em;font-weight:600}.SUCCEEDED{background:#2e7d32}.FAILED{background:#c62828}
-.RUNNING,.SUBMITTED{background:#f9a825}.muted{color:#666}.summary span{margin-right:1.5rem}
-"""
-
-
-def _status_page(rows: list[dict[str, Any]], metrics: dict[str, Any]) -> str:
-    def cell(value: Any) -> str:
-        if value is None:
-            return '<span class="muted">-</span>'
-        if isinstance(value, datetime):
-            return escape(value.strftime("%Y-%m-%d %H:%M:%S"))
-        return escape(str(value))
-
-    lines = []
-    for row in rows:
-        links = _report_links(row)
-        reports = (
-            f'<a href="{links["report_html"]}">report</a> · '
-            f'<a href="{links["report_json"]}">json</a>'
-            if links
-            else '<span class="muted">none yet</span>'
-        )
-        status = escape(row["last_status"])
-        lines.append(
-            f'<tr class="batch" data-batch-id="{escape(row["batch_id"])}" '
-            f'data-status="{status}"><td>{cell(row["dataset"])}</td>'
-            f"<td>{cell(row['partition'])}</td>"
-            f'<td><span class="status {status}">{status}</span></td>'
-            f"<td>{cell(row['current_stage'])}</td><td class='num'>{cell(row['run_count'])}</td>"
-            f"<td class='num'>{cell(row['rows_scored'])}</td><td>{cell(row['model_version'])}</td>"
-            f"<td>{cell(row['updated_at'])}</td>"
-            f'<td><a href="/batch/{escape(row["batch_id"])}">details</a> · {reports}</td></tr>'
-        )
-    by_status = metrics["batches"]["by_status"]
-    summary = "".join(
-        f"<span>{escape(s.lower())}: <b>{n}</b></span>" for s, n in sorted(by_status.items())
-    )
-    body = "".join(lines) or '<tr><td colspan="9" class="muted">no batches yet</td></tr>'
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta http-equiv='refresh' content='15'><title>landfall: batches</title>"
-        f"<style>{_PAGE_CSS}</style></head><body><h1>landfall batches</h1>"
-        f"<p class='summary'><span>batches: <b>{metrics['batches']['total']}</b></span>"
-        f"<span>rows scored: <b>{metrics['rows']['scored']:,}</b></span>{summary}</p>"
-        "<table><thead><tr><th>dataset</th><th>partition</th><th>status</th><th>stage</th>"
-        "<th>runs</th><th>rows scored</th><th>model</th><th>updated (UTC)</th><th></th></tr>"
-        f"</thead><tbody>{body}</tbody></table>"
-        "<p class='muted'><a href='/docs'>API</a> · <a href='/openapi.json'>OpenAPI</a> · "
-        "<a href='/batch/metrics'>metrics</a></p></body></html>"
-    )
 
 
 def serve_api(settings: Settings) -> None:
     """Serve the API with uvicorn until SIGTERM or SIGINT."""
     import uvicorn
 
-    reporting = settings.reporting
+    generated = ensure_generated_token(settings)
+    app = create_app(settings)
+    reporting, limits = settings.reporting, settings.api
+    url = f"http://{reporting.api_host}:{reporting.api_port}/"
+    log.info("job API and status page on %s: %s", url, app.state.auth.describe())
+    if generated is not None:
+        # Where the token is, as Jupyter says at start; the token itself is never logged.
+        log.info(
+            "no API token is configured: the operator token generated for this home is "
+            "in %s (`landfall api-token` prints it); open %s and enter it there, or send "
+            "it as 'Authorization: Bearer TOKEN'",
+            generated,
+            url,
+        )
     uvicorn.run(
-        create_app(settings),
+        app,
         host=reporting.api_host,
         port=reporting.api_port,
         log_level="info",
+        # h11 (pure Python) always, whatever else is installed: its limit on a request's
+        # head is what bounds the memory of a huge URL; one within it gets our 414.
+        http="h11",
+        h11_max_incomplete_event_size=limits.max_url_bytes + 64 * 1024,
+        limit_concurrency=limits.max_concurrent_requests,
+        server_header=False,
+        access_log=False,  # RequestGuard writes one with the target cut short
     )

@@ -33,6 +33,7 @@ from confluent_kafka.admin import AdminClient
 from landfall.errors import ConfigError, RetryableError
 from landfall.ports import LOOPBACK, free_port, port_free
 from landfall.processes import pid_alive
+from landfall.redact import write_private
 
 __all__ = ["LocalKafka", "RunningBroker", "broker_dir", "kafka_libs", "running_broker"]
 
@@ -279,11 +280,12 @@ class LocalKafka:
             )
         self._choose_ports()
         properties_file = self.data_dir / "server.properties"
-        properties_file.write_text(
-            "".join(f"{k}={v}\n" for k, v in sorted(self._properties().items()))
+        # Secrets may sit in the properties (SASL users of a secured rehearsal): the
+        # file is created readable by this user only.
+        write_private(
+            properties_file,
+            "".join(f"{k}={v}\n" for k, v in sorted(self._properties().items())),
         )
-        # Secrets may sit in the properties (SASL users of a secured rehearsal).
-        properties_file.chmod(0o600)
         (self.data_dir / "log4j2.properties").write_text(_LOG4J)
         self._format(properties_file)
         with open(self.log_path, "ab") as out:

@@ -32,6 +32,10 @@ app = typer.Typer(
 
 
 def _configure_logging(name: str) -> None:
+    from landfall.redact import install_redaction
+
+    # Every log line and traceback of the process, whoever's handler writes it.
+    install_redaction()
     logging.basicConfig(
         level=os.environ.get("LANDFALL_LOG_LEVEL", "INFO"),
         format=f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s",
@@ -142,6 +146,10 @@ def up(
     typer.echo(f"logs in {stack.log_dir}")
     if stack.api_url:
         typer.echo(f"status page and job API: {stack.api_url}/ (OpenAPI at /docs)")
+        if stack.api_token_file is not None:
+            typer.echo(
+                f"API operator token: in {stack.api_token_file} (`landfall api-token` prints it)"
+            )
     for name, url in stack.metrics_urls().items():
         typer.echo(f"metrics of {name}: {url}")
     if live.telemetry.trace_dir is not None:
@@ -276,6 +284,36 @@ def serve(
         fail(exc)
 
 
+@app.command("api-token")
+def api_token(config: ConfigOption = None) -> None:
+    """Print the job API's generated operator token (made now if it does not exist yet).
+
+    For scripts: curl -H "Authorization: Bearer $(landfall api-token)" .../batches.
+    Only when no token is configured (api.tokens, api.token_file): then yours are used.
+    """
+    from landfall.api_tokens import ensure_generated_token, read_token_file
+
+    try:
+        settings = cli_settings(config)
+        path = ensure_generated_token(settings)
+        if path is None:
+            raise LandfallError(
+                "API tokens are configured (api.tokens or api.token_file); landfall generates none"
+            )
+        typer.echo(read_token_file(path)[0].token.get_secret_value())
+    except LandfallError as exc:
+        fail(exc)
+
+
+def _data_format(value: str | None) -> str | None:
+    """Refuse a format the validator cannot read, before anything is published."""
+    from landfall.contracts import DATA_FORMATS
+
+    if value is not None and value not in DATA_FORMATS:
+        raise typer.BadParameter(f"takes one of {', '.join(DATA_FORMATS)}, got {value!r}")
+    return value
+
+
 @app.command()
 def publish(
     dataset: DatasetArgument,
@@ -284,7 +322,10 @@ def publish(
         str | None, typer.Option(help="raw files, relative to the lake root (default: raw zone)")
     ] = None,
     data_format: Annotated[
-        str | None, typer.Option("--format", help="csv | parquet | json (default: config)")
+        str | None,
+        typer.Option(
+            "--format", help="csv | parquet | json (default: config)", callback=_data_format
+        ),
     ] = None,
     model_version: ModelVersionOption = None,
     config: ConfigOption = None,

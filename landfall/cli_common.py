@@ -10,6 +10,7 @@ import typer
 
 from landfall.config import Settings, load_settings
 from landfall.errors import LandfallError
+from landfall.redact import install_redaction, redact
 
 __all__ = [
     "ConfigOption",
@@ -48,6 +49,9 @@ def cli_settings(config: Path | None) -> Settings:
     """The settings a command runs with: --config, else $LANDFALL_CONFIG, else the demo's."""
     from landfall.demo import DEMO_CONFIG
 
+    # Whatever the command logs or dies of from here on is redacted (the secrets are
+    # registered as the settings load).
+    install_redaction()
     return load_settings(config or os.environ.get("LANDFALL_CONFIG") or DEMO_CONFIG)
 
 
@@ -68,5 +72,5 @@ def publishing_settings(config: Path | None, command: str) -> Settings:
 
 def fail(exc: LandfallError) -> NoReturn:
     """Print a landfall error for a person and exit with status 2."""
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {redact(str(exc))}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)

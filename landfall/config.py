@@ -18,9 +18,10 @@ time, so every process started from one place shares one lake.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -28,7 +29,9 @@ from pydantic import (
     ConfigDict,
     Field,
     FieldSerializationInfo,
+    PlainSerializer,
     SecretStr,
+    SerializationInfo,
     ValidationError,
     ValidationInfo,
     field_serializer,
@@ -45,15 +48,20 @@ from landfall.datasets import (
     UniqueRule,
 )
 from landfall.errors import ConfigError
+from landfall.redact import register_settings
 
 __all__ = [
+    "ApiSettings",
+    "ApiToken",
     "ColumnSpec",
     "DatasetConfig",
     "FeatureSpec",
     "KafkaSecurity",
     "KafkaSettings",
     "REVEAL_SECRETS",
+    "SchemaRegistryAuth",
     "ScoringSettings",
+    "SecretSetting",
     "TelemetrySettings",
     "Settings",
     "TopicSettings",
@@ -114,11 +122,33 @@ class LocalBrokerSettings(_Frozen):
 # (for the mode-600 file the stack hands its children); any other dump masks them.
 REVEAL_SECRETS: dict[str, bool] = {"reveal_secrets": True}
 
+
+def _reveal_or_mask(value: SecretStr, info: SerializationInfo) -> str:
+    context = info.context if isinstance(info.context, dict) else {}
+    return value.get_secret_value() if context.get("reveal_secrets") else str(value)
+
+
+# A credential-bearing setting (a password, a URL that may carry user:password@): it
+# prints and dumps as **********, except in a REVEAL_SECRETS dump; code that connects
+# reads it with get_secret_value() (or a Settings property such as tracking_uri).
+SecretSetting = Annotated[SecretStr, PlainSerializer(_reveal_or_mask, when_used="json")]
+
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 # Keys under kafka.security whose environment override is taken verbatim, never parsed
 # as YAML: a password such as ``yes``, ``0123`` or ``a: b`` must stay the string it is.
 _VERBATIM_ENV_KEYS = frozenset({"username", "password", "key_password"})
+# Other settings taken verbatim from the environment, for the same reason.
+_VERBATIM_ENV_PATHS = frozenset(
+    {
+        ("kafka", "schema_registry_url"),
+        ("kafka", "schema_registry_auth", "username"),
+        ("kafka", "schema_registry_auth", "password"),
+        ("mlflow", "tracking_uri"),
+        ("mlflow", "registry_uri"),
+        ("results_db", "url"),
+    }
+)
 
 
 class KafkaSecurity(_Frozen):
@@ -219,13 +249,38 @@ def _given(value: object) -> bool:
     return value is not None and value != ""
 
 
+class SchemaRegistryAuth(_Frozen):
+    """HTTP basic credentials for the schema registry (its client's ``basic.auth.user.info``)."""
+
+    username: str = Field(min_length=1)
+    password: SecretSetting
+
+    @field_validator("username")
+    @classmethod
+    def _no_colon(cls, value: str) -> str:
+        if ":" in value:
+            raise ValueError("a basic-auth user name cannot contain ':'")
+        return value
+
+
+def _url_has_credentials(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return any(urlsplit(part.strip()).password for part in url.split(","))
+    except ValueError:
+        return False
+
+
 class KafkaSettings(_Frozen):
     """The broker, the schema registry and client settings."""
 
     bootstrap: str | None = Field(
         default=None, description="host:port list; unset means the local broker under home"
     )
-    schema_registry_url: str | None = None
+    # A secret: it may carry user:password@ (or use schema_registry_auth instead).
+    schema_registry_url: SecretSetting | None = None
+    schema_registry_auth: SchemaRegistryAuth | None = None
     group_prefix: str = "landfall"
     # Create missing topics and grow those with fewer partitions than configured, at
     # every service's start. Off: a cluster whose topics its operators own; a missing
@@ -242,6 +297,23 @@ class KafkaSettings(_Frozen):
     local: LocalBrokerSettings = LocalBrokerSettings()
     security: KafkaSecurity = KafkaSecurity()
 
+    @model_validator(mode="after")
+    def _one_registry_login(self) -> KafkaSettings:
+        # The registry's client refuses both at once, with a less helpful message.
+        if self.schema_registry_auth is None:
+            return self
+        url = self.schema_registry_url.get_secret_value() if self.schema_registry_url else ""
+        if not url:
+            raise ValueError(
+                "kafka.schema_registry_auth is set but kafka.schema_registry_url is not"
+            )
+        if _url_has_credentials(url):
+            raise ValueError(
+                "kafka.schema_registry_url carries user:password@ and kafka.schema_registry_auth "
+                "is set too: give the credentials once"
+            )
+        return self
+
 
 class SparkSettings(_Frozen):
     """How each service builds its one SparkSession."""
@@ -251,16 +323,22 @@ class SparkSettings(_Frozen):
 
 
 class MlflowSettings(_Frozen):
-    """Where models are registered; unset URIs default to a SQLite store under home."""
+    """Where models are registered; unset URIs default to a SQLite store under home.
 
-    tracking_uri: str | None = None
-    registry_uri: str | None = None
+    Secrets: a URI may carry user:password@ (Settings.tracking_uri reads it in clear).
+    """
+
+    tracking_uri: SecretSetting | None = None
+    registry_uri: SecretSetting | None = None
 
 
 class ResultsDbSettings(_Frozen):
-    """The results database (any SQLAlchemy URL); unset means SQLite under home."""
+    """The results database (any SQLAlchemy URL); unset means SQLite under home.
 
-    url: str | None = None
+    A secret: the URL may carry user:password@ (Settings.results_db_url reads it in clear).
+    """
+
+    url: SecretSetting | None = None
 
 
 class RunnerSettings(_Frozen):
@@ -300,6 +378,60 @@ class ReportingSettings(_Frozen):
     progress_retention_hours: float = Field(default=168.0, gt=0)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
+
+
+# A token shorter than this is guessable; the one landfall generates has 43 characters.
+API_TOKEN_MIN_CHARS = 16
+# Visible ASCII only: a token travels in an HTTP header, where other bytes break.
+_TOKEN_CHARS = re.compile(r"[!-~]+")
+
+
+class ApiToken(_Frozen):
+    """One bearer token of the job API and what it may do.
+
+    ``read`` tokens read (status, history, metrics, reports); ``operator`` tokens also
+    change things (submit batches). ``name`` says whose token it is in the API's log,
+    which never shows the token itself.
+    """
+
+    token: SecretSetting
+    role: Literal["read", "operator"] = "read"  # least privilege unless said otherwise
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @field_validator("token")
+    @classmethod
+    def _strong(cls, value: SecretStr) -> SecretStr:
+        # The messages say what is wrong, never what the token was.
+        plain = value.get_secret_value()
+        if len(plain) < API_TOKEN_MIN_CHARS:
+            raise ValueError(f"an API token needs at least {API_TOKEN_MIN_CHARS} characters")
+        if _TOKEN_CHARS.fullmatch(plain) is None:
+            raise ValueError("an API token is visible ASCII without spaces")
+        return value
+
+
+class ApiSettings(_Frozen):
+    """Who may use the job API, and how much a request may be.
+
+    Tokens come from ``tokens`` and from ``token_file`` (one ``ROLE TOKEN [NAME]`` a
+    line; a relative path is under home). With neither, the API generates one operator
+    token into ``<home>/api-token`` (mode 600) at its first start and reuses it.
+    """
+
+    tokens: list[ApiToken] = Field(default_factory=list)
+    token_file: Path | None = None
+    # Reads (status page, history, reports) without a token; changes always need one.
+    public_reads: bool = False
+    # How long a browser stays logged in to the status page after entering a token.
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    # Mark the login cookie Secure: set it when a TLS proxy serves the API as https.
+    secure_cookies: bool = False
+    # Longer request targets (path and query) are refused with 414 before routing.
+    max_url_bytes: int = Field(default=4096, ge=256, le=1024 * 1024)
+    # Larger request bodies are refused with 413; a submission is a few hundred bytes.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Requests in flight beyond this are answered 503 at once instead of queueing.
+    max_concurrent_requests: int = Field(default=64, ge=1)
 
 
 class TelemetrySettings(_Frozen):
@@ -462,6 +594,7 @@ class Settings(_Frozen):
     reporting: ReportingSettings = ReportingSettings()
     scoring: ScoringSettings = ScoringSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    api: ApiSettings = ApiSettings()
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
 
     @property
@@ -469,20 +602,28 @@ class Settings(_Frozen):
         """The lake root: ``lake_root`` or ``<home>/lake``."""
         return self.lake_root if self.lake_root is not None else self.home / "lake"
 
+    # The properties below hand out credential-bearing settings in clear, for the code
+    # that connects; anything that prints them goes through landfall.redact.redact.
+
     @property
     def tracking_uri(self) -> str:
-        """The MLflow tracking URI."""
-        return self.mlflow.tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+        """The MLflow tracking URI (in clear)."""
+        return _clear(self.mlflow.tracking_uri) or f"sqlite:///{self.home / 'mlflow.db'}"
 
     @property
     def registry_uri(self) -> str:
-        """The MLflow model registry URI (the tracking URI unless set)."""
-        return self.mlflow.registry_uri or self.tracking_uri
+        """The MLflow model registry URI, the tracking URI unless set (in clear)."""
+        return _clear(self.mlflow.registry_uri) or self.tracking_uri
 
     @property
     def results_db_url(self) -> str:
-        """The SQLAlchemy URL of the results database."""
-        return self.results_db.url or f"sqlite:///{self.home / 'results.db'}"
+        """The SQLAlchemy URL of the results database (in clear)."""
+        return _clear(self.results_db.url) or f"sqlite:///{self.home / 'results.db'}"
+
+    @property
+    def schema_registry_url(self) -> str | None:
+        """The schema registry URL(s), in clear; None: no registry."""
+        return _clear(self.kafka.schema_registry_url)
 
     def dataset(self, name: str) -> DatasetConfig:
         """The named dataset's configuration, or a ConfigError listing the known ones."""
@@ -491,6 +632,10 @@ class Settings(_Frozen):
         except KeyError:
             known = ", ".join(sorted(self.datasets)) or "none"
             raise ConfigError(f"unknown dataset {name!r} (configured: {known})") from None
+
+
+def _clear(value: SecretStr | None) -> str | None:
+    return (value.get_secret_value() or None) if value is not None else None
 
 
 def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
@@ -526,6 +671,8 @@ def _env_overrides(environ: Mapping[str, str]) -> list[tuple[list[str], Any]]:
 
 def _env_value(path: list[str], raw: str) -> Any:
     if path[:2] == ["kafka", "security"] and path[-1] in _VERBATIM_ENV_KEYS:
+        return raw or None
+    if tuple(path) in _VERBATIM_ENV_PATHS:
         return raw or None
     return yaml.safe_load(raw) if raw else None
 
@@ -565,10 +712,13 @@ def load_settings(
     telemetry = settings.telemetry
     if telemetry.trace_dir is not None:  # a relative trace_dir is under home
         telemetry = telemetry.model_copy(update={"trace_dir": home / telemetry.trace_dir})
-    return settings.model_copy(
+    loaded = settings.model_copy(
         update={
             "home": home,
             "lake_root": _absolute(settings.lake),
             "telemetry": telemetry,
         }
     )
+    # Once per load: from now on this process masks these secrets wherever it writes.
+    register_settings(loaded)
+    return loaded

@@ -40,9 +40,12 @@ from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
+from landfall.deliveries import follow_up_id
 from landfall.errors import ConfigError, InvalidEventError, RetryableError
+from landfall.redact import redact_tree
 
 __all__ = [
+    "DATA_FORMATS",
     "SCHEMA_DIR",
     "EventCodec",
     "EventType",
@@ -63,8 +66,15 @@ _CONFLUENT_MAGIC = 0
 # ASCII digits only, matched in full: `\d` would take other scripts' digits and `$`
 # a trailing newline, and either would become a lake folder.
 _PARTITION_RE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})(?:T([0-9]{2}))?")
+_PARTITION_MAX_CHARS = len("YYYY-MM-DDTHH")
 # A dataset name becomes a lake folder and half of every Kafka key: short and plain.
-_DATASET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_DATASET_MAX_CHARS = 128
+_DATASET_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{_DATASET_MAX_CHARS - 1}}}")
+# The raw file formats the validator reads; the event field is a string in Avro (an
+# enum could not read what older writers wrote), so the contract check holds the list.
+DATA_FORMATS = ("csv", "json", "parquet")
+# How much of a refused value an error repeats: errors travel into events and logs.
+_SHOWN_CHARS = 80
 # What a follow-up event inherits from the event that caused it.
 _CARRIED_FIELDS = ("batch_id", "run_id", "dataset", "partition")
 # Optional fields that travel down the pipeline to every event whose schema has them.
@@ -165,9 +175,21 @@ def _writers_by_fingerprint() -> dict[bytes, tuple[EventType, dict[str, Any]]]:
 # --------------------------------------------------------------------------- validation
 
 
+def _shown(value: object) -> str:
+    """``value`` quoted for an error message, cut short if long."""
+    if isinstance(value, str) and len(value) > _SHOWN_CHARS:
+        return repr(value[:_SHOWN_CHARS]) + f"... ({len(value)} characters)"
+    return repr(value)
+
+
 def validate_partition(partition: object) -> None:
     """Raise InvalidEventError unless ``partition`` is a real date ``YYYY-MM-DD`` or ``...THH``."""
-    match = _PARTITION_RE.fullmatch(partition) if isinstance(partition, str) else None
+    # Length first, so no work (matching, quoting the value) grows with a hostile input.
+    match = (
+        _PARTITION_RE.fullmatch(partition)
+        if isinstance(partition, str) and len(partition) <= _PARTITION_MAX_CHARS
+        else None
+    )
     try:
         if match is None:
             raise ValueError
@@ -176,7 +198,7 @@ def validate_partition(partition: object) -> None:
             raise ValueError
     except ValueError:
         raise InvalidEventError(
-            f"partition {partition!r} is not a date YYYY-MM-DD or date-hour YYYY-MM-DDTHH"
+            f"partition {_shown(partition)} is not a date YYYY-MM-DD or date-hour YYYY-MM-DDTHH"
         ) from None
 
 
@@ -191,13 +213,21 @@ def _check_semantics(event_type: EventType, record: Mapping[str, Any], where: st
     except InvalidEventError as exc:
         raise InvalidEventError(f"{where}: {exc}") from None
     dataset = record.get("dataset")
-    if not isinstance(dataset, str) or _DATASET_RE.fullmatch(dataset) is None:
-        shown = repr(dataset[:80]) + ("..." if len(dataset) > 80 else "") if isinstance(
-            dataset, str) else repr(dataset)  # fmt: skip
+    if (
+        not isinstance(dataset, str)
+        or len(dataset) > _DATASET_MAX_CHARS
+        or _DATASET_RE.fullmatch(dataset) is None
+    ):
         raise InvalidEventError(
-            f"{where}: dataset {shown} is not a name (1-128 of A-Z a-z 0-9 _ . -, "
-            "starting with a letter or digit)"
+            f"{where}: dataset {_shown(dataset)} is not a name (1-{_DATASET_MAX_CHARS} of "
+            "A-Z a-z 0-9 _ . -, starting with a letter or digit)"
         )
+    if event_type is EventType.DATA_LANDED:
+        data_format = record.get("format")
+        if data_format is not None and data_format not in DATA_FORMATS:
+            raise InvalidEventError(
+                f"{where}: format {_shown(data_format)} is not one of {', '.join(DATA_FORMATS)}"
+            )
 
 
 def _check_record(event_type: EventType, record: Mapping[str, Any], where: str) -> None:
@@ -334,6 +364,11 @@ def follow_up(
             f"follow_up {event_type.short_name}: upstream event has no "
             f"{', '.join(missing)}; pass them explicitly"
         )
+    # Derived, not random: a redelivered upstream event yields the same event again,
+    # which consumers recognise by its id (landfall/deliveries.py).
+    carried.setdefault(
+        "event_id", follow_up_id(event_type.value, carried["run_id"], carried["causation_id"])
+    )
     return new_event(event_type, producer=producer, **carried)
 
 
@@ -522,6 +557,9 @@ class EventCodec:
         """Validate ``record`` as ``event_type`` and frame it for ``topic``."""
         event_type = EventType(event_type)
         _check_record(event_type, record, f"{event_type.short_name} for topic {topic!r}")
+        # Every event landfall publishes is encoded here: no string of it leaves the
+        # process with a configured secret or a URL's password in it.
+        record = redact_tree(record)
         body = _write_body(load_schema(event_type), _with_defaults(event_type, record))
         if self._registry is None:
             return _SINGLE_OBJECT_MARKER + schema_fingerprint(event_type) + body

@@ -8,7 +8,8 @@ the runner decides what happens from the class alone::
     ├── InvalidEventError    bytes that are not a valid event: sent to the dead-letter topic
     ├── RetryableError       a transient fault (broker, registry, executor loss): retried
     └── StageFailedError     the batch cannot be processed: published as batch-failed
-        └── PathOutsideLakeError   an event named a path that escapes the lake root
+        └── PathOutsideLakeError   an event named a path landfall may not read: outside
+                                   the lake root or its zone, or through a symlink
 """
 
 from __future__ import annotations
@@ -57,4 +58,10 @@ class StageFailedError(LandfallError):
 
 
 class PathOutsideLakeError(StageFailedError):
-    """An event named a path that resolves outside the configured lake root."""
+    """An event named a path landfall may not read.
+
+    It resolves outside the configured lake root, or outside the zone of its dataset
+    the stage reads (``<dataset>/raw/`` for landed data), or it passes through a
+    symlink, or it is not a plain lake-relative path at all. Never retryable: the same
+    event names the same path again.
+    """

@@ -12,10 +12,10 @@ from opentelemetry.trace import SpanKind
 
 import landfall
 from landfall.config import Settings
-from landfall.contracts import EventCodec, EventType, new_event, partition_key
+from landfall.contracts import EventType, new_event, partition_key
 from landfall.errors import InvalidEventError, RetryableError
 from landfall.ingress import batch_id_for
-from landfall.kafka_clients import kafka_client_config
+from landfall.kafka_clients import event_codec, kafka_client_config
 from landfall.runner import Headers
 from landfall.telemetry import inject_context, tracer
 
@@ -49,7 +49,7 @@ def publish_data_landed(
         model_version=model_version,
     )
     topic = settings.kafka.topics.landed.name
-    codec = EventCodec(settings.kafka.schema_registry_url)
+    codec = event_codec(settings)
     errors: list[KafkaError] = []
     producer = Producer({**kafka_client_config(settings), "acks": "all"})
     # The root of the run's trace: every service's spans for this run descend from it.
@@ -131,7 +131,7 @@ class EventWatcher:
     """Reads landfall topics from the beginning, in a private group, decoding events."""
 
     def __init__(self, settings: Settings, topics: list[str]) -> None:
-        self.codec = EventCodec(settings.kafka.schema_registry_url)
+        self.codec = event_codec(settings)
         self._consumer = Consumer(
             {
                 **kafka_client_config(settings),

@@ -6,7 +6,8 @@ runs: the batch id is derived from the partition, so every replay of one partiti
 is a new run of the same batch. The event and run ids of a bare event are derived
 from where it sits in the log (topic, partition, offset), so a redelivery of the same
 message (a crash before its offset was committed) continues the same run instead of
-starting a second one.
+starting a second one; an event that carries its own id but no run id gets a run id
+derived from its event id, so a second copy of it is the same run too.
 """
 
 from __future__ import annotations
@@ -39,11 +40,16 @@ def complete_landed_event(record: dict[str, Any], origin: str | None = None) -> 
             return str(uuid.uuid4())
         return str(uuid.uuid5(_BATCH_NAMESPACE, f"{kind}:{origin}"))
 
-    completed["event_id"] = completed.get("event_id") or derived("event")
+    # An event that names itself: its run follows from its id, so the same event
+    # published twice (at two offsets) is one run, and its second copy a duplicate.
+    given_id = completed.get("event_id")
+    completed["event_id"] = given_id or derived("event")
     completed["batch_id"] = completed.get("batch_id") or batch_id_for(
         completed["dataset"], completed["partition"]
     )
-    completed["run_id"] = completed.get("run_id") or derived("run")
+    completed["run_id"] = completed.get("run_id") or (
+        str(uuid.uuid5(_BATCH_NAMESPACE, f"run:event:{given_id}")) if given_id else derived("run")
+    )
     completed["occurred_at"] = completed.get("occurred_at") or datetime.now(UTC)
     completed["producer"] = completed.get("producer") or "upstream/unknown"
     return completed

@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient
 
 from landfall.config import KafkaSecurity, Settings
+from landfall.contracts import EventCodec
 from landfall.errors import ConfigError
 from landfall.redact import secret_values
 from landfall.topics import explain_kafka_error
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RefusalCheck",
     "admin_client",
+    "event_codec",
     "faust_broker_credentials",
     "kafka_client_config",
     "kafka_connection_config",
@@ -104,6 +106,21 @@ def kafka_client_config(settings: Settings) -> dict[str, Any]:
 def kafka_secrets(settings: Settings) -> list[str]:
     """Every secret the Kafka settings hold, to redact from messages."""
     return secret_values(kafka_connection_config(settings))
+
+
+def event_codec(settings: Settings) -> EventCodec:
+    """The event codec on the configured schema registry, logged in as configured (if any)."""
+    url = settings.schema_registry_url
+    if url is None:
+        return EventCodec()
+    registry_config = {}
+    auth = settings.kafka.schema_registry_auth
+    if auth is not None:
+        # confluent-kafka's SchemaRegistryClient: HTTP basic credentials as user:password.
+        registry_config["basic.auth.user.info"] = (
+            f"{auth.username}:{auth.password.get_secret_value()}"
+        )
+    return EventCodec(url, registry_config)
 
 
 def admin_client(settings: Settings) -> AdminClient:

@@ -16,6 +16,7 @@ so a replay adds runs and never mixes outputs.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -33,6 +34,7 @@ from confluent_kafka import (
 from landfall.config import Settings
 from landfall.errors import LandfallError
 from landfall.lake import MANIFEST_NAME, Lake
+from landfall.offset_notes import OffsetNote
 
 __all__ = [
     "BackfillPlan",
@@ -132,6 +134,7 @@ class OffsetMove:
     partition: int
     before: int | None  # None: the group had committed nothing there
     after: int
+    end: int  # the log's end when replayed: offsets from ``after`` up to it are redone
 
 
 _IDLE = {ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD, ConsumerGroupState.UNKNOWN}
@@ -216,8 +219,23 @@ def replay(
     moves = _targets(settings, wanted, known, offset=offset, since=since)
     if dry_run or not moves:
         return moves
+    # Each moved partition carries a note naming this replay pass and where it ends:
+    # the runner redoes those messages under new ids instead of taking them for
+    # redeliveries of work already done (landfall/offset_notes.py).
+    pass_id = uuid.uuid4().hex
     request = ConsumerGroupTopicPartitions(
-        group, [TopicPartition(m.topic, m.partition, m.after) for m in moves]
+        group,
+        [
+            TopicPartition(
+                m.topic,
+                m.partition,
+                m.after,
+                metadata=OffsetNote(replay=pass_id, replay_end=m.end).format()
+                if m.after < m.end
+                else "",
+            )
+            for m in moves
+        ],
     )
     try:
         result = admin.alter_consumer_group_offsets([request])[group].result(30)
@@ -285,6 +303,7 @@ def _partition_targets(
                     partition,
                     before if before is not None and before >= 0 else None,
                     min(max(target, low), high),
+                    high,
                 )
             )
     return moves

@@ -20,6 +20,7 @@ that arrives after the report does not reopen the run.
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -46,10 +47,11 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from landfall.errors import ConfigError, RetryableError
+from landfall.redact import redact
 
 __all__ = [
     "RUN_STATUSES",
@@ -231,15 +233,48 @@ class ResultsDb:
         if url.startswith("sqlite"):
             # The reporter and the API write from separate processes: wait for the lock.
             connect_args["timeout"] = 30
+        self._url = url
         try:
             self.engine: Engine = create_engine(url, connect_args=connect_args)
-            metadata.create_all(self.engine)
+        except (SQLAlchemyError, ImportError) as exc:
+            # No engine for this URL (an unknown dialect, a driver that does not load):
+            # a configuration to fix, not a fault that a retry could heal.
+            raise ConfigError(
+                f"results database {self._safe_url()} (results_db.url) cannot be used: "
+                f"{redact(f'{type(exc).__name__}: {exc}')}"
+            ) from None
+        try:
+            self._create_tables()
             self._check_schema()
         except SQLAlchemyError as exc:
-            raise RetryableError(f"results database {self._safe_url()} unusable: {exc}") from exc
+            raise RetryableError(
+                f"results database {self._safe_url()} unusable: {redact(str(exc))}"
+            ) from exc
+
+    def _create_tables(self) -> None:
+        """Create what is missing; a process that created it meanwhile is no error.
+
+        The services of one stack start together, and create_all checks, then creates:
+        between the two, another process may create the same table ("already exists").
+        """
+        for attempt in range(5):
+            try:
+                metadata.create_all(self.engine)
+                return
+            except SQLAlchemyError as exc:
+                # SQLite: "table ... already exists"; PostgreSQL: the same, or a
+                # duplicate key in its catalogue (pg_type) when both create at once.
+                raced = "already exists" in str(exc) or "duplicate key" in str(exc)
+                if not raced or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def _safe_url(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        # Made from the URL itself, not the engine: there may be no engine yet.
+        try:
+            return make_url(self._url).render_as_string(hide_password=True)
+        except ArgumentError:
+            return redact(self._url)
 
     def _check_schema(self) -> None:
         # create_all never alters an existing table: a database made by an older
@@ -482,7 +517,7 @@ class ResultsDb:
                     {
                         "run_id": run_id,
                         "stage": report.get("failed_stage") or "unknown",
-                        "reason": report.get("failure_reason") or "",
+                        "reason": redact(report.get("failure_reason") or ""),
                         "retryable": bool(report.get("retryable")),
                         "occurred_at": _parse_time(report.get("failed_at")) or finished_at,
                         "event_id": report.get("failure_event_id"),
@@ -503,7 +538,7 @@ class ResultsDb:
                 model_name=model.get("name"),
                 model_version=model.get("version"),
                 failed_stage=report.get("failed_stage"),
-                failure_reason=report.get("failure_reason"),
+                failure_reason=_redacted(report.get("failure_reason")),
                 retryable=report.get("retryable"),
                 stage_durations_ms=report.get("stage_durations_ms"),
                 drifted_features=drift.get("flagged"),
@@ -736,3 +771,8 @@ def _parse_time(value: Any) -> datetime | None:
         return _utc(value)
     parsed = datetime.fromisoformat(str(value))
     return _utc(parsed)
+
+
+def _redacted(text: str | None) -> str | None:
+    # Error text goes into rows anyone with read access to the database sees.
+    return redact(text) if text else text

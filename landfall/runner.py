@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_future
 from contextlib import contextmanager
+from contextvars import copy_context
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,6 +46,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from landfall.config import Settings
 from landfall.contracts import EventCodec, EventType, follow_up, partition_key
+from landfall.dead_letters import dead_letter
+from landfall.deliveries import replaying
 from landfall.errors import (
     ConfigError,
     InvalidEventError,
@@ -53,9 +56,9 @@ from landfall.errors import (
     StageFailedError,
 )
 from landfall.ingress import complete_landed_event
-from landfall.kafka_clients import kafka_client_config
+from landfall.kafka_clients import event_codec, kafka_client_config
 from landfall.poison import StartLedger
-from landfall.redact import mask_url_credentials
+from landfall.redact import redact
 from landfall.spark import spark_failure
 from landfall.telemetry import (
     BATCH_DURATION,
@@ -80,12 +83,6 @@ log = logging.getLogger(__name__)
 # Kafka record headers, as confluent-kafka hands them out and takes them.
 Headers = list[tuple[str, str | bytes | None]]
 
-DEAD_LETTER_REASON = "landfall.dead_letter.reason"
-DEAD_LETTER_SOURCE = "landfall.dead_letter.source"
-DEAD_LETTER_SERVICE = "landfall.dead_letter.service"
-# Set when the value was cut to runner.dead_letter_max_bytes: the original size.
-DEAD_LETTER_ORIGINAL_BYTES = "landfall.dead_letter.original_bytes"
-
 
 @dataclass(frozen=True)
 class Outgoing:
@@ -102,6 +99,9 @@ class Service(Protocol):
     name: str  # e.g. "validator": the consumer group and the producer name
     stage: str  # e.g. "validation": what batch-failed events name
     consumes: Mapping[str, frozenset[EventType]]  # topic -> the event types it may carry
+    # Optional: ``dead_letter_topics``, the consumed topics whose malformed messages this
+    # service dead-letters (unset: all). A topic that another service also reads and
+    # dead-letters is left out, so that a bad message becomes one dead letter.
 
     def handle(self, event_type: EventType, record: dict[str, Any]) -> list[Outgoing]:
         """Process one event; return the events to publish."""
@@ -158,7 +158,7 @@ class Runner:
     ) -> None:
         self.service = service
         self.settings = settings
-        self.codec = codec or EventCodec(settings.kafka.schema_registry_url)
+        self.codec = codec or event_codec(settings)
         self.producer_name = producer_name or service.name
         self._stop = threading.Event()
         self._ingress_topic = settings.kafka.topics.landed.name
@@ -207,6 +207,7 @@ class Runner:
         # unassignment (librdkafka keeps it on the partition, to apply again if it
         # comes back), so each of these is resumed at the end, assigned or not.
         self._paused: set[tuple[str, int]] = set()
+        self._holding = False  # the whole assignment is paused for the message in flight
         self._unpublished_in_a_row = 0
         # A fatal consumer error met while a message was processed: raised after it.
         self._fatal: KafkaError | None = None
@@ -287,11 +288,15 @@ class Runner:
 
     @contextmanager
     def _paused_while_processing(self, message: Message) -> Iterator[None]:
-        """Pause the whole assignment from poll to commit of ``message``; resume after.
+        """Keep every other message back from poll to commit of ``message``.
 
-        Paused, the consumer can be polled (which keeps it in the group and serves
-        rebalances) without handing out another message before this one is committed
-        or rewound.
+        Work that polls meanwhile (a stage, a backoff before a redo) pauses the whole
+        assignment first (:meth:`_hold`): paused, the consumer can be polled, which keeps
+        it in the group and serves rebalances, without handing out another message
+        before this one is committed or rewound. Everything paused is resumed after.
+        A message set aside without polling (a dead letter) pauses nothing: a pause
+        drops what the client fetched ahead and a resume waits out a fetch, which
+        would cap a flood of bad messages at two a second.
         """
         self._in_flight = (message.topic() or "", message.partition() or 0)
         self._in_flight_revoked = False
@@ -299,15 +304,22 @@ class Runner:
         self._interrupt.clear()
         if self._stop.is_set():
             self._interrupt.set()
-        self._pause(self._consumer.assignment())
         try:
             yield
         finally:
             self._in_flight = None
-            paused = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-            paused |= self._paused
+            paused = set(self._paused)
+            if self._holding:
+                paused |= {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+            self._holding = False
             self._paused = set()
             self._resume([TopicPartition(topic, number) for topic, number in sorted(paused)])
+
+    def _hold(self) -> None:
+        """Pause the whole assignment for the rest of the message in flight (once)."""
+        if not self._holding:
+            self._holding = True
+            self._pause(self._consumer.assignment())
 
     def _process_traced(self, message: Message, topic: str, stats: RunStats) -> None:
         starts = self._ledger.unfinished_starts(message)
@@ -339,11 +351,28 @@ class Runner:
                     f"{', '.join(sorted(t.short_name for t in accepted)) or 'nothing'} there"
                 )
         except InvalidEventError as exc:
-            self._set_aside(message, stats, str(exc), "dead_letter")
+            if topic in getattr(self.service, "dead_letter_topics", (topic,)):
+                self._set_aside(message, stats, str(exc), "dead_letter")
+            else:  # another service reads this topic and dead-letters it: one letter
+                log.info("skipping %s, dead-lettered by its stage: %s", _where(message), exc)
+                self._publish_then_commit(message, stats, "unknown", lambda: None)
             return
         if event_type is EventType.DATA_LANDED:
             # Ids derived from the message's place in the log: a redelivery is the same run.
             record = complete_landed_event(record, origin=_where(message))
+        # Read again on purpose (landfall replay): the work is redone, under new event ids.
+        with replaying(self._ledger.read(message).replay):
+            self._handle_and_publish(message, topic, event_type, record, starts, stats)
+
+    def _handle_and_publish(
+        self,
+        message: Message,
+        topic: str,
+        event_type: EventType,
+        record: dict[str, Any],
+        starts: int,
+        stats: RunStats,
+    ) -> None:
         dataset = dataset_label(self.settings, record.get("dataset"))
         started = time.monotonic()
         BATCHES_IN_PROGRESS.labels(self.service.name).inc()
@@ -491,7 +520,9 @@ class Runner:
         Raises _Revoked, whatever the work returned, when a rebalance took the
         partition of the message in flight away meanwhile.
         """
-        future: Future[list[Outgoing]] = self._worker.submit(work)
+        # The worker sees this thread's context variables (the replay being handled).
+        self._hold()
+        future: Future[list[Outgoing]] = self._worker.submit(copy_context().run, work)
         self._stage_running = True
         cancelled = False
         try:
@@ -639,9 +670,9 @@ class Runner:
         details: dict[str, str] | None = None,
     ) -> Outgoing:
         # What a stage's error says travels into events, reports, the results DB and
-        # logs; a URL with credentials in it (a registry, a database) must not.
-        reason = mask_url_credentials(reason)
-        details = {key: mask_url_credentials(value) for key, value in (details or {}).items()}
+        # logs; a secret or a URL with credentials in it (a registry, a database) must not.
+        reason = redact(reason)
+        details = {key: redact(value) for key, value in (details or {}).items()}
         log.warning("batch %s failed in %s: %s", record.get("batch_id"), self.service.stage, reason)
         failed = follow_up(
             EventType.BATCH_FAILED,
@@ -679,6 +710,7 @@ class Runner:
 
     def _redo_later(self, message: Message, exc: RetryableError) -> None:
         """Rewind to ``message`` and wait a backoff, polling, before it comes back."""
+        self._hold()
         self._unpublished_in_a_row += 1
         runner = self.settings.runner
         exponent = min(self._unpublished_in_a_row - 1, 30)
@@ -718,20 +750,16 @@ class Runner:
 
     def _publish_dead_letter(self, message: Message, reason: str) -> None:
         inbound = message.headers()
-        headers: Headers = [
-            *(inbound if isinstance(inbound, list) else []),
-            (DEAD_LETTER_REASON, reason[:2000].encode()),
-            (DEAD_LETTER_SOURCE, _where(message).encode()),
-            (DEAD_LETTER_SERVICE, self.service.name.encode()),
-        ]
-        value = message.value()
-        keep = self.settings.runner.dead_letter_max_bytes
-        if value is not None and len(value) > keep:
-            # A record the dead-letter topic cannot take would block this partition for
-            # good; its head and its size are what an operator needs to find its source.
-            headers.append((DEAD_LETTER_ORIGINAL_BYTES, str(len(value)).encode()))
-            value = value[:keep]
-        self._produce_acknowledged(self._dead_letter_topic, message.key(), value, headers)
+        letter = dead_letter(
+            message.value(),
+            inbound if isinstance(inbound, list) else [],
+            reason=reason,
+            source=_where(message),
+            service=self.service.name,
+            keep_bytes=self.settings.runner.dead_letter_max_bytes,
+        )
+        headers: Headers = list(letter.headers)
+        self._produce_acknowledged(self._dead_letter_topic, message.key(), letter.value, headers)
 
     def _produce_acknowledged(
         self, topic: str, key: str | bytes | None, value: str | bytes | None, headers: Headers
@@ -775,8 +803,12 @@ class Runner:
     def _commit(self, message: Message) -> None:
         key = (message.topic() or "", message.partition() or 0)
         following = (message.offset() or 0) + 1
+        # A replay's note travels with each commit until the group has passed its end.
+        mark = TopicPartition(
+            key[0], key[1], following, metadata=self._ledger.metadata_after(message)
+        )
         try:
-            self._consumer.commit(message=message, asynchronous=False)
+            self._consumer.commit(offsets=[mark], asynchronous=False)
         except KafkaException as exc:
             # Outputs are replaced atomically, so a redelivery after a lost commit
             # (e.g. the partition moved to another instance) has the same effect; but

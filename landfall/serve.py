@@ -10,6 +10,7 @@ from types import FrameType
 from landfall.config import Settings
 from landfall.errors import ConfigError
 from landfall.kafka_clients import kafka_connection_config
+from landfall.redact import install_redaction, register_settings
 from landfall.runner import Runner, Service
 from landfall.stage import StageContext
 from landfall.telemetry import init_telemetry
@@ -63,6 +64,10 @@ def serve(name: str, settings: Settings) -> None:
         raise ConfigError(f"unknown service {name!r}; choose from {choices}")
     if not settings.kafka.bootstrap:
         raise ConfigError("serve needs a broker: set kafka.bootstrap or LANDFALL_KAFKA_BOOTSTRAP")
+    # A service's logs, tracebacks, spans and events mask the secrets of these settings
+    # (load_settings registered them already; settings made otherwise are added here).
+    register_settings(settings)
+    install_redaction()
     # Metrics first: a service waiting for its broker can be seen waiting. The API has
     # no batches to count; its requests show in its own access log.
     init_telemetry(settings, name, metrics=name != API)

@@ -28,12 +28,14 @@ from pathlib import Path
 
 import yaml
 
+from landfall.api_tokens import TokenStore, ensure_generated_token
 from landfall.broker import LocalKafka, broker_dir, running_broker
 from landfall.config import ENV_PREFIX, REVEAL_SECRETS, Settings
 from landfall.errors import ConfigError, LandfallError
 from landfall.kafka_clients import kafka_connection_config
 from landfall.ports import free_port, port_free
 from landfall.processes import pid_alive
+from landfall.redact import write_private
 from landfall.serve import API, SERVICE_NAMES, ensure_all_topics
 from landfall.topics import wait_for_broker
 
@@ -199,6 +201,8 @@ class LocalStack:
         self.instances: dict[str, _Instance] = {}
         self.metrics_ports: dict[str, int] = {}
         self.max_restarts = max_restarts
+        # The operator token generated for the API when none is configured.
+        self.api_token_file: Path | None = None
 
     @property
     def processes(self) -> dict[str, subprocess.Popen[bytes]]:
@@ -243,6 +247,13 @@ class LocalStack:
                 f"(landfall stop {' '.join(sorted({_service_of(n) for n in already}))})"
             )
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if API in self.services:
+            # Here rather than in the API's process, so `up` can say where it is at once;
+            # the API then finds the file and reuses it.
+            self.api_token_file = ensure_generated_token(self.settings)
+            # A missing or malformed token file stops `up` here, before the broker starts,
+            # rather than as an API that crashes at every restart.
+            TokenStore(self.settings)
         self.settings = self._broker_settings()
         if API in self.services:
             reporting = self.settings.reporting
@@ -257,12 +268,11 @@ class LocalStack:
         ensure_all_topics(self.settings)
         # The services read exactly the settings this process holds, overrides and
         # the broker's address included, from one file written for them; it may hold
-        # passwords, so only this user may read it.
+        # passwords, so only this user may read it, from the moment it exists.
         config_file = self.log_dir / "stack-config.yaml"
-        config_file.touch(mode=0o600)
-        config_file.chmod(0o600)
-        config_file.write_text(
-            yaml.safe_dump(self.settings.model_dump(mode="json", context=REVEAL_SECRETS))
+        write_private(
+            config_file,
+            yaml.safe_dump(self.settings.model_dump(mode="json", context=REVEAL_SECRETS)),
         )
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)},

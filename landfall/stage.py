@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import threading
 import time
 import uuid
@@ -19,7 +21,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import landfall
 from landfall.config import Settings
-from landfall.contracts import EventType, follow_up
+from landfall.contracts import EventCodec, EventType, follow_up
+from landfall.deliveries import current_replay
+from landfall.errors import InvalidEventError
 from landfall.lake import MANIFEST_NAME, Lake, PartitionOutput, Zone
 from landfall.runner import Outgoing
 from landfall.spark import create_spark_session
@@ -27,7 +31,22 @@ from landfall.spark import create_spark_session
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["StageContext", "StageService", "Stopwatch", "schema_fingerprint", "spark_job_group"]
+__all__ = [
+    "ANNOUNCED_NAME",
+    "StageContext",
+    "StageService",
+    "Stopwatch",
+    "schema_fingerprint",
+    "spark_job_group",
+]
+
+# The completion event announced for a committed output, kept beside its manifest (in
+# Avro single-object encoding) so that a redelivery can repeat it word for word.
+ANNOUNCED_NAME = "_announced.avro"
+# Stored events name their writer schema by fingerprint; no registry is involved.
+_ANNOUNCEMENT_CODEC = EventCodec()
+
+log = logging.getLogger(__name__)
 
 
 class Stopwatch:
@@ -217,7 +236,54 @@ class StageService:
             manifest_path=lake.relative(output.target / MANIFEST_NAME),
             **fields,
         )
+        self._keep_announcement(output.target, event_type, event, topic)
         return [Outgoing(topic, event_type, event)]
+
+    def repeat_of(self, record: dict[str, Any], zone: Zone, topic: str) -> list[Outgoing] | None:
+        """The events announced when ``record`` was handled before, if its output stands.
+
+        A second delivery of the same event in the same run (a crash before the offset
+        was committed, a publish the broker did not acknowledge, upstream publishing
+        twice) finds its committed output in ``zone`` and repeats the completion event
+        it announced then, same id, instead of redoing the work and replacing an output
+        that downstream may be reading. None: do the work (a replay always does).
+        """
+        if current_replay() is not None:
+            return None
+        target = self.context.lake.partition_dir(record["dataset"], zone, record["partition"])
+        try:
+            manifest = json.loads((target / MANIFEST_NAME).read_text())
+            stored = (target / ANNOUNCED_NAME).read_bytes()
+        except (OSError, ValueError):
+            return None
+        if not isinstance(manifest, dict) or (manifest.get("run_id"), manifest.get("event_id")) != (
+            record["run_id"],
+            record["event_id"],
+        ):
+            return None
+        try:
+            event_type, event = _ANNOUNCEMENT_CODEC.decode(stored, topic=topic)
+        except InvalidEventError as exc:  # a stored file damaged: redo rather than fail
+            log.warning("cannot repeat the announcement in %s (%s); redoing", target, exc)
+            return None
+        log.info(
+            "%s of run %s was done already (event %s): repeating its announcement",
+            self.stage,
+            record["run_id"],
+            record["event_id"],
+        )
+        return [Outgoing(topic, event_type, event)]
+
+    def _keep_announcement(
+        self, target: Path, event_type: EventType, event: dict[str, Any], topic: str
+    ) -> None:
+        """Store the completion event beside the committed output (best effort)."""
+        temporary = target / f".{ANNOUNCED_NAME}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            temporary.write_bytes(_ANNOUNCEMENT_CODEC.encode(event_type, event, topic=topic))
+            os.replace(temporary, target / ANNOUNCED_NAME)
+        except OSError as exc:  # without it, a redelivery redoes the work: still correct
+            log.warning("cannot keep the announcement of %s: %s", target, exc)
 
     def cancel(self) -> None:
         """Cancel the running Spark jobs."""

@@ -32,7 +32,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
@@ -40,10 +40,12 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+from opentelemetry.trace import Status
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from landfall.config import Settings
 from landfall.errors import ConfigError
+from landfall.redact import redact
 
 __all__ = [
     "BATCH_DURATION",
@@ -58,6 +60,7 @@ __all__ = [
     "extract_context",
     "init_telemetry",
     "inject_context",
+    "redacted_span",
     "tracer",
 ]
 
@@ -149,16 +152,72 @@ def _init_tracing(settings: Settings, service: str) -> None:
     if config.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=config.otlp_endpoint, timeout=10))
-        )
+        exporter = OTLPSpanExporter(endpoint=config.otlp_endpoint, timeout=10)
+        provider.add_span_processor(BatchSpanProcessor(_Redacting(exporter)))
         log.info("exporting traces to %s", config.otlp_endpoint)
     if config.trace_dir is not None:
         config.trace_dir.mkdir(parents=True, exist_ok=True)
         path = config.trace_dir / f"{service}.jsonl"
         # Written as each span ends: a crashed process still leaves its spans behind.
-        provider.add_span_processor(SimpleSpanProcessor(_JsonLinesExporter(path)))
+        provider.add_span_processor(SimpleSpanProcessor(_Redacting(_JsonLinesExporter(path))))
     trace.set_tracer_provider(provider)
+
+
+def _redacted_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, tuple | list):
+        return tuple(_redacted_value(item) for item in value)
+    return value
+
+
+def _redacted_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {key: _redacted_value(value) for key, value in (attributes or {}).items()}
+
+
+def redacted_span(span: ReadableSpan) -> ReadableSpan:
+    """A copy of a finished span whose name, attributes, events and status are redacted."""
+    status = span.status
+    if status.description:
+        status = Status(status.status_code, redact(status.description))
+    return ReadableSpan(
+        name=redact(span.name),
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=_redacted_attributes(span.attributes),
+        # An exception's event carries its message and stack trace.
+        events=[
+            Event(redact(event.name), _redacted_attributes(event.attributes), event.timestamp)
+            for event in span.events
+        ],
+        links=span.links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class _Redacting(SpanExporter):
+    """Hands an exporter redacted copies of the spans: no secret leaves in a trace.
+
+    Span text comes from everywhere (error statuses, recorded exceptions, attributes
+    set by any code), so it is redacted here, once, on its way out of the process.
+    """
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self._exporter = exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._exporter.export([redacted_span(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
 
 
 class _JsonLinesExporter(SpanExporter):

@@ -23,10 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from landfall.config import Settings
+from landfall.config import REVEAL_SECRETS, Settings
 from landfall.contracts import EventCodec, EventType, new_event, partition_key
 from landfall.ingress import batch_id_for
 from landfall.ports import free_port
+from landfall.redact import write_private
 from landfall.results_db import RunKey
 
 DATASET = "demo"
@@ -266,7 +267,10 @@ def live_settings(home: Path, bootstrap: str, **environ: str) -> tuple[Settings,
     }
     settings = settings_for(home, **overrides)
     config_file = home / "landfall.yaml"
-    config_file.write_text(yaml.safe_dump(settings.model_dump(mode="json")))
+    # As `landfall up` hands its services their settings: secrets in clear, mode 600.
+    write_private(
+        config_file, yaml.safe_dump(settings.model_dump(mode="json", context=REVEAL_SECRETS))
+    )
     return settings, config_file
 
 
@@ -316,7 +320,7 @@ def publish_events(settings: Settings, events: list[tuple[EventType, dict[str, A
         EventType.BATCH_PREDICTED: topics.predicted.name,
         EventType.BATCH_FAILED: topics.failed.name,
     }
-    codec = EventCodec(settings.kafka.schema_registry_url)
+    codec = EventCodec(settings.schema_registry_url)
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap, "acks": "all"})
     for event_type, record in events:
         topic = topic_of[event_type]

@@ -25,8 +25,17 @@ class FeaturizerService(StageService):
     def handle(self, event_type: EventType, record: dict[str, Any]) -> list[Outgoing]:
         """Featurize the validated partition and publish batch-featurized."""
         ctx = self.context
+        repeated = self.repeat_of(record, "features", ctx.topics.featurized.name)
+        if repeated is not None:
+            return repeated
         dataset = ctx.settings.dataset(record["dataset"])
-        valid_path = ctx.lake.resolve(record["output_path"])
+        # Only the validated zone of the batch's own dataset, and no symlinks.
+        valid_path = ctx.lake.input_dir(
+            record["output_path"],
+            dataset=record["dataset"],
+            zone="validated",
+            partition=record["partition"],
+        )
         watch = Stopwatch()
         with self.staging(record, "features") as output, watch.measure("featurize"):
             result = featurize_partition(

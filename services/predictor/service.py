@@ -42,10 +42,19 @@ class PredictorService(StageService):
     def handle(self, event_type: EventType, record: dict[str, Any]) -> list[Outgoing]:
         """Score the featurized partition and publish batch-predicted."""
         ctx = self.context
+        repeated = self.repeat_of(record, "predictions", ctx.topics.predicted.name)
+        if repeated is not None:
+            return repeated
         dataset_name = record["dataset"]
         dataset = ctx.settings.dataset(dataset_name)
         spec = dataset.model
-        features_path = ctx.lake.resolve(record["output_path"])
+        # Only the features zone of the batch's own dataset, and no symlinks.
+        features_path = ctx.lake.input_dir(
+            record["output_path"],
+            dataset=dataset_name,
+            zone="features",
+            partition=record["partition"],
+        )
         watch = Stopwatch()
         with watch.measure("resolve_model"):
             # Once per batch: a promotion mid-batch cannot mix two versions in it.

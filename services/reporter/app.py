@@ -31,10 +31,11 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy.exc import OperationalError
 
 from landfall.config import Settings
-from landfall.contracts import EventCodec, EventType, follow_up, partition_key
+from landfall.contracts import EventType, follow_up, partition_key
+from landfall.dead_letters import dead_letter
 from landfall.errors import ConfigError, InvalidEventError, RetryableError
-from landfall.kafka_clients import faust_broker_credentials
-from landfall.redact import mask_url_credentials
+from landfall.kafka_clients import event_codec, faust_broker_credentials
+from landfall.redact import redact
 from landfall.runner import Outgoing
 from landfall.stage import StageContext
 from landfall.telemetry import (
@@ -49,7 +50,12 @@ from landfall.telemetry import (
     inject_context,
     tracer,
 )
-from services.reporter.service import FINISHING_EVENTS, STAGE_EVENTS, BatchReporter
+from services.reporter.service import (
+    FINISHING_EVENTS,
+    STAGE_EVENTS,
+    BatchReporter,
+    reporter_only_topics,
+)
 
 __all__ = ["ReporterApp", "expired_runs"]
 
@@ -118,7 +124,7 @@ class ReporterApp:
         partitions = counts.pop()
         self.context = StageContext(settings, "reporter")
         self.reporter = reporter or BatchReporter(self.context)
-        self.codec = EventCodec(kafka.schema_registry_url)
+        self.codec = event_codec(settings)
         self._ingress = topics.landed.name
         # One thread: Spark sessions and SQLite connections prefer not to be shared.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reporter-work")
@@ -150,6 +156,10 @@ class ReporterApp:
             key_type=bytes,
             value_type=bytes,
         )
+        self.dead_letters = self.app.topic(
+            topics.dead_letter.name, key_type=bytes, value_type=bytes
+        )
+        self._dead_letter_topics = reporter_only_topics(topics)
         self.progress = self.app.Table(
             "batch-progress", default=None, partitions=partitions, key_type=str
         )
@@ -162,22 +172,46 @@ class ReporterApp:
     async def _follow(self, stream: Any) -> None:
         async for event in stream.events():
             message = event.message
-            await self.process(message.topic, event.value, message.headers, message.partition)
+            await self.process(
+                message.topic,
+                event.value,
+                message.headers,
+                message.partition,
+                key=event.key,
+                offset=message.offset,
+            )
 
     async def process(
-        self, topic: str, value: bytes | None, headers: Any, partition: int | None = None
+        self,
+        topic: str,
+        value: bytes | None,
+        headers: Any,
+        partition: int | None = None,
+        *,
+        key: bytes | None = None,
+        offset: int | None = None,
     ) -> None:
-        """Handle one message of a source topic (``partition``: the message's)."""
+        """Handle one message of a source topic (``partition``, ``offset``: the message's)."""
+        source = f"{topic}/{partition}@{offset}"
         try:
+            size, limit = len(value or b""), self.settings.runner.max_message_bytes
+            if size > limit:  # not decoded at all, as the runner does
+                raise InvalidEventError(
+                    f"message on topic {topic!r} is {size} bytes, over "
+                    f"runner.max_message_bytes ({limit})"
+                )
             event_type, record = self.codec.decode(
                 value, topic=topic, accept_json=topic == self._ingress
             )
+            if event_type not in self._sources.get(topic, frozenset()):
+                raise InvalidEventError(
+                    f"topic {topic} carried a {event_type.short_name} event, but the "
+                    "reporter takes only "
+                    + ", ".join(sorted(t.short_name for t in self._sources.get(topic, ())))
+                    + " there"
+                )
         except InvalidEventError as exc:
-            # The stage that consumes this topic dead-letters it; here it is only noise.
-            log.warning("skipping an undecodable message on %s: %s", topic, exc)
-            return
-        if event_type not in self._sources.get(topic, frozenset()):
-            log.warning("skipping a %s event on %s", event_type.short_name, topic)
+            await self._set_aside(topic, key, value, headers, source, str(exc))
             return
         if not record.get("run_id") or not record.get("batch_id"):
             # A bare ingress event: the validator gives it its run id, and the reporter
@@ -296,6 +330,37 @@ class ReporterApp:
             )
             await pending  # the broker's acknowledgement
 
+    async def _set_aside(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any,
+        source: str,
+        reason: str,
+    ) -> None:
+        """Dead-letter a message of a topic only the reporter reads; skip it otherwise.
+
+        Acknowledged before the agent moves on (and so before the offset is committed):
+        a dead letter is never lost, and the message is never handled again.
+        """
+        if topic not in self._dead_letter_topics:
+            # The stage that consumes this topic dead-letters it: one letter, not two.
+            log.info("skipping %s, dead-lettered by its stage: %s", source, reason)
+            return
+        log.warning("dead-lettering %s: %s", source, reason)
+        PROCESSING_ERRORS.labels("reporter", "unknown", "dead_letter").inc()
+        letter = dead_letter(
+            value,
+            _header_items(headers),
+            reason=reason,
+            source=source,
+            service="reporter",
+            keep_bytes=self.settings.runner.dead_letter_max_bytes,
+        )
+        pending = await self.dead_letters.send(key=key, value=letter.value, headers=letter.headers)
+        await pending
+
     async def _report_failure(
         self, event_type: EventType, record: dict[str, Any], exc: Exception
     ) -> None:
@@ -307,7 +372,7 @@ class ReporterApp:
             record,
             producer=self.context.producer,
             stage="reporting",
-            reason=mask_url_credentials(f"{type(exc).__name__}: {exc}"),
+            reason=redact(f"{type(exc).__name__}: {exc}"),
             retryable=isinstance(exc, RetryableError | OperationalError),
             failed_event_type=event_type.value,
         )

@@ -16,8 +16,10 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
+from landfall.config import Topics
 from landfall.contracts import EventType, follow_up
 from landfall.lake import write_json_atomically
+from landfall.redact import redact_tree
 from landfall.results_db import ResultsDb, RunKey
 from landfall.runner import Outgoing
 from landfall.stage import StageContext, StageService, Stopwatch
@@ -25,7 +27,14 @@ from landfall.telemetry import LAST_SUCCESS
 from services.reporter.html import render_report_html
 from services.reporter.stage import build_failure_report, build_success_report, timeline
 
-__all__ = ["FINISHING_EVENTS", "STAGE_EVENTS", "BatchReporter", "ReporterService", "new_progress"]
+__all__ = [
+    "FINISHING_EVENTS",
+    "STAGE_EVENTS",
+    "BatchReporter",
+    "ReporterService",
+    "new_progress",
+    "reporter_only_topics",
+]
 
 # The completion event of each stage before reporting, and the stage it completes.
 STAGE_EVENTS = {
@@ -35,6 +44,17 @@ STAGE_EVENTS = {
 }
 # The events after which a run is reported.
 FINISHING_EVENTS = frozenset({EventType.BATCH_PREDICTED, EventType.BATCH_FAILED})
+
+
+def reporter_only_topics(topics: Topics) -> frozenset[str]:
+    """The topics only the reporter reads: it dead-letters their malformed messages.
+
+    A malformed message on the other topics it reads is dead-lettered by the stage
+    that consumes that topic; the reporter skipping it keeps it one dead letter.
+    """
+    return frozenset({topics.predicted.name, topics.failed.name})
+
+
 # Figures a stage's event carries that the results database keeps on the run.
 _RUN_FIGURES = {
     "validation": ("rows_landed", "rows_valid", "rows_quarantined"),
@@ -166,6 +186,9 @@ class BatchReporter:
                 id_column=dataset.id_column if dataset is not None else "id",
             )
         manifests = report.pop("manifests", {})
+        # The report goes to report.json, report.html, the results DB and batch-reported:
+        # none of them may carry a secret that came in with a failure reason.
+        report = redact_tree(report)
         finished = datetime.now(UTC)
         failed = None
         if event_type is EventType.BATCH_FAILED:
@@ -187,7 +210,8 @@ class BatchReporter:
             record,
             producer=ctx.producer,
             status=report["status"],
-            report_path=report["report_path"],
+            # Empty when no report was written (a dataset that is not configured).
+            report_path=report["report_path"] or "",
             report_html_path=report["report_html_path"],
             stage_durations_ms=report["stage_durations_ms"],
             rows_landed=report["rows"].get("landed"),
@@ -207,6 +231,12 @@ class BatchReporter:
         self, record: dict[str, Any], report: dict[str, Any], watch: Stopwatch
     ) -> None:
         ctx, lake = self.context, self.context.lake
+        if record["dataset"] not in ctx.settings.datasets:
+            # Nothing is written for a dataset that is not configured: anyone who can
+            # publish an event would otherwise make top-level lake folders at will. The
+            # run is still recorded in the results database, without a report file.
+            report["report_path"] = report["report_html_path"] = None
+            return
         output = ctx.staged(record["dataset"], "reports", record["partition"], record["run_id"])
         report["report_path"] = lake.relative(output.target / "report.json")
         report["report_html_path"] = lake.relative(output.target / "report.html")
@@ -256,6 +286,7 @@ class ReporterService(StageService):
             topics.predicted.name: frozenset({EventType.BATCH_PREDICTED}),
             topics.failed.name: frozenset({EventType.BATCH_FAILED}),
         }
+        self.dead_letter_topics = reporter_only_topics(topics)
         self.reporter = BatchReporter(context)
         self.results = self.reporter.results
         self._progress: OrderedDict[str, dict[str, Any]] = OrderedDict()

@@ -522,7 +522,10 @@ def build_success_report(
     elif (validated / MANIFEST_NAME).exists():
         quality["null_fractions"] = null_fractions(spark, validated)
         quality["null_fractions_of"] = "valid rows (computed by the reporter)"
-    predictions_path = lake.resolve(predicted["output_path"])
+    # Only the predictions zone of the run's own dataset, and no symlinks.
+    predictions_path = lake.input_dir(
+        predicted["output_path"], dataset=dataset, zone="predictions", partition=partition
+    )
     features_path = lake.partition_dir(dataset, "features", partition)
     drift: dict[str, Any] = {"threshold": psi_threshold, "features": {}, "flagged": []}
     if features_path.is_dir():

@@ -26,12 +26,15 @@ class ValidatorService(StageService):
     def handle(self, event_type: EventType, record: dict[str, Any]) -> list[Outgoing]:
         """Validate the partition the event names and publish batch-validated."""
         ctx, lake = self.context, self.context.lake
+        repeated = self.repeat_of(record, "validated", ctx.topics.validated.name)
+        if repeated is not None:
+            return repeated
         dataset_name, partition = record["dataset"], record["partition"]
         dataset = ctx.settings.dataset(dataset_name)
-        raw_path = (
-            lake.resolve(record["path"])
-            if record.get("path")
-            else lake.partition_dir(dataset_name, "raw", partition)
+        # Confined to the dataset's raw zone with no symlink on the way or inside, before
+        # Spark reads anything or any output is staged.
+        raw_path = lake.input_dir(
+            record.get("path") or None, dataset=dataset_name, zone="raw", partition=partition
         )
         watch = Stopwatch()
         with (

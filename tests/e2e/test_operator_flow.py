@@ -83,7 +83,7 @@ def _minute(moment: datetime) -> str:
 
 def _log_of(settings: Settings, topic: str) -> list[tuple[int, int, int, dict[str, Any]]]:
     """Every event of a topic: (partition, offset, timestamp in ms, record)."""
-    codec = EventCodec(settings.kafka.schema_registry_url)
+    codec = EventCodec(settings.schema_registry_url)
     consumer = Consumer(
         {**kafka_client_config(settings), "group.id": "unused", "enable.auto.commit": False}
     )

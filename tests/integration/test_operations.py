@@ -11,6 +11,7 @@ import pytest
 
 from landfall.config import Settings
 from landfall.contracts import EventType
+from landfall.deliveries import current_replay
 from landfall.demo import write_sample_partition
 from landfall.errors import LandfallError
 from landfall.events import EventWatcher, publish_data_landed
@@ -66,9 +67,11 @@ class _Counter:
     def __init__(self, settings: Settings) -> None:
         self.consumes = {settings.kafka.topics.landed.name: frozenset({EventType.DATA_LANDED})}
         self.partitions: list[str] = []
+        self.replays: list[str | None] = []
 
     def handle(self, event_type: EventType, record: dict[str, Any]) -> list[Outgoing]:
         self.partitions.append(record["partition"])
+        self.replays.append(current_replay())
         return []
 
     def cancel(self) -> None:
@@ -79,13 +82,17 @@ class _Counter:
 
 
 def _consume(settings: Settings, **run: Any) -> list[str]:
+    return _consume_noting_replays(settings, **run)[0]
+
+
+def _consume_noting_replays(settings: Settings, **run: Any) -> tuple[list[str], list[str | None]]:
     service = _Counter(settings)
     runner = Runner(service, settings)
     try:
         runner.run(**run)
     finally:
         runner.close()
-    return service.partitions
+    return service.partitions, service.replays
 
 
 def test_a_replay_moves_a_stopped_group_back_and_refuses_a_running_one(
@@ -121,3 +128,34 @@ def test_a_replay_moves_a_stopped_group_back_and_refuses_a_running_one(
         runner.stop()
         thread.join(30)
         runner.close()
+
+
+def test_a_replayed_message_is_handled_as_a_replay_pass_up_to_where_the_log_ended(
+    ops_settings: Settings,
+) -> None:
+    """What a replay moves back is redone on purpose; what came after is ordinary.
+
+    The runner tells the two apart by the note the replay left on the committed
+    offsets (landfall/offset_notes.py), which each commit carries to the replay's end,
+    also when the replay is consumed by more than one process in turn.
+    """
+    for partition in ("2026-11-01", "2026-11-02", "2026-11-03"):
+        publish_data_landed(ops_settings, "demo", partition)
+    first = _consume_noting_replays(ops_settings, max_messages=3, timeout=60)
+    assert first == (["2026-11-01", "2026-11-02", "2026-11-03"], [None, None, None])
+
+    replay(ops_settings, "counter", offset=0)
+    publish_data_landed(ops_settings, "demo", "2026-11-04")
+    # One process takes the first replayed message and stops; the next goes on.
+    partitions, replays = _consume_noting_replays(ops_settings, max_messages=1, timeout=60)
+    more, more_replays = _consume_noting_replays(ops_settings, max_messages=3, timeout=60)
+    assert partitions + more == ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
+    replays += more_replays
+    assert replays[0] is not None and replays[:3] == [replays[0]] * 3
+    assert replays[3] is None  # published after the replay: not part of it
+
+    # A second replay is another pass, with another id.
+    replay(ops_settings, "counter", offset=3)
+    again = _consume_noting_replays(ops_settings, max_messages=1, timeout=60)
+    assert again[0] == ["2026-11-04"]
+    assert again[1][0] not in (None, replays[0])

@@ -18,12 +18,13 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from landfall.config import Settings
+from landfall.config import ApiSettings, Settings
 from landfall.contracts import EventType
 from landfall.events import EventWatcher
 from landfall.ports import free_port
 from landfall.results_db import ResultsDb
 from landfall.serve import ensure_all_topics
+from tests.api_support import new_token, start_api, write_config, write_token_file
 from tests.reporting_support import (
     LandfallProcess,
     failed_event,
@@ -199,22 +200,24 @@ def test_after_a_restart_the_table_still_knows_what_was_reported(
 # ---------------------------------------------------------------------------- API and browser
 
 
+API_READER = new_token("faust-reader")
+
+
 @pytest.fixture(scope="module")
 def api(live: Live) -> Iterator[str]:
-    process = LandfallProcess("api", live.config_file, live.home / "api.log")
-    base = f"http://127.0.0.1:{live.settings.reporting.api_port}"
+    # Reads open to all (api.public_reads), as a team may run the status page for its
+    # dashboards: the browser below needs no login (tests/integration/test_api.py logs
+    # in); the API's clients still send their token.
+    token_file = write_token_file(live.home / "api-tokens", [f"read {API_READER} faust-tests"])
+    settings = live.settings.model_copy(
+        update={"api": ApiSettings(token_file=token_file, public_reads=True)}
+    )
+    config_file = write_config(settings, live.home / "api.yaml")
+    server = start_api(settings, config_file, live.home / "api.log")
     try:
-        for _ in range(240):
-            process.check_alive()
-            try:
-                if httpx2.get(f"{base}/openapi.json", timeout=2).status_code == 200:
-                    break
-            except httpx2.TransportError:
-                pass
-            subprocess.run(["sleep", "0.25"], check=True)
-        yield base
+        yield server.base
     finally:
-        process.stop()
+        server.stop()
 
 
 def _chromium() -> str:
@@ -277,7 +280,8 @@ def test_the_api_shows_the_runs_of_the_reported_batch(
     api: str,
 ) -> None:
     run, _ = first_run
-    with httpx2.Client(base_url=api, timeout=30) as client:
+    auth = {"Authorization": f"Bearer {API_READER}"}
+    with httpx2.Client(base_url=api, timeout=30, headers=auth) as client:
         job = client.get(f"/batch/{run.run_id}").json()
         assert job["status"] == "SUCCEEDED"
         assert [s["status"] for s in job["stages"]] == ["SUCCEEDED"] * 4
@@ -321,3 +325,73 @@ def test_runs_untouched_for_the_retention_are_forgotten(
     finally:
         watcher.close()
         reporter.stop()
+
+
+def _raw_messages(settings: Settings, topic: str) -> list:  # type: ignore[type-arg]
+    """Every message on ``topic`` right now, undecoded."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "raw-reader"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {}
+        for number in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, number), timeout=30)
+            if high > low:
+                ends[number] = high
+        consumer.assign([TopicPartition(topic, number, 0) for number in ends])
+        found = []
+        deadline = time.monotonic() + 30
+        while ends and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            found.append(message)
+            if (message.offset() or 0) + 1 >= ends[message.partition() or 0]:
+                del ends[message.partition() or 0]
+        return found
+    finally:
+        consumer.close()
+
+
+def test_malformed_messages_on_the_reporter_s_own_topics_are_dead_lettered_once(
+    live: Live,
+) -> None:
+    """batch-predicted and batch-failed have no other reader: the reporter dead-letters
+    what it cannot decode there (original bytes, reason, source) and goes on; on a
+    topic a stage also reads, that stage does it, so the reporter only skips."""
+    from confluent_kafka import Producer
+
+    from landfall.dead_letters import DEAD_LETTER_REASON, DEAD_LETTER_SERVICE, DEAD_LETTER_SOURCE
+
+    topics = live.settings.kafka.topics
+    key = b"demo/2026-11-25"
+    bad = {
+        topics.predicted.name: b"\xc3\x01not an event at all",
+        topics.failed.name: b"\x00\x00\x00\x00\x07truncated",
+        topics.validated.name: b"{}",
+    }
+    producer = Producer({"bootstrap.servers": live.settings.kafka.bootstrap, "acks": "all"})
+    for topic, value in bad.items():
+        producer.produce(topic, key=key, value=value, headers=[("origin", b"fuzz")])
+    assert producer.flush(30) == 0
+    # A good event after them on the same key: reported means the bad ones were passed.
+    failed = failed_event("2026-11-25")
+    publish_events(live.settings, [(EventType.BATCH_FAILED, failed)])
+    live.reported(failed["run_id"])
+    live.reporter.check_alive()
+
+    letters = [
+        m
+        for m in _raw_messages(live.settings, topics.dead_letter.name)
+        if dict(m.headers() or []).get(DEAD_LETTER_SERVICE) == b"reporter"
+    ]
+    by_topic = {
+        dict(m.headers())[DEAD_LETTER_SOURCE].decode().rsplit("/", 1)[0]: m for m in letters
+    }
+    assert len(letters) == 2 and set(by_topic) == {topics.predicted.name, topics.failed.name}
+    for topic, letter in by_topic.items():
+        headers = dict(letter.headers())
+        assert letter.value() == bad[topic] and letter.key() == key
+        assert headers["origin"] == b"fuzz"
+        assert headers[DEAD_LETTER_REASON].decode().startswith(f"message on topic {topic!r}")

@@ -100,7 +100,7 @@ def _nothing_left(settings: Settings) -> bool:
 
 def topic_events(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """Every event on ``topic`` right now, each partition read from its start to its end."""
-    codec = EventCodec(settings.kafka.schema_registry_url)
+    codec = EventCodec(settings.schema_registry_url)
     consumer = Consumer(
         {**kafka_client_config(settings), "group.id": f"read-{uuid.uuid4().hex[:8]}"}
     )
@@ -585,7 +585,7 @@ def test_an_oversized_message_is_dead_lettered_cut_once_and_the_next_event_handl
 ) -> None:
     from confluent_kafka import Producer
 
-    from landfall.runner import DEAD_LETTER_ORIGINAL_BYTES, DEAD_LETTER_REASON
+    from landfall.dead_letters import DEAD_LETTER_ORIGINAL_BYTES, DEAD_LETTER_REASON
 
     topics = probe_settings.kafka.topics
     # 2 MB: the broker takes it (up to 5 MB), most clusters' dead-letter topics would not.
@@ -648,7 +648,7 @@ class _ProcessDied(BaseException):
 def test_a_message_that_keeps_killing_the_process_is_dead_lettered_on_the_next_start(
     probe_settings: Settings, watch
 ) -> None:
-    from landfall.runner import DEAD_LETTER_REASON
+    from landfall.dead_letters import DEAD_LETTER_REASON
 
     settings = probe_settings.model_copy(
         update={"runner": probe_settings.runner.model_copy(update={"max_crashes": 2})}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from landfall.config import Settings
 from landfall.contracts import EventType
 from landfall.datasets import Thresholds
+from landfall.deliveries import replaying
 from landfall.demo import write_sample_partition
 from landfall.errors import StageFailedError
 from landfall.ingress import complete_landed_event
@@ -63,3 +66,50 @@ def test_over_a_threshold_the_batch_fails_and_only_quarantine_is_committed(
         list((lake.partition_dir("demo", "validated", PARTITION).parent / "_staging").iterdir())
         == []
     )
+
+
+def test_a_second_delivery_repeats_the_announcement_and_a_replay_redoes_the_work(
+    spark, settings: Settings
+) -> None:
+    """The same event twice in one run: the output stands and the same event goes out.
+
+    Downstream may be reading the committed output when the copy arrives; redoing the
+    work would swap it under that reader and announce a second completion.
+    """
+    service = ValidatorService(StageContext(settings, "validator", spark=spark))
+    lake = service.context.lake
+    write_sample_partition(lake, PARTITION, rows=50)
+    landed = _landed()
+
+    (first,) = service.handle(EventType.DATA_LANDED, landed)
+    committed = read_manifest(lake.partition_dir("demo", "validated", PARTITION))
+    (again,) = service.handle(EventType.DATA_LANDED, dict(landed))
+    assert (again.topic, again.event_type, again.record) == (
+        first.topic,
+        first.event_type,
+        first.record,
+    )
+    assert read_manifest(lake.partition_dir("demo", "validated", PARTITION)) == committed
+
+    # Another run of the batch is not a copy: it is validated anew.
+    (other,) = service.handle(EventType.DATA_LANDED, _landed())
+    assert other.record["run_id"] != first.record["run_id"]
+    assert (
+        read_manifest(lake.partition_dir("demo", "validated", PARTITION))["run_id"]
+        == (other.record["run_id"])
+    )
+
+    # The first event once more, its output replaced meanwhile: redone, and announced
+    # under the same id, as a redelivery of the same event in the same run.
+    (redone,) = service.handle(EventType.DATA_LANDED, dict(landed))
+    assert redone.record["event_id"] == first.record["event_id"]
+    redone_manifest = read_manifest(lake.partition_dir("demo", "validated", PARTITION))
+    assert redone_manifest["run_id"] == landed["run_id"]
+    assert redone_manifest["committed_at"] > committed["committed_at"]
+
+    # A replay of it redoes the work although its output stands, under a new event id.
+    with replaying(uuid.uuid4().hex):
+        (replayed,) = service.handle(EventType.DATA_LANDED, dict(landed))
+    assert replayed.record["event_id"] != first.record["event_id"]
+    manifest = read_manifest(lake.partition_dir("demo", "validated", PARTITION))
+    assert manifest["committed_at"] > redone_manifest["committed_at"]

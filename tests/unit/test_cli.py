@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _landfall(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -58,3 +59,37 @@ def test_a_model_version_must_be_a_version_number() -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "takes a version number, got 'latest'" in result.stderr
+
+
+def test_a_format_the_validator_cannot_read_is_refused() -> None:
+    result = _landfall(
+        "publish", "demo", "2026-11-01", "--format", "xls", LANDFALL_KAFKA_BOOTSTRAP="127.0.0.1:1"
+    )
+    assert result.returncode == 2
+    assert "takes one of csv, json, parquet, got 'xls'" in result.stderr
+
+
+def test_api_token_prints_the_generated_token_and_refuses_when_tokens_are_configured(
+    tmp_path: Path,
+) -> None:
+    first = _landfall("api-token", LANDFALL_HOME=str(tmp_path))
+    again = _landfall("api-token", LANDFALL_HOME=str(tmp_path))
+    assert first.returncode == 0 and again.returncode == 0, first.stderr
+    token = first.stdout.strip()
+    assert len(token) >= 40 and again.stdout.strip() == token
+    assert token in (tmp_path / "api-token").read_text()
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"read {'r' * 20}\n")
+    configured = _landfall(
+        "api-token", LANDFALL_HOME=str(tmp_path), LANDFALL_API_TOKEN_FILE=str(tokens)
+    )
+    assert configured.returncode == 2
+    assert "API tokens are configured" in configured.stderr and "r" * 20 not in configured.stderr
+
+
+def test_up_with_a_missing_api_token_file_stops_before_starting_anything(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-tokens"
+    result = _landfall("up", LANDFALL_HOME=str(tmp_path), LANDFALL_API_TOKEN_FILE=str(missing))
+    assert result.returncode == 2
+    assert f"API token file {missing} does not exist" in result.stderr
+    assert not (tmp_path / "kafka").exists() and not (tmp_path / "api-token").exists()

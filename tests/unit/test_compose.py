@@ -66,7 +66,7 @@ def test_only_configuration_changes_beyond_one_machine(compose: dict[str, Any]) 
     environment = compose["services"]["predictor"]["environment"]
     settings = load_settings(DEMO_CONFIG, environ={k: str(v) for k, v in environment.items()})
     assert settings.kafka.bootstrap == "kafka:9092"
-    assert settings.kafka.schema_registry_url == "http://schema-registry:8081"
+    assert settings.schema_registry_url == "http://schema-registry:8081"
     assert settings.spark.master == "spark://spark-master:7077"
     assert settings.tracking_uri == "http://mlflow:5000"
     assert settings.results_db_url.startswith("postgresql+psycopg://")
@@ -76,6 +76,18 @@ def test_only_configuration_changes_beyond_one_machine(compose: dict[str, Any]) 
     assert telemetry_settings.otlp_endpoint == "http://jaeger:4318/v1/traces"
     assert telemetry_settings.trace_dir is None
     assert set(settings.datasets) == {"demo"}  # the same datasets as the demo
+
+
+def test_every_published_port_is_on_the_host_s_loopback_only(compose: dict[str, Any]) -> None:
+    # The job API (and MLflow, Grafana ...) must not face every network of the host.
+    published = {}
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            # docker-compose 1.x writes "host_ip:published:target/proto"; the spec, a mapping.
+            host_ip = port.get("host_ip") if isinstance(port, dict) else port.split(":")[0]
+            published[f"{name} {port}"] = host_ip
+    assert any(key.startswith("api ") for key in published)
+    assert {key: ip for key, ip in published.items() if ip != "127.0.0.1"} == {}
 
 
 def test_prometheus_scrapes_every_stage_service_and_loads_the_alerts() -> None:

@@ -8,6 +8,7 @@ import io
 import json
 import random
 import struct
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,10 @@ def _single_object(event_type: EventType) -> bytes:
         (b'{"dataset": "..", "partition": "2026-11-01"}', "'..'"),
         (b'{"dataset": "de mo", "partition": "2026-11-01"}', "'de mo'"),
         (b'{"dataset": "' + b"x" * 10_000 + b'", "partition": "2026-11-01"}', "..."),
+        # The validator reads these three formats; anything else is not a data-landed event.
+        (b'{"dataset": "demo", "partition": "2026-11-01", "format": "xls"}', "format 'xls'"),
+        (b'{"dataset": "demo", "partition": "2026-11-01", "format": "CSV"}', "format 'CSV'"),
+        (b'{"dataset": "demo", "partition": "2026-11-01", "format": ""}', "format ''"),
         # Nesting that would exhaust the parser's stack, and a document far too big.
         (b'{"dataset": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "deeper than 8"),
         (b'{"dataset": "a", "path": "' + b"p" * 100_000 + b'"}', "bytes is over"),
@@ -394,6 +399,66 @@ def test_bad_partition_in_avro_is_invalid(codec: EventCodec) -> None:
     data = b"\xc3\x01" + schema_fingerprint(EventType.BATCH_FAILED) + body
     with pytest.raises(InvalidEventError, match="2026-13-01"):
         codec.decode(data, topic="failed")
+
+
+def test_a_format_outside_the_enum_is_invalid_in_every_encoding(codec: EventCodec) -> None:
+    record = make(EventType.DATA_LANDED)
+    record["format"] = "xls"
+    body = avro_body(EventType.DATA_LANDED, record)
+    data = b"\xc3\x01" + schema_fingerprint(EventType.DATA_LANDED) + body
+    with pytest.raises(InvalidEventError, match="format 'xls' is not one of csv, json, parquet"):
+        codec.decode(data, topic="landed")
+    # new_event is what the CLI, the API and the demo publish through.
+    with pytest.raises(InvalidEventError, match="format 'xls'"):
+        new_event(
+            EventType.DATA_LANDED,
+            dataset="demo",
+            partition="2026-11-01",
+            batch_id=None,
+            run_id=None,
+            producer=PRODUCER,
+            format="xls",
+        )
+    for known in ("csv", "json", "parquet", None):
+        record["format"] = known
+        assert codec.decode(codec.encode(EventType.DATA_LANDED, record, topic="t"), topic="t")
+
+
+def test_a_huge_dataset_name_never_reaches_a_reader(codec: EventCodec) -> None:
+    # A batch-failed naming a 10 KB dataset once made the reporter fail unrecorded: it
+    # is refused at decoding, and no service can build one to publish either.
+    record = make(EventType.BATCH_FAILED)
+    record["dataset"] = "x" * 10_000
+    body = avro_body(EventType.BATCH_FAILED, record)
+    data = b"\xc3\x01" + schema_fingerprint(EventType.BATCH_FAILED) + body
+    with pytest.raises(InvalidEventError, match="is not a name") as caught:
+        codec.decode(data, topic="failed")
+    assert len(str(caught.value)) < 400
+    with pytest.raises(InvalidEventError, match="is not a name"):
+        follow_up(
+            EventType.BATCH_FAILED,
+            record,
+            producer=PRODUCER,
+            stage="validation",
+            reason="r",
+            retryable=False,
+            failed_event_type=EventType.DATA_LANDED.value,
+        )
+    record["dataset"] = "x" * 128  # the longest name there is
+    codec.decode(codec.encode(EventType.BATCH_FAILED, record, topic="t"), topic="t")
+
+
+def test_a_huge_partition_is_refused_at_once_with_a_short_message(codec: EventCodec) -> None:
+    record = make(EventType.BATCH_FAILED)
+    record["partition"] = "2026-11-01" + "9" * 50_000_000
+    body = avro_body(EventType.BATCH_FAILED, record)
+    data = b"\xc3\x01" + schema_fingerprint(EventType.BATCH_FAILED) + body
+    started = time.monotonic()
+    with pytest.raises(InvalidEventError, match="is not a date") as caught:
+        codec.decode(data, topic="failed")
+    assert len(str(caught.value)) < 400
+    # Decoding 50 MB of Avro takes a moment; the check itself must add nothing to it.
+    assert time.monotonic() - started < 5
 
 
 def test_new_event_names_the_wrong_field() -> None:
