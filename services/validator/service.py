@@ -49,6 +49,7 @@ class ValidatorService(StageService):
                 valid.staging,
                 quarantine.staging,
                 data_format=record.get("format"),
+                raw_name=lake.relative(raw_path),
             )
         rows = {
             "landed": result.rows_landed,

@@ -84,15 +84,22 @@ class ValidationResult:
     breach_details: dict[str, str] = field(default_factory=dict)
 
 
-def read_raw_partition(spark: SparkSession, path: Path, data_format: str) -> DataFrame:
-    """Read a landed partition as it is; CSV columns stay strings so bad values survive."""
+def read_raw_partition(
+    spark: SparkSession, path: Path, data_format: str, *, name: str | None = None
+) -> DataFrame:
+    """Read a landed partition as it is; CSV columns stay strings so bad values survive.
+
+    ``name`` is how errors name the partition (its lake-relative path): they travel
+    into events, reports and the API, where a server's own paths have no business.
+    """
+    name = name or str(path)
     if not path.exists():
         raise StageFailedError(
-            f"partition not found: {path} does not exist (has it landed yet?)", retryable=True
+            f"partition not found: {name} does not exist (has it landed yet?)", retryable=True
         )
     files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(("_", "."))]
     if not files:
-        raise StageFailedError(f"partition {path} holds no data files", retryable=True)
+        raise StageFailedError(f"partition {name} holds no data files", retryable=True)
     reader = spark.read
     if data_format == "csv":
         # No type inference: a "n/a" in a numeric column must reach the type check,
@@ -103,7 +110,7 @@ def read_raw_partition(spark: SparkSession, path: Path, data_format: str) -> Dat
     return reader.parquet(str(path))
 
 
-def _typed_columns(raw: DataFrame, dataset: DatasetConfig, path: Path) -> dict[str, Column]:
+def _typed_columns(raw: DataFrame, dataset: DatasetConfig, path: str) -> dict[str, Column]:
     """Each declared column cast to its declared type; an impossible cast fails the batch."""
     missing = [c.name for c in dataset.columns if c.name not in raw.columns]
     if missing:
@@ -287,11 +294,17 @@ def validate_partition(
     valid_path: Path,
     quarantine_path: Path,
     data_format: str | None = None,
+    *,
+    raw_name: str | None = None,
 ) -> ValidationResult:
-    """Check a raw partition; write quarantined rows, and valid rows unless a threshold broke."""
+    """Check a raw partition; write quarantined rows, and valid rows unless a threshold broke.
+
+    ``raw_name`` names the raw partition in errors (its lake-relative path).
+    """
+    raw_name = raw_name or str(raw_path)
     with spark_job_group(spark, "validate") as jobs:
-        raw = read_raw_partition(spark, raw_path, data_format or dataset.format)
-        typed = _typed_columns(raw, dataset, raw_path)
+        raw = read_raw_partition(spark, raw_path, data_format or dataset.format, name=raw_name)
+        typed = _typed_columns(raw, dataset, raw_name)
         declared = [c.name for c in dataset.columns]
         extras = [c for c in raw.columns if c not in declared]
         # Rules see typed values under the declared names; the landed values ride

@@ -131,7 +131,8 @@ def test_bad_inputs_fail_or_dead_letter_and_the_services_keep_running(
 
     failed_missing = failure_of(missing["run_id"])
     assert failed_missing["stage"] == "validation"
-    assert "partition not found" in failed_missing["reason"]
+    assert "partition not found: demo/raw/2026-10-15 does not exist" in failed_missing["reason"]
+    assert str(settings.lake) not in failed_missing["reason"]  # no server path in events
     assert failed_missing["retryable"] is True
     failed_escape = failure_of(escaping["run_id"])
     assert "outside the lake root" in failed_escape["reason"]

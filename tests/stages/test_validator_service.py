@@ -113,3 +113,17 @@ def test_a_second_delivery_repeats_the_announcement_and_a_replay_redoes_the_work
     assert replayed.record["event_id"] != first.record["event_id"]
     manifest = read_manifest(lake.partition_dir("demo", "validated", PARTITION))
     assert manifest["committed_at"] > redone_manifest["committed_at"]
+
+
+def test_a_missing_partition_is_named_by_its_lake_path_not_the_server_s(
+    spark, settings: Settings
+) -> None:
+    service = ValidatorService(StageContext(settings, "validator", spark=spark))
+    with pytest.raises(StageFailedError) as caught:
+        service.handle(EventType.DATA_LANDED, complete_landed_event(
+            {"dataset": "demo", "partition": "2026-01-01"}
+        ))  # fmt: skip
+    assert caught.value.reason == (
+        "partition not found: demo/raw/2026-01-01 does not exist (has it landed yet?)"
+    )
+    assert caught.value.retryable
