@@ -213,6 +213,9 @@ class Runner:
         self._fatal: KafkaError | None = None
         # Offsets (the next to read) of published messages whose commit failed.
         self._uncommitted: dict[tuple[str, int], int] = {}
+        # When the group took this instance's partitions away as lost (its session
+        # expired) with no rebalance completed since: see _rejoin_if_stranded.
+        self._lost_at: float | None = None
 
     def stop(self) -> None:
         """Ask the loop to finish: the current batch is abandoned and not committed."""
@@ -228,12 +231,7 @@ class Runner:
         """Consume until stopped, or until ``max_messages`` were processed or ``timeout`` passed."""
         stats = RunStats()
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._consumer.subscribe(
-            list(self.service.consumes),
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        self._subscribe()
         log.info("%s consuming %s", self.service.name, ", ".join(self.service.consumes))
         while not self._stop.is_set():
             if max_messages is not None and stats.consumed >= max_messages:
@@ -241,6 +239,7 @@ class Runner:
             if deadline is not None and time.monotonic() >= deadline:
                 break
             message = self._consumer.poll(self.settings.runner.poll_timeout_s)
+            self._rejoin_if_stranded()
             if message is None:
                 continue
             error = message.error()
@@ -597,6 +596,14 @@ class Runner:
         except KafkaException as exc:
             log.info("resuming %s failed: %s", _names(partitions), exc)
 
+    def _subscribe(self) -> None:
+        self._consumer.subscribe(
+            list(self.service.consumes),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Rebalance callback: partitions handed to this instance.
 
@@ -606,6 +613,7 @@ class Runner:
         pause from before they were taken away still clung to them.
         """
         log.info("%s assigned %s", self.service.name, _names(partitions))
+        self._lost_at = None  # back in the group
         if not partitions:
             return  # the client records the (unchanged) assignment itself
         try:
@@ -637,7 +645,36 @@ class Runner:
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Rebalance callback: partitions lost (the session expired, e.g. broker away)."""
+        self._lost_at = time.monotonic()
         self._taken_away(partitions, "lost")
+
+    def _rejoin_if_stranded(self) -> None:
+        """Join the group anew when no rebalance followed a loss of the partitions.
+
+        Seen with a broker that was away longer than the session: the client said it
+        would rejoin the group, but minutes later it had joined no rebalance and held
+        no partition, so its topics went unread while the service looked healthy.
+        Any rebalance since the loss, even one that gives this instance nothing, ends
+        the wait (_on_assign); a consumer still outside the group after several
+        session timeouts subscribes again, which makes it join afresh.
+        """
+        if self._lost_at is None:
+            return
+        patience = max(3 * self.settings.kafka.session_timeout_ms / 1000, 20.0)
+        if time.monotonic() - self._lost_at < patience:
+            return
+        log.warning(
+            "%s has been outside its consumer group for %.0fs since its partitions were "
+            "lost; subscribing again to rejoin",
+            self.service.name,
+            time.monotonic() - self._lost_at,
+        )
+        self._lost_at = time.monotonic()
+        try:
+            self._consumer.unsubscribe()
+            self._subscribe()
+        except KafkaException as exc:
+            log.warning("subscribing again failed (tried again later): %s", exc)
 
     def _taken_away(self, partitions: list[TopicPartition], how: str) -> None:
         log.info("%s %s %s", self.service.name, how, _names(partitions))
