@@ -97,3 +97,38 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with LocalKafka(tmp_path_factory.mktemp("broker") / "kafka", port=free_port()) as broker:
         yield broker.bootstrap
+
+
+def topic_messages(settings: Settings, topic: str) -> list:  # type: ignore[type-arg]
+    """Every message on ``topic`` right now, undecoded, each partition read to its end."""
+    import time
+    import uuid
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from landfall.kafka_clients import kafka_client_config
+
+    consumer = Consumer(
+        {**kafka_client_config(settings), "group.id": f"read-{uuid.uuid4().hex[:8]}"}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = {}
+        for number in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, number), timeout=30)
+            if high > low:
+                ends[number] = high
+        consumer.assign([TopicPartition(topic, number, 0) for number in ends])
+        found = []
+        deadline = time.monotonic() + 30
+        while ends and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            found.append(message)
+            if (message.offset() or 0) + 1 >= ends[message.partition() or 0]:
+                del ends[message.partition() or 0]
+        assert not ends, f"could not read {topic} to its end"
+        return found
+    finally:
+        consumer.close()

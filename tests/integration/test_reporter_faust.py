@@ -25,6 +25,7 @@ from landfall.ports import free_port
 from landfall.results_db import ResultsDb
 from landfall.serve import ensure_all_topics
 from tests.api_support import new_token, start_api, write_config, write_token_file
+from tests.conftest import topic_messages
 from tests.reporting_support import (
     LandfallProcess,
     failed_event,
@@ -327,33 +328,6 @@ def test_runs_untouched_for_the_retention_are_forgotten(
         reporter.stop()
 
 
-def _raw_messages(settings: Settings, topic: str) -> list:  # type: ignore[type-arg]
-    """Every message on ``topic`` right now, undecoded."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "raw-reader"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        ends = {}
-        for number in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, number), timeout=30)
-            if high > low:
-                ends[number] = high
-        consumer.assign([TopicPartition(topic, number, 0) for number in ends])
-        found = []
-        deadline = time.monotonic() + 30
-        while ends and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            found.append(message)
-            if (message.offset() or 0) + 1 >= ends[message.partition() or 0]:
-                del ends[message.partition() or 0]
-        return found
-    finally:
-        consumer.close()
-
-
 def test_malformed_messages_on_the_reporter_s_own_topics_are_dead_lettered_once(
     live: Live,
 ) -> None:
@@ -383,7 +357,7 @@ def test_malformed_messages_on_the_reporter_s_own_topics_are_dead_lettered_once(
 
     letters = [
         m
-        for m in _raw_messages(live.settings, topics.dead_letter.name)
+        for m in topic_messages(live.settings, topics.dead_letter.name)
         if dict(m.headers() or []).get(DEAD_LETTER_SERVICE) == b"reporter"
     ]
     by_topic = {

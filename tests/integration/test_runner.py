@@ -25,7 +25,7 @@ from landfall.events import EventWatcher, publish_data_landed
 from landfall.kafka_clients import admin_client, kafka_client_config
 from landfall.ports import free_port
 from landfall.runner import Outgoing, Runner, RunStats
-from tests.conftest import isolated_settings
+from tests.conftest import isolated_settings, topic_messages
 
 pytestmark = pytest.mark.broker
 
@@ -101,30 +101,7 @@ def _nothing_left(settings: Settings) -> bool:
 def topic_events(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """Every event on ``topic`` right now, each partition read from its start to its end."""
     codec = EventCodec(settings.schema_registry_url)
-    consumer = Consumer(
-        {**kafka_client_config(settings), "group.id": f"read-{uuid.uuid4().hex[:8]}"}
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        ends = {}
-        for number in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, number), timeout=30)
-            if high > low:
-                ends[number] = high
-        consumer.assign([TopicPartition(topic, number, 0) for number in ends])
-        events: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 30
-        while ends and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            events.append(codec.decode(message.value(), topic=topic)[1])
-            if (message.offset() or 0) + 1 >= ends[message.partition() or 0]:
-                del ends[message.partition() or 0]
-        assert not ends, f"could not read {topic} to its end"
-        return events
-    finally:
-        consumer.close()
+    return [codec.decode(m.value(), topic=topic)[1] for m in topic_messages(settings, topic)]
 
 
 def committed_offsets(settings: Settings, service: str, topic: str) -> dict[int, int]:
