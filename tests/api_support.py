@@ -26,6 +26,26 @@ def write_token_file(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def api_settings(home: Path, bootstrap: str, token_lines: list[str]) -> tuple[Settings, Path]:
+    """Settings (and their file) for an API of its own under ``home``, with these tokens.
+
+    Its topics exist, and it listens on a free port.
+    """
+    from landfall.ports import free_port
+    from landfall.serve import ensure_all_topics
+    from tests.reporting_support import live_settings
+
+    token_file = write_token_file(home / "tokens", token_lines)
+    settings, config_file = live_settings(
+        home,
+        bootstrap,
+        LANDFALL_REPORTING__API_PORT=str(free_port()),
+        LANDFALL_API_TOKEN_FILE=str(token_file),
+    )
+    ensure_all_topics(settings)
+    return settings, config_file
+
+
 def write_config(settings: Settings, path: Path) -> Path:
     """The settings as a config file, secrets (API tokens) in clear, mode 600."""
     path.touch(mode=0o600)

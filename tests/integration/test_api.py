@@ -34,7 +34,14 @@ from landfall.ports import free_port
 from landfall.results_db import ResultsDb, RunKey
 from landfall.serve import ensure_all_topics
 from services.reporter.html import render_report_html
-from tests.api_support import ApiServer, new_token, start_api, write_config, write_token_file
+from tests.api_support import (
+    ApiServer,
+    api_settings,
+    new_token,
+    start_api,
+    write_config,
+    write_token_file,
+)
 from tests.reporting_support import finished_report, live_settings
 
 pytestmark = [pytest.mark.broker]
@@ -83,19 +90,12 @@ TOKEN_LINES = [f"operator {OPERATOR} ci-pipeline", f"read {READER} dashboards"]
 @pytest.fixture(scope="module")
 def api(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     home = tmp_path_factory.mktemp("api")
-    token_file = write_token_file(home / "tokens", TOKEN_LINES)
-    settings, config_file = live_settings(
-        home,
-        kafka_bootstrap,
-        LANDFALL_REPORTING__API_PORT=str(free_port()),
-        LANDFALL_API_TOKEN_FILE=str(token_file),
-    )
-    ensure_all_topics(settings)
+    settings, config_file = api_settings(home, kafka_bootstrap, TOKEN_LINES)
     _seed(settings)
     server = start_api(settings, config_file, home / "api.log")
     clients = [server.client(OPERATOR), server.client(READER), server.client()]
     try:
-        yield Api(settings, server, *clients, token_file=token_file)
+        yield Api(settings, server, *clients, token_file=home / "tokens")
     finally:
         for client in clients:
             client.close()

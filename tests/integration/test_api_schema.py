@@ -30,10 +30,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from landfall.ports import free_port
-from landfall.serve import ensure_all_topics
-from tests.api_support import ApiServer, new_token, start_api, write_token_file
-from tests.reporting_support import live_settings
+from tests.api_support import ApiServer, api_settings, new_token, start_api
 
 pytestmark = [pytest.mark.broker]
 
@@ -61,14 +58,7 @@ def api_server(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiServer]:
     home = tmp_path_factory.mktemp("api-fuzz")
-    token_file = write_token_file(home / "tokens", [f"operator {OPERATOR} fuzzer"])
-    settings, config_file = live_settings(
-        home,
-        kafka_bootstrap,
-        LANDFALL_REPORTING__API_PORT=str(free_port()),
-        LANDFALL_API_TOKEN_FILE=str(token_file),
-    )
-    ensure_all_topics(settings)
+    settings, config_file = api_settings(home, kafka_bootstrap, [f"operator {OPERATOR} fuzzer"])
     server = start_api(settings, config_file, home / "api.log")
     try:
         yield server
