@@ -653,7 +653,7 @@ def test_a_message_that_keeps_killing_the_process_is_dead_lettered_on_the_next_s
     # The third start does not run the handler: the message is set aside, unread.
     service, stats = _run_once(settings, ProbeService.validated)
     assert (stats.consumed, stats.dead_lettered, service.calls) == (1, 1, [])
-    letters = topic_events_raw(settings, settings.kafka.topics.dead_letter.name)
+    letters = topic_messages(settings, settings.kafka.topics.dead_letter.name)
     (letter,) = letters
     reason = dict(letter.headers() or [])[DEAD_LETTER_REASON].decode()
     assert reason.startswith("poison pill: 2 processes started this message")
@@ -665,22 +665,3 @@ def test_a_message_that_keeps_killing_the_process_is_dead_lettered_on_the_next_s
     assert stats.handled == 1
     _, kind, event = watch.wait_for(lambda *_: True, timeout=30)
     assert kind is EventType.BATCH_VALIDATED and event["run_id"] == healthy["run_id"]
-
-
-def topic_events_raw(settings: Settings, topic: str) -> list[Any]:
-    """Every message on ``topic`` right now, undecoded."""
-    consumer = Consumer(
-        {**kafka_client_config(settings), "group.id": f"raw-{uuid.uuid4().hex[:8]}",
-         "auto.offset.reset": "earliest"}
-    )  # fmt: skip
-    consumer.subscribe([topic])
-    found, deadline, quiet_since = [], time.monotonic() + 30, time.monotonic()
-    try:
-        while time.monotonic() < deadline and time.monotonic() - quiet_since < 3:
-            message = consumer.poll(0.3)
-            if message is not None and not message.error():
-                found.append(message)
-                quiet_since = time.monotonic()
-    finally:
-        consumer.close()
-    return found
