@@ -7,11 +7,21 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1s
 KAFKA_POM := landfall/jvm/kafka-pom.xml
 KAFKA_LIBS := .deps/kafka/libs
 KAFKA_STAMP := $(KAFKA_LIBS)/.fetched-$(shell sha1sum $(KAFKA_POM) | cut -c1-12)
+# Spark's s3a connector (hadoop-aws + the AWS SDK bundle, landfall/jvm/spark-s3-pom.xml)
+# for a lake on an object store: about 660 MB, fetched once with Maven.
+SPARK_S3_POM := landfall/jvm/spark-s3-pom.xml
+SPARK_JARS := .deps/spark-jars
+SPARK_JARS_STAMP := $(SPARK_JARS)/.fetched-$(shell sha1sum $(SPARK_S3_POM) | cut -c1-12)
+# Jaeger's all-in-one (Jaeger v2), built once from source with Go: landfall/go/go.mod
+# records it as a tool and go.sum pins every module it is built from.
+JAEGER_MOD := landfall/go
+JAEGER_BIN := .deps/jaeger/jaeger
+JAEGER_STAMP := .deps/jaeger/.built-$(shell cat $(JAEGER_MOD)/go.mod $(JAEGER_MOD)/go.sum | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup kafka system-deps demo up test test-unit chaos bench lint format clean
+.PHONY: setup kafka spark-jars jaeger system-deps demo up test test-unit chaos bench lint format clean
 
-setup: $(STAMP) kafka
+setup: $(STAMP) kafka spark-jars
 
 kafka: $(KAFKA_STAMP) ## Apache Kafka's jars for the local broker (Maven, once)
 
@@ -26,6 +36,29 @@ $(KAFKA_STAMP): $(KAFKA_POM)
 	rm -rf $(KAFKA_LIBS)
 	mvn -q -B -f $(KAFKA_POM) dependency:copy-dependencies \
 	  -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS)
+	@touch $@
+
+spark-jars: $(SPARK_JARS_STAMP) ## Spark's s3a connector for a lake on an object store (Maven, once)
+
+$(SPARK_JARS_STAMP): $(SPARK_S3_POM)
+	@command -v mvn >/dev/null 2>&1 || { \
+	  echo "Maven is missing: installing it (it fetches Spark's s3a connector)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends maven; }
+	rm -rf $(SPARK_JARS)
+	mvn -q -B -f $(SPARK_S3_POM) dependency:copy-dependencies \
+	  -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(SPARK_JARS)
+	@touch $@
+
+jaeger: $(JAEGER_STAMP) ## Jaeger's all-in-one for `landfall up --jaeger` and the tracing tests (Go, once)
+
+$(JAEGER_STAMP): $(JAEGER_MOD)/go.mod $(JAEGER_MOD)/go.sum
+	@command -v go >/dev/null 2>&1 || { \
+	  echo "Go is missing: install Go 1.24 or newer (it builds Jaeger from source)"; exit 1; }
+	rm -f .deps/jaeger/.built-* && mkdir -p $(dir $(JAEGER_BIN))
+	cd $(JAEGER_MOD) && go build -o $(CURDIR)/$(JAEGER_BIN) -ldflags "-s -w -X \
+	  github.com/jaegertracing/jaeger/internal/version.latestVersion=$$(go list -m -f '{{.Version}}' \
+	  github.com/jaegertracing/jaeger)" github.com/jaegertracing/jaeger/cmd/jaeger
 	@touch $@
 
 $(STAMP): requirements.lock pyproject.toml
@@ -62,21 +95,25 @@ system-deps:
 	    --no-install-recommends $$missing; \
 	fi
 
-test: setup system-deps ## the whole suite against real Spark, a real broker and a real MLflow registry
+test: setup system-deps jaeger ## the whole suite against real Spark, a real broker and a real MLflow registry
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup ## the quick tests: no broker, no Spark
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 # The long versions of the hostile-input tests that make test runs short: 10,000
-# fuzzed messages through the four services, and a longer schemathesis run on the API.
-chaos: setup system-deps ## hostile input at length (tens of minutes; not part of make test)
+# fuzzed messages through the four services, and a longer schemathesis run on the API;
+# and the crash chaos test with every service killed at every point of its stage.
+chaos: setup system-deps ## hostile input and crashes at length (tens of minutes; not part of make test)
 	LANDFALL_FUZZ_MESSAGES=10000 LANDFALL_TEST_API_FUZZ_EXAMPLES=500 $(PY) -m pytest \
 	  tests/e2e/test_hostile_input.py tests/integration/test_api_schema.py $(PYTEST_ARGS)
+	LANDFALL_CHAOS_TRIALS=20 $(PY) -m pytest -s tests/e2e/test_chaos.py $(PYTEST_ARGS)
 
 bench: setup ## each stage beside its baseline (minutes; not part of make test)
 	$(PY) bench/stage_bench.py --rows 1000000 5000000
 	$(PY) bench/predict_bench.py --rows 1000000 5000000
+	$(PY) bench/reporter_bench.py --rows 1000000 5000000
+	$(PY) bench/lake_store_bench.py --rows 1000000
 
 lint: setup
 	$(VENV)/bin/ruff check landfall services tests

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import landfall
@@ -44,7 +44,7 @@ from landfall.config import Settings
 from landfall.contracts import validate_partition
 from landfall.errors import InvalidEventError, LandfallError, PathOutsideLakeError, RetryableError
 from landfall.events import publish_data_landed
-from landfall.lake import Lake
+from landfall.lake import OUTPUT_ZONES, Lake, LakePath
 from landfall.results_db import ResultsDb, RunKey
 
 __all__ = ["PredictAccepted", "PredictRequest", "create_app", "serve_api"]
@@ -159,11 +159,13 @@ def _stage_statuses(run: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _run_view(run: dict[str, Any], lake: Lake) -> dict[str, Any]:
     dataset, partition = run["dataset"], run["partition"]
-    outputs = {
-        zone: f"{dataset}/{zone}/{partition}"
-        for zone in ("validated", "quarantine", "features", "predictions", "reports")
-        if lake.partition_dir(dataset, zone, partition).is_dir()  # type: ignore[arg-type]
-    }
+    # Each zone's output of this very run (every run keeps its own), else the
+    # partition's committed one.
+    outputs = {}
+    for zone in OUTPUT_ZONES:
+        found = lake.output_of_run(dataset, zone, partition, run["run_id"])
+        if found is not None:
+            outputs[zone] = found.rel
     return {
         "job_id": run["run_id"],
         "batch_id": run["batch_id"],
@@ -195,9 +197,10 @@ def _run_view(run: dict[str, Any], lake: Lake) -> dict[str, Any]:
         "links": {
             "self": f"/batch/{run['run_id']}",
             "batch": f"/batch/{run['batch_id']}",
-            **report_links(run),
+            # This run's own report (a failed run's too); /reports/... is the partition's.
+            **report_links(run, own_run=True),
         },
-        # Lake-relative directories; the report is per partition, the latest run's.
+        # Lake-relative directories.
         "outputs": outputs,
     }
 
@@ -227,7 +230,7 @@ def _oversized(max_url_bytes: int) -> Callable[[MutableMapping[str, Any]], bool]
 def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
     """The API over one results database and lake, publishing to the configured broker."""
     db = results or ResultsDb(settings.results_db_url)
-    lake = Lake(settings.lake)
+    lake = Lake.from_settings(settings)
     auth = Auth(settings)
     app = FastAPI(
         title="landfall job API",
@@ -445,16 +448,56 @@ def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
         dataset: Annotated[str, Path(max_length=128)],
         partition: Annotated[str, Path(max_length=_PARTITION_CHARS)],
         name: Annotated[str, Path(max_length=16)],
-    ) -> FileResponse:
-        """A partition's report.html or report.json, as the reporter last wrote it."""
+    ) -> Response:
+        """A partition's current report.html or report.json: its newest successful run's.
+
+        A failed later run does not replace it; each run's own report is at
+        ``/batch/{run_id}/{name}``.
+        """
         if name not in _REPORT_FILES or not _DATASET_NAME.match(dataset):
             raise HTTPException(404, "no such report file")
         _checked_partition(partition, ("path", "partition"))
-        path = lake.partition_dir(dataset, "reports", partition) / name
-        if not path.is_file():
+        commit = lake.committed(dataset, "reports", partition)
+        if commit is None:
             raise HTTPException(404, f"no {name} for {dataset} {partition} yet")
+        return _report_response(commit.path / name, name, f"{dataset} {partition}")
+
+    @app.get(
+        "/batch/{run_id}/{name}",
+        response_model=None,
+        dependencies=[page_reader],
+        responses={
+            200: {
+                "description": "the run's own report",
+                "content": {"text/html": {"schema": {"type": "string"}}, "application/json": {}},
+            },
+            **_PAGE_ERRORS,
+            **error_responses(404),
+        },
+    )
+    def run_report_file(
+        run_id: Annotated[str, Path(max_length=64)],
+        name: Annotated[str, Path(max_length=16)],
+    ) -> Response:
+        """One run's report.html or report.json, whatever its outcome."""
+        if name not in _REPORT_FILES:
+            raise HTTPException(404, "no such report file")
+        run = db.run(run_id)
+        report = (run or {}).get("report_path")
+        if not report or not isinstance(report, str):
+            raise HTTPException(404, f"no report for run {shown(run_id, 64)}")
+        folder = lake.path(report).parent
+        if folder.rel.split("/")[1:2] != ["reports"]:  # the database names a report folder
+            raise HTTPException(404, f"no report for run {shown(run_id, 64)}")
+        return _report_response(folder / name, name, f"run {run_id}")
+
+    def _report_response(path: LakePath, name: str, what: str) -> Response:
+        try:
+            content = path.read_bytes()
+        except FileNotFoundError:
+            raise HTTPException(404, f"no {name} for {what}") from None
         media = "text/html; charset=utf-8" if name.endswith(".html") else "application/json"
-        return FileResponse(path, media_type=media)
+        return Response(content=content, media_type=media)
 
     @app.get("/", response_class=HTMLResponse, dependencies=[page_reader], responses=_PAGE_ERRORS)
     def status_page(request: Request) -> str:

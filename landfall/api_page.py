@@ -12,11 +12,18 @@ from typing import Any
 __all__ = ["report_links", "status_page_html"]
 
 
-def report_links(row: dict[str, Any]) -> dict[str, str]:
-    """Where a batch row's reports are, if the reporter wrote them."""
+def report_links(row: dict[str, Any], *, own_run: bool = False) -> dict[str, str]:
+    """Where a batch row's reports are, if the reporter wrote them.
+
+    ``own_run``: the run's own report; otherwise the partition's current one (its newest
+    successful run's).
+    """
     if not row.get("report_path"):
         return {}
-    base = f"/reports/{row['dataset']}/{row['partition']}"
+    if own_run and row.get("run_id"):
+        base = f"/batch/{row['run_id']}"
+    else:
+        base = f"/reports/{row['dataset']}/{row['partition']}"
     return {"report_html": f"{base}/report.html", "report_json": f"{base}/report.json"}
 
 

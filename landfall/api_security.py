@@ -104,7 +104,7 @@ def public_message(text: object, settings: Settings, limit: int = 300) -> str:
     """An error's text fit for a client: no credentials, no server path, bounded."""
     message = str(text)[: limit * 4]
     message = redact(message)
-    for root, name in ((settings.lake, "<lake>"), (settings.home, "<home>")):
+    for root, name in ((settings.lake_uri, "<lake>"), (settings.home, "<home>")):
         message = message.replace(str(root), name)
     message = _ABSOLUTE_PATH.sub("<path>", message)
     return message if len(message) <= limit else message[:limit] + "..."

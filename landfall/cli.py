@@ -106,15 +106,28 @@ def up(
         typer.Option(help="run N instances of a service in its consumer group: SERVICE=N"),
     ] = None,
     config: ConfigOption = None,
+    jaeger: Annotated[
+        bool,
+        typer.Option(
+            "--jaeger",
+            help="run a local Jaeger (`make jaeger` builds it); every service sends spans to it",
+        ),
+    ] = False,
 ) -> None:
     """Run the services (and Apache Kafka, unless one runs) in the foreground until Ctrl-C.
 
     A service stopped with `landfall stop` stays stopped while the others keep running;
-    a service that crashes is restarted with a growing delay.
+    a service that crashes is restarted with a growing delay, and `up` gives up (exit 1)
+    on one that keeps crashing. Ctrl-C or SIGTERM stops every service, each stage in
+    flight getting runner.shutdown_grace_s to finish; a second one abandons them at once.
     """
+    from landfall.jaeger import LocalJaeger, jaeger_for_stack, with_local_jaeger
     from landfall.stack import ALL_SERVICES, LocalStack
 
     _configure_logging("up")
+    jaeger_ui: str | None = None
+    # Stopped after the services, so their last spans reach it (and at exit if `up` fails).
+    started_jaeger: LocalJaeger | None = None
     # Until the supervision loop runs, SIGTERM interrupts like Ctrl-C does, so that a
     # stack stopped while starting stops what it started (see LocalStack.start).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -130,6 +143,10 @@ def up(
         if not services:
             raise LandfallError("--without leaves no service to run")
         settings = cli_settings(config)
+        if jaeger:
+            settings, jaeger_ui, started_jaeger = jaeger_for_stack(settings)
+        else:  # a Jaeger that `up --jaeger` runs for this home gets these services' spans too
+            settings = with_local_jaeger(settings)
         stack = LocalStack(settings, services=services, scale=_scale(scale))
         live = stack.start()
     except LandfallError as exc:
@@ -154,6 +171,10 @@ def up(
         typer.echo(f"metrics of {name}: {url}")
     if live.telemetry.trace_dir is not None:
         typer.echo(f"traces: {live.telemetry.trace_dir}/<service>.jsonl")
+    if jaeger_ui:
+        typer.echo(f"Jaeger: {jaeger_ui}/ (query API at {jaeger_ui}/api/traces)")
+    if live.telemetry.otlp_endpoint:
+        typer.echo(f"spans exported over OTLP to {live.telemetry.otlp_endpoint}")
     typer.echo("stop one service with: landfall stop SERVICE; start it again with: "
                "landfall up --only SERVICE")  # fmt: skip
     code = 0
@@ -171,7 +192,12 @@ def up(
         code = 1
     finally:
         typer.echo("stopping...")
+        # A second Ctrl-C or SIGTERM: the services abandon their stages in flight now.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stack.hurry())
         stack.stop()
+        if started_jaeger is not None:
+            started_jaeger.stop()
     if code:
         raise typer.Exit(code=code)
 
@@ -482,6 +508,96 @@ def groups(
                     f"  {lag.topic}/{lag.partition}: committed {lag.committed}, "
                     f"end {lag.end}, lag {lag.lag}"
                 )
+
+
+@app.command()
+def reconcile(
+    dataset: DatasetArgument,
+    first: Annotated[str, typer.Argument(help="the first partition, YYYY-MM-DD")],
+    last: Annotated[str, typer.Argument(help="the last partition, included")],
+    hourly: Annotated[
+        bool, typer.Option(help="hourly partitions: YYYY-MM-DDTHH to YYYY-MM-DDTHH")
+    ] = False,
+    stuck_after: Annotated[
+        float, typer.Option(help="minutes without progress after which a run is stuck")
+    ] = 60.0,
+    dry_run: Annotated[bool, typer.Option(help="show the plan, publish nothing")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Re-drive every landed partition whose batch never finished, from where it stopped."""
+    from datetime import timedelta
+
+    from landfall.reconcile import plan_reconcile
+    from landfall.reconcile import reconcile as publish_repairs
+    from landfall.telemetry import init_telemetry
+
+    try:
+        settings = cli_settings(config)
+        repairs = plan_reconcile(
+            settings,
+            dataset,
+            first,
+            last,
+            hourly=hourly,
+            stuck_after=timedelta(minutes=stuck_after),
+        )
+        for repair in repairs:
+            typer.echo(f"{dataset}/{repair.partition}: {repair.found} -> {repair.action}")
+        if dry_run or not repairs:
+            done = f"would re-drive {len(repairs)} partition(s)" if dry_run else "nothing to do"
+            typer.echo(done)
+            return
+        settings = publishing_settings(config, "reconcile")
+        init_telemetry(settings, "cli", metrics=False)
+        publish_repairs(settings, repairs)
+    except LandfallError as exc:
+        fail(exc)
+    typer.echo(f"re-drove {len(repairs)} partition(s)")
+
+
+@app.command()
+def gc(
+    keep_days: Annotated[
+        float, typer.Option(help="keep every run committed within this many days")
+    ] = 7.0,
+    staging_hours: Annotated[
+        float,
+        typer.Option(help="remove uncommitted outputs nothing wrote to for this many hours"),
+    ] = 24.0,
+    dry_run: Annotated[
+        bool, typer.Option(help="say what would be removed, remove nothing")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Remove old runs' outputs and what crashed writers left in the lake.
+
+    Each partition keeps its committed output and its newest attempt, whatever their age.
+    """
+    from landfall.lake import Lake
+    from landfall.lake_gc import collect_garbage
+
+    try:
+        settings = cli_settings(config)
+        plan = collect_garbage(
+            Lake.from_settings(settings),
+            sorted(settings.datasets),
+            keep_days=keep_days,
+            staging_grace_hours=staging_hours,
+            dry_run=dry_run,
+        )
+    except LandfallError as exc:
+        fail(exc)
+    except OSError as exc:  # the store: unreachable, refused
+        fail(LandfallError(f"cannot sweep the lake {settings.lake_uri}: {exc}"))
+    verb = "would remove" if dry_run else "removed"
+    for rel in plan.old_runs:
+        typer.echo(f"{verb} old run {rel}")
+    for rel in plan.abandoned:
+        typer.echo(f"{verb} abandoned {rel}")
+    typer.echo(
+        f"{verb} {len(plan.old_runs)} old run(s) and {len(plan.abandoned)} abandoned "
+        f"output(s); kept {plan.kept}"
+    )
 
 
 app.add_typer(model_app, name="model")

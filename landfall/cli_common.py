@@ -57,9 +57,11 @@ def cli_settings(config: Path | None) -> Settings:
 
 def publishing_settings(config: Path | None, command: str) -> Settings:
     """The settings of a command that talks to the broker: the configured one or the local one."""
+    from landfall.jaeger import with_local_jaeger
     from landfall.stack import with_local_broker
 
-    settings = cli_settings(config)
+    # Its spans (the root of a run's trace) go where the stack's go: a local Jaeger too.
+    settings = with_local_jaeger(cli_settings(config))
     found = with_local_broker(settings)
     if found is None:
         raise LandfallError(

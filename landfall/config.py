@@ -48,7 +48,7 @@ from landfall.datasets import (
     UniqueRule,
 )
 from landfall.errors import ConfigError
-from landfall.redact import register_settings
+from landfall.redact import mask_url_credentials, register_settings
 
 __all__ = [
     "ApiSettings",
@@ -58,6 +58,7 @@ __all__ = [
     "FeatureSpec",
     "KafkaSecurity",
     "KafkaSettings",
+    "ObjectStoreSettings",
     "REVEAL_SECRETS",
     "SchemaRegistryAuth",
     "ScoringSettings",
@@ -147,6 +148,11 @@ _VERBATIM_ENV_PATHS = frozenset(
         ("mlflow", "tracking_uri"),
         ("mlflow", "registry_uri"),
         ("results_db", "url"),
+        ("object_store", "endpoint"),
+        ("object_store", "region"),
+        ("object_store", "access_key_id"),
+        ("object_store", "secret_access_key"),
+        ("object_store", "session_token"),
     }
 )
 
@@ -315,11 +321,57 @@ class KafkaSettings(_Frozen):
         return self
 
 
+# The stage services, whose Spark settings spark.services may override (the same names
+# as landfall.serve.SERVICE_NAMES, which this module cannot import without a cycle).
+SPARK_SERVICE_NAMES = ("validator", "featurizer", "predictor", "reporter")
+
+
+def _spark_conf_values(value: Any) -> Any:
+    """Spark conf values as the strings Spark reads: YAML's ``2`` or ``true`` included."""
+    if not isinstance(value, Mapping):
+        return value
+    return {key: _spark_conf_value(item) for key, item in value.items()}
+
+
+def _spark_conf_value(item: Any) -> Any:
+    if isinstance(item, bool):
+        return "true" if item else "false"
+    return str(item) if isinstance(item, int | float) else item
+
+
+class SparkServiceSettings(_Frozen):
+    """One service's own Spark settings, merged over the shared ``spark.conf``."""
+
+    conf: dict[str, str] = Field(default_factory=dict)
+
+    _conf_values = field_validator("conf", mode="before")(_spark_conf_values)
+
+
 class SparkSettings(_Frozen):
     """How each service builds its one SparkSession."""
 
     master: str = "local[2]"
     conf: dict[str, str] = Field(default_factory=dict)
+    # e.g. a predictor given more cores of the cluster than the other three services.
+    services: dict[str, SparkServiceSettings] = Field(default_factory=dict)
+
+    _conf_values = field_validator("conf", mode="before")(_spark_conf_values)
+
+    @field_validator("services")
+    @classmethod
+    def _known_services(
+        cls, value: dict[str, SparkServiceSettings]
+    ) -> dict[str, SparkServiceSettings]:
+        unknown = sorted(set(value) - set(SPARK_SERVICE_NAMES))
+        if unknown:
+            known = ", ".join(SPARK_SERVICE_NAMES)
+            raise ValueError(f"unknown service {', '.join(unknown)}; choose from {known}")
+        return value
+
+    def conf_for(self, service: str) -> dict[str, str]:
+        """The Spark conf of ``service``: ``conf`` with its own ``services.<name>.conf`` over it."""
+        own = self.services.get(service)
+        return {**self.conf, **(own.conf if own is not None else {})}
 
 
 class MlflowSettings(_Frozen):
@@ -339,6 +391,72 @@ class ResultsDbSettings(_Frozen):
     """
 
     url: SecretSetting | None = None
+
+
+class ObjectStoreSettings(_Frozen):
+    """The S3-compatible object store of a lake at ``s3a://bucket/prefix`` (AWS, MinIO ...).
+
+    Spark (``s3a://``, hadoop-aws) and the arrow engine (pyarrow's S3 filesystem) reach
+    the store with these same settings (landfall/object_store.py). Without keys both
+    use the AWS SDK's default credential chain (environment, profile, instance role).
+    The keys and the session token are secrets: they print as ``**********``.
+    """
+
+    # http(s)://host[:port] of the store; None: AWS S3 itself, found from the region.
+    endpoint: str | None = None
+    region: str = Field(default="us-east-1", min_length=1)
+    access_key_id: SecretSetting | None = None
+    secret_access_key: SecretSetting | None = None
+    # Only with temporary credentials (STS), beside their key id and secret.
+    session_token: SecretSetting | None = None
+    # Buckets addressed as endpoint/bucket/key rather than bucket.endpoint/key: what
+    # MinIO and most self-hosted stores need (an endpoint that is an IP address must).
+    path_style_access: bool = True
+    # How long to wait for a connection before calling the store unreachable.
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from urllib.parse import urlsplit
+
+        value = value.strip().rstrip("/")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"object_store.endpoint must look like http://host:port or https://host, "
+                f"got {mask_url_credentials(value)!r}"
+            )
+        if parts.username or parts.password:
+            raise ValueError(
+                "object_store.endpoint carries user:password@: give the credentials as "
+                "object_store.access_key_id and object_store.secret_access_key"
+            )
+        if parts.path or parts.query:
+            raise ValueError(
+                f"object_store.endpoint is the store's address only (scheme, host, port), "
+                f"got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _keys_together(self) -> ObjectStoreSettings:
+        if _given(self.access_key_id) != _given(self.secret_access_key):
+            raise ValueError(
+                "object_store.access_key_id and object_store.secret_access_key go together"
+            )
+        if _given(self.session_token) and not _given(self.access_key_id):
+            raise ValueError(
+                "object_store.session_token is set but object_store.access_key_id and "
+                "object_store.secret_access_key are not"
+            )
+        return self
 
 
 class RunnerSettings(_Frozen):
@@ -361,6 +479,23 @@ class RunnerSettings(_Frozen):
     # A dead letter keeps at most this much of the original value, under the 1 MB
     # most clusters allow per record; the rest is cut, and a header gives the size.
     dead_letter_max_bytes: int = Field(default=900_000, ge=1024)
+    # On SIGTERM the stage in flight may finish (and commit) within this many seconds;
+    # past it, it is abandoned uncommitted and redone by the next owner. `landfall up`
+    # and `landfall stop` wait this long plus a margin before they kill a service.
+    shutdown_grace_s: float = Field(default=20.0, ge=0)
+
+
+class SupervisionSettings(_Frozen):
+    """How `landfall up` restarts a crashed service, and when it gives up on it."""
+
+    # A service that crashes more than this many times within the window is given up
+    # on: `up` stops the stack and exits non-zero, naming it.
+    max_restarts: int = Field(default=5, ge=0)
+    restart_window_s: float = Field(default=300.0, gt=0)
+    # The first restart waits about this long, each further one about twice as long (a
+    # random part spreads the restarts of services that crashed together), up to the max.
+    restart_delay_s: float = Field(default=1.0, ge=0)
+    restart_delay_max_s: float = Field(default=30.0, ge=0)
 
 
 class ReportingSettings(_Frozen):
@@ -376,6 +511,9 @@ class ReportingSettings(_Frozen):
     # The faust reporter forgets a run's progress this long after its last event; a
     # redelivery of an event older than that is reported again.
     progress_retention_hours: float = Field(default=168.0, gt=0)
+    # A run with no progress for this long counts as stuck (batch_runs_stuck, the
+    # LandfallRunsStuck alert; `landfall reconcile` re-drives it).
+    stuck_after_s: float = Field(default=3600.0, gt=0)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
 
@@ -585,12 +723,15 @@ class Settings(_Frozen):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     home: Path = Path(".landfall")
-    lake_root: Path | None = None
+    # A local folder (a path or file://) or an object store (s3a://bucket/prefix).
+    lake_root: str | None = None
     kafka: KafkaSettings = KafkaSettings()
     spark: SparkSettings = SparkSettings()
     mlflow: MlflowSettings = MlflowSettings()
     results_db: ResultsDbSettings = ResultsDbSettings()
+    object_store: ObjectStoreSettings = ObjectStoreSettings()
     runner: RunnerSettings = RunnerSettings()
+    supervision: SupervisionSettings = SupervisionSettings()
     reporting: ReportingSettings = ReportingSettings()
     scoring: ScoringSettings = ScoringSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
@@ -598,9 +739,22 @@ class Settings(_Frozen):
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
 
     @property
+    def lake_uri(self) -> str:
+        """The lake root as configured: a local absolute path, or a store's URI."""
+        return self.lake_root if self.lake_root is not None else str(self.home / "lake")
+
+    @property
     def lake(self) -> Path:
-        """The lake root: ``lake_root`` or ``<home>/lake``."""
-        return self.lake_root if self.lake_root is not None else self.home / "lake"
+        """The lake root as a local folder; a lake in an object store has none.
+
+        Code that works on any lake uses ``Lake.from_settings(settings)``.
+        """
+        uri = self.lake_uri
+        if uri.startswith("file://"):
+            return Path(uri[len("file://") :])
+        if _LAKE_URI.match(uri):
+            raise ConfigError(f"lake_root {uri!r} is not a local folder")
+        return Path(uri)
 
     # The properties below hand out credential-bearing settings in clear, for the code
     # that connects; anything that prints them goes through landfall.redact.redact.
@@ -677,6 +831,29 @@ def _env_value(path: list[str], raw: str) -> Any:
     return yaml.safe_load(raw) if raw else None
 
 
+_LAKE_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_LAKE_SCHEMES = ("file", "s3a", "s3", "s3n")
+
+
+def _lake_root(root: str) -> str:
+    """The configured lake root, checked: a local path made absolute, or a store's URI."""
+    match = _LAKE_URI.match(root)
+    if match is None:
+        return str(_absolute(Path(root)))
+    scheme = match.group(1).lower()
+    if scheme not in _LAKE_SCHEMES:
+        raise ConfigError(
+            f"lake_root {root!r}: the scheme {scheme}:// is not supported "
+            f"(use a local path, file://, or s3a://bucket/prefix)"
+        )
+    if scheme == "file":
+        return str(_absolute(Path(root[len("file://") :])))
+    bucket = root[match.end() :].split("/", 1)[0]
+    if not bucket:
+        raise ConfigError(f"lake_root {root!r} names no bucket (s3a://bucket/prefix)")
+    return root.rstrip("/")
+
+
 def _absolute(path: Path) -> Path:
     return path if path.is_absolute() else (Path.cwd() / path).resolve()
 
@@ -715,7 +892,7 @@ def load_settings(
     loaded = settings.model_copy(
         update={
             "home": home,
-            "lake_root": _absolute(settings.lake),
+            "lake_root": _lake_root(settings.lake_uri),
             "telemetry": telemetry,
         }
     )

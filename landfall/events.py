@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -16,10 +17,11 @@ from landfall.contracts import EventType, new_event, partition_key
 from landfall.errors import InvalidEventError, RetryableError
 from landfall.ingress import batch_id_for
 from landfall.kafka_clients import event_codec, kafka_client_config
+from landfall.run_ids import new_run_id
 from landfall.runner import Headers
 from landfall.telemetry import inject_context, tracer
 
-__all__ = ["EventWatcher", "featurized_event", "publish_data_landed"]
+__all__ = ["EventWatcher", "featurized_event", "publish_data_landed", "publish_event"]
 
 
 def publish_data_landed(
@@ -42,19 +44,29 @@ def publish_data_landed(
         dataset=dataset,
         partition=partition,
         batch_id=batch_id_for(dataset, partition),
-        run_id=run_id or str(uuid.uuid4()),
+        run_id=run_id or new_run_id(),
         producer=producer_name,
         path=path,
         format=data_format,
         model_version=model_version,
     )
-    topic = settings.kafka.topics.landed.name
+    return publish_event(settings, EventType.DATA_LANDED, settings.kafka.topics.landed.name, record)
+
+
+def publish_event(
+    settings: Settings, event_type: EventType, topic: str, record: dict[str, Any]
+) -> dict[str, Any]:
+    """Publish one event and wait until the broker acknowledged it; return the event.
+
+    Raises RetryableError naming ``kafka.bootstrap`` when no acknowledgement comes.
+    """
     codec = event_codec(settings)
     errors: list[KafkaError] = []
     producer = Producer({**kafka_client_config(settings), "acks": "all"})
-    # The root of the run's trace: every service's spans for this run descend from it.
+    dataset, partition = record["dataset"], record["partition"]
+    # Publishing data-landed roots the run's trace: every service's spans descend from it.
     with tracer().start_as_current_span(
-        f"publish data-landed {dataset}/{partition}",
+        f"publish {_kebab(event_type)} {dataset}/{partition}",
         kind=SpanKind.PRODUCER,
         attributes={
             "messaging.system": "kafka",
@@ -67,7 +79,7 @@ def publish_data_landed(
         producer.produce(
             topic,
             key=partition_key(record),
-            value=codec.encode(EventType.DATA_LANDED, record, topic=topic),
+            value=codec.encode(event_type, record, topic=topic),
             headers=inject_context(),
             on_delivery=lambda err, _msg: errors.append(err) if err else None,
         )
@@ -84,10 +96,16 @@ def publish_data_landed(
             del producer
         if unacknowledged or errors:
             raise RetryableError(
-                f"the broker at {settings.kafka.bootstrap} did not acknowledge the data-landed "
-                f"event within 30s (kafka.bootstrap): {errors or 'no answer'}"
+                f"the broker at {settings.kafka.bootstrap} did not acknowledge the "
+                f"{_kebab(event_type)} event within 30s (kafka.bootstrap): "
+                f"{errors or 'no answer'}"
             )
     return record
+
+
+def _kebab(event_type: EventType) -> str:
+    """DataLanded -> data-landed: how people and span names call an event."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", event_type.short_name).lower()
 
 
 def featurized_event(
@@ -108,12 +126,12 @@ def featurized_event(
     """
     from landfall.lake import Lake
 
-    lake = Lake(settings.lake)
+    lake = Lake.from_settings(settings)
     target = lake.partition_dir(dataset, "features", partition)
     return new_event(
         EventType.BATCH_FEATURIZED,
         batch_id=batch_id_for(dataset, partition),
-        run_id=str(uuid.uuid4()),
+        run_id=new_run_id(),
         dataset=dataset,
         partition=partition,
         producer=producer_name,

@@ -16,6 +16,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from landfall.run_ids import new_run_id
+
 __all__ = ["batch_id_for", "complete_landed_event"]
 
 # A fixed namespace makes batch ids stable across processes, machines and releases.
@@ -27,13 +29,23 @@ def batch_id_for(dataset: str, partition: str) -> str:
     return str(uuid.uuid5(_BATCH_NAMESPACE, f"{dataset}/{partition}"))
 
 
-def complete_landed_event(record: dict[str, Any], origin: str | None = None) -> dict[str, Any]:
+def complete_landed_event(
+    record: dict[str, Any], origin: str | None = None, logged_ms: int | None = None
+) -> dict[str, Any]:
     """Fill the ids and timestamp an upstream publisher may have left out.
 
     ``origin`` names the message's place in the log (``topic/partition@offset``); the
     missing ids are derived from it, so they are the same at every delivery.
+    ``logged_ms`` is the message's timestamp in the log: a derived run id starts then
+    (or when the event says it occurred), so run ids sort by when their runs began,
+    which is how the lake fences an older run's output from a newer run's.
     """
     completed = dict(record)
+    occurred = completed.get("occurred_at")
+    given_id = completed.get("event_id")
+    # An event that names itself but not its time may come twice at two offsets: its
+    # run must not depend on either, so it starts at 0 (sorting before timed runs).
+    started_ms = _epoch_ms(occurred) if occurred else (0 if given_id else logged_ms)
 
     def derived(kind: str) -> str:
         if origin is None:
@@ -42,14 +54,26 @@ def complete_landed_event(record: dict[str, Any], origin: str | None = None) -> 
 
     # An event that names itself: its run follows from its id, so the same event
     # published twice (at two offsets) is one run, and its second copy a duplicate.
-    given_id = completed.get("event_id")
     completed["event_id"] = given_id or derived("event")
     completed["batch_id"] = completed.get("batch_id") or batch_id_for(
         completed["dataset"], completed["partition"]
     )
-    completed["run_id"] = completed.get("run_id") or (
-        str(uuid.uuid5(_BATCH_NAMESPACE, f"run:event:{given_id}")) if given_id else derived("run")
-    )
+    if not completed.get("run_id"):
+        if given_id:
+            completed["run_id"] = new_run_id(started_ms, f"run:event:{given_id}")
+        else:
+            completed["run_id"] = new_run_id(
+                started_ms, None if origin is None else f"run:{origin}"
+            )
     completed["occurred_at"] = completed.get("occurred_at") or datetime.now(UTC)
     completed["producer"] = completed.get("producer") or "upstream/unknown"
     return completed
+
+
+def _epoch_ms(moment: Any) -> int | None:
+    if isinstance(moment, datetime):
+        aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+        return int(aware.timestamp() * 1000)
+    if isinstance(moment, int):
+        return moment
+    return None

@@ -33,7 +33,7 @@ from confluent_kafka import (
 
 from landfall.config import Settings
 from landfall.errors import LandfallError
-from landfall.lake import MANIFEST_NAME, Lake
+from landfall.lake import Lake
 from landfall.offset_notes import OffsetNote
 
 __all__ = [
@@ -100,14 +100,13 @@ def plan_backfill(
 ) -> BackfillPlan:
     """Look at the lake: what a backfill of ``first``..``last`` would publish."""
     settings.dataset(dataset)  # an unknown dataset is a clear error, naming the known ones
-    lake = Lake(settings.lake)
+    lake = Lake.from_settings(settings)
     plan = BackfillPlan(dataset)
     for partition in partitions_between(first, last, hourly=hourly):
         raw = lake.partition_dir(dataset, "raw", partition)
-        scored = lake.partition_dir(dataset, "predictions", partition) / MANIFEST_NAME
         if not raw.is_dir() or not any(raw.iterdir()):
             plan.not_landed.append(partition)
-        elif missing_only and scored.exists():
+        elif missing_only and lake.committed(dataset, "predictions", partition) is not None:
             plan.already_scored.append(partition)
         else:
             plan.publish.append(partition)

@@ -746,6 +746,29 @@ class ResultsDb:
             ).all()
         return {str(dataset): _utc(at) for dataset, at in rows}  # type: ignore[misc]
 
+    def stuck_runs(self, quiet_since: datetime) -> dict[str, int]:
+        """Unfinished runs per dataset with nothing recorded since ``quiet_since``.
+
+        SUBMITTED or RUNNING, started before it, and no stage finished after it: a
+        batch that stopped between stages (see ``landfall reconcile``).
+        """
+        recent = (
+            select(stage_runs.c.run_id)
+            .where(stage_runs.c.finished_at >= quiet_since)
+            .scalar_subquery()
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(batch_runs.c.dataset, func.count())
+                .where(
+                    batch_runs.c.status.in_(("SUBMITTED", "RUNNING")),
+                    batch_runs.c.started_at < quiet_since,
+                    batch_runs.c.run_id.not_in(recent),
+                )
+                .group_by(batch_runs.c.dataset)
+            ).all()
+        return {str(dataset): int(count) for dataset, count in rows}
+
     def close(self) -> None:
         """Release the connection pool."""
         self.engine.dispose()

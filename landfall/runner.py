@@ -22,7 +22,9 @@ message round again instead of committing it:
   time itself; it rewinds to the input message and redoes the batch after a backoff;
 - a rebalance that takes the partition of the message in flight away: the stage is
   cancelled and its result dropped unpublished and uncommitted, and whoever owns the
-  partition next redoes the batch.
+  partition next redoes the batch;
+- a stop whose grace period (``runner.shutdown_grace_s``) ends before the stage does:
+  the stage is abandoned the same way (landfall/shutdown.py).
 """
 
 from __future__ import annotations
@@ -38,7 +40,15 @@ from contextvars import copy_context
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -57,8 +67,10 @@ from landfall.errors import (
 )
 from landfall.ingress import complete_landed_event
 from landfall.kafka_clients import event_codec, kafka_client_config
+from landfall.object_store import store_failure
 from landfall.poison import StartLedger
 from landfall.redact import redact
+from landfall.shutdown import ABANDON_WAIT_S, StopClock
 from landfall.spark import spark_failure
 from landfall.telemetry import (
     BATCH_DURATION,
@@ -72,6 +84,7 @@ from landfall.telemetry import (
     dataset_label,
     extract_context,
     inject_context,
+    trace_exemplar,
     tracer,
 )
 from landfall.topics import explain_kafka_error
@@ -161,6 +174,9 @@ class Runner:
         self.codec = codec or event_codec(settings)
         self.producer_name = producer_name or service.name
         self._stop = threading.Event()
+        self._stop_clock = StopClock()
+        # The work of a stage abandoned on shutdown, which may still be unwinding.
+        self._abandoned_work: Future[list[Outgoing]] | None = None
         self._ingress_topic = settings.kafka.topics.landed.name
         self._dead_letter_topic = settings.kafka.topics.dead_letter.name
         self._failed_topic = settings.kafka.topics.failed.name
@@ -217,10 +233,23 @@ class Runner:
         # expired) with no rebalance completed since: see _rejoin_if_stranded.
         self._lost_at: float | None = None
 
-    def stop(self) -> None:
-        """Ask the loop to finish: the current batch is abandoned and not committed."""
+    def stop(self, grace_s: float | None = None) -> None:
+        """Ask the loop to finish; no further message is taken.
+
+        The stage in flight may still finish, and its batch be published and committed,
+        within ``grace_s`` (default ``runner.shutdown_grace_s``); then it is abandoned,
+        nothing published or committed. A second call abandons it at once.
+        """
+        grace = self.settings.runner.shutdown_grace_s if grace_s is None else grace_s
+        self._stop_clock.request(grace)
         self._stop.set()
-        self._interrupt.set()
+        if self._stop_clock.overdue:
+            self._interrupt.set()
+
+    @property
+    def stage_still_running(self) -> bool:
+        """Whether a stage abandoned on shutdown is still running in the worker thread."""
+        return self._abandoned_work is not None and not self._abandoned_work.done()
 
     @property
     def stopping(self) -> bool:
@@ -240,8 +269,8 @@ class Runner:
                 break
             message = self._consumer.poll(self.settings.runner.poll_timeout_s)
             self._rejoin_if_stranded()
-            if message is None:
-                continue
+            if message is None or self._stop.is_set():
+                continue  # one fetched as the stop came is left uncommitted, for the next owner
             error = message.error()
             if error is not None:
                 self._log_consumer_error(error)
@@ -254,7 +283,8 @@ class Runner:
 
     def close(self) -> None:
         """Leave the group, flush the producer and release the service."""
-        self._worker.shutdown(wait=True, cancel_futures=True)
+        # An abandoned stage still running is not waited for: see landfall/shutdown.py.
+        self._worker.shutdown(wait=not self.stage_still_running, cancel_futures=True)
         try:
             self._consumer.close()
         finally:
@@ -358,7 +388,12 @@ class Runner:
             return
         if event_type is EventType.DATA_LANDED:
             # Ids derived from the message's place in the log: a redelivery is the same run.
-            record = complete_landed_event(record, origin=_where(message))
+            kind, logged_ms = message.timestamp()
+            record = complete_landed_event(
+                record,
+                origin=_where(message),
+                logged_ms=logged_ms if kind != TIMESTAMP_NOT_AVAILABLE else None,
+            )
         # Read again on purpose (landfall replay): the work is redone, under new event ids.
         with replaying(self._ledger.read(message).replay):
             self._handle_and_publish(message, topic, event_type, record, starts, stats)
@@ -460,8 +495,9 @@ class Runner:
     ) -> None:
         """The batch's metrics, once its events are published and its offset committed."""
         service = self.service.name
+        # Still inside the event's consume span: the exemplar names the batch's trace.
         BATCH_DURATION.labels(service, dataset, "failed" if failed else "succeeded").observe(
-            seconds
+            seconds, exemplar=trace_exemplar()
         )
         if failed:
             PROCESSING_ERRORS.labels(service, dataset, "batch_failed").inc()
@@ -508,7 +544,9 @@ class Runner:
         except LandfallError:
             raise
         except Exception as exc:
-            translated = spark_failure(exc)
+            # Spark's failures, and the object store's (unreachable, credentials refused,
+            # no bucket), in landfall's words: a batch-failed event, the service stays up.
+            translated = failure_of(exc, self.settings)
             if translated is None:
                 raise
             raise translated from exc
@@ -517,13 +555,14 @@ class Runner:
         """Run ``work`` in the worker thread; poll meanwhile so the group keeps us.
 
         Raises _Revoked, whatever the work returned, when a rebalance took the
-        partition of the message in flight away meanwhile.
+        partition of the message in flight away meanwhile, and _Abandoned when a stop's
+        grace period ran out before the work was done.
         """
         # The worker sees this thread's context variables (the replay being handled).
         self._hold()
         future: Future[list[Outgoing]] = self._worker.submit(copy_context().run, work)
         self._stage_running = True
-        cancelled = False
+        abandoned_at: float | None = None
         try:
             while True:
                 # Waiting on the future, not in poll(), wakes up the moment the work
@@ -534,15 +573,41 @@ class Runner:
                 self._poll_paused(0)
                 if future.done():
                     break
-                if self._stop.is_set() and not cancelled:
-                    self.service.cancel()
-                    cancelled = True
+                if self._stop.is_set() and self._stop_clock.overdue:
+                    if abandoned_at is None:
+                        abandoned_at = time.monotonic()
+                        self._abandon_stage()
+                    elif time.monotonic() - abandoned_at > ABANDON_WAIT_S:
+                        break  # it does not unwind: the process goes without it
+                    # At every round: a cancel reaches only the jobs running then, and a
+                    # stage cancelled between two jobs would run its next one to the end.
+                    self._cancel_stage()
         finally:
             self._stage_running = False
-        if self._in_flight_revoked:
+        if self._in_flight_revoked and future.done():
             future.exception()  # read, so an error of the dropped work is not reported
             raise _Revoked()
+        if abandoned_at is not None:
+            # Whatever it returns, or returned just now, is dropped.
+            self._abandoned_work = future
+            raise _Abandoned()
         return future.result()
+
+    def _abandon_stage(self) -> None:
+        """The stop's grace period is over (or a second stop came): give the stage up."""
+        log.warning(
+            "%s is stopping and its stage in flight is past its grace period: cancelling "
+            "%s; nothing of it is published or committed",
+            self.service.name,
+            self.service.stage,
+        )
+        self._interrupt.set()
+
+    def _cancel_stage(self) -> None:
+        try:
+            self.service.cancel()
+        except Exception:
+            log.exception("cancelling %s failed", self.service.stage)
 
     # -- pausing, rewinding and rebalancing -------------------------------------
 
@@ -925,6 +990,11 @@ def _incremental_rebalancing(config: Mapping[str, Any]) -> bool:
 
 def _names(partitions: Sequence[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions) or "nothing"
+
+
+def failure_of(exc: BaseException, settings: Settings) -> LandfallError | None:
+    """A failure of Spark or of the lake's store in landfall's words; None: neither."""
+    return spark_failure(exc) or store_failure(exc, settings.lake_uri, settings.object_store)
 
 
 def _where(message: Message) -> str:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import signal
-from types import FrameType
 
 from landfall.config import Settings
 from landfall.errors import ConfigError
 from landfall.kafka_clients import kafka_connection_config
 from landfall.redact import install_redaction, register_settings
 from landfall.runner import Runner, Service
+from landfall.shutdown import exit_without_stage, stop_on_signals
 from landfall.stage import StageContext
 from landfall.telemetry import init_telemetry
 from landfall.topics import TopicSpec, ensure_topics, wait_for_broker
@@ -58,7 +57,7 @@ def ensure_all_topics(settings: Settings) -> list[str]:
 
 
 def serve(name: str, settings: Settings) -> None:
-    """Run one service until SIGTERM or SIGINT; the batch in flight is not committed."""
+    """Run one service until SIGTERM or SIGINT (landfall/shutdown.py says what stops how)."""
     if name not in _SERVICES and name != API:
         choices = ", ".join([*_SERVICES, API])
         raise ConfigError(f"unknown service {name!r}; choose from {choices}")
@@ -88,20 +87,17 @@ def serve(name: str, settings: Settings) -> None:
         ReporterApp(settings).run()
         return
     context = StageContext(settings, name)
+    context.remove_abandoned_outputs()
     service = build_service(name, context)
     # Start Spark before the first event so the first batch does not pay for it.
     _ = context.spark
     runner = Runner(service, settings, producer_name=context.producer)
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s received signal %d: stopping", name, signum)
-        runner.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(runner, name, settings.runner.shutdown_grace_s)
     log.info("%s ready", name)
     try:
         runner.run()
     finally:
         runner.close()
         log.info("%s stopped", name)
+    if runner.stage_still_running:
+        exit_without_stage(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from landfall.config import SparkSettings
@@ -12,7 +13,7 @@ from landfall.errors import LandfallError, RetryableError, StageFailedError
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["create_spark_session", "spark_failure"]
+__all__ = ["create_spark_session", "session_conf", "spark_failure"]
 
 # Defaults that suit one small machine; anything in the config's spark.conf wins.
 _DEFAULT_CONF = {
@@ -29,8 +30,35 @@ _DEFAULT_CONF = {
 }
 
 
-def create_spark_session(settings: SparkSettings, app_name: str) -> SparkSession:
-    """Build (or reuse) the process's SparkSession with landfall's settings."""
+def session_conf(settings: SparkSettings, app_name: str) -> dict[str, str]:
+    """The Spark conf the application ``app_name`` starts with: defaults, then config.
+
+    A service's application is named ``landfall-<service>``; its ``spark.services``
+    entry, if any, is merged over ``spark.conf``.
+    """
+    configured = settings.conf_for(app_name.removeprefix("landfall-"))
+    # Executors run the driver's interpreter, at the same path on every worker.
+    defaults = {**_DEFAULT_CONF, "spark.pyspark.python": sys.executable}
+    if settings.master.startswith("spark://"):
+        # A standalone master grants an application every free core unless capped, and a
+        # service keeps its session, and so its executors, for its whole life: uncapped,
+        # the first service to start would hold the cluster and the other three would
+        # never get an executor. One executor's worth each unless configured.
+        defaults["spark.cores.max"] = configured.get("spark.executor.cores", "1")
+    return {**defaults, **configured}
+
+
+def create_spark_session(
+    settings: SparkSettings, app_name: str, extra_conf: Mapping[str, str] | None = None
+) -> SparkSession:
+    """Build (or reuse) the process's SparkSession with landfall's settings.
+
+    ``extra_conf`` is what the lake needs on top (landfall.object_store.lake_spark_conf:
+    the s3a connector's jars and settings for a lake on an object store); the config's
+    own ``spark.conf`` wins over it, except that lists of jars and class paths from both
+    are kept.
+    Like every static setting, it counts only when the process's first session starts.
+    """
     # Python workers must run this interpreter, with its packages; Spark would
     # otherwise start whatever `python3` is first on the PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -38,12 +66,28 @@ def create_spark_session(settings: SparkSettings, app_name: str) -> SparkSession
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(settings.master).appName(app_name)
-    conf = {**_DEFAULT_CONF, "spark.pyspark.python": sys.executable, **settings.conf}
-    for key, value in conf.items():
+    for key, value in _with_extra(session_conf(settings, app_name), extra_conf or {}).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session
+
+
+# Settings that list jars: the lake's and the config's own entries are joined.
+_LIST_SEPARATORS = {
+    "spark.jars": ",",
+    "spark.driver.extraClassPath": os.pathsep,
+    "spark.executor.extraClassPath": os.pathsep,
+}
+
+
+def _with_extra(conf: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    merged = {**extra, **conf}
+    for key, separator in _LIST_SEPARATORS.items():
+        entries = [e for source in (extra, conf) for e in source.get(key, "").split(separator)]
+        if any(entries):
+            merged[key] = separator.join(dict.fromkeys(e for e in entries if e))
+    return merged
 
 
 # Causes of a failed Spark job that say nothing about the batch itself: the same job can

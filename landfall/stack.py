@@ -9,15 +9,21 @@ Supervision, as operators expect from a process manager:
 
 - a service stopped on purpose (``landfall stop``, SIGTERM: it exits 0, or dies of the
   signal while still starting) stays stopped, and the others keep running;
-- a service that crashes (non-zero exit, a signal) is restarted with a growing delay;
-  after ``max_restarts`` crashes within ``restart_window_s`` the stack gives up and
-  :meth:`LocalStack.supervise` raises :class:`ServiceDied`.
+- a service that crashes (non-zero exit, a signal) is restarted after a delay that
+  doubles with each crash (``supervision.restart_delay_s`` up to
+  ``supervision.restart_delay_max_s``, with a random part so that services that crashed
+  together do not all restart at once), while the others keep running; after
+  ``supervision.max_restarts`` restarts within ``supervision.restart_window_s`` the next
+  crash makes the stack give up: :meth:`LocalStack.supervise` raises :class:`ServiceDied`;
+- a stopping service gets ``runner.shutdown_grace_s`` plus a margin
+  (:func:`landfall.shutdown.stop_timeout_s`) before it is killed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -30,13 +36,14 @@ import yaml
 
 from landfall.api_tokens import TokenStore, ensure_generated_token
 from landfall.broker import LocalKafka, broker_dir, running_broker
-from landfall.config import ENV_PREFIX, REVEAL_SECRETS, Settings
+from landfall.config import ENV_PREFIX, REVEAL_SECRETS, Settings, SupervisionSettings
 from landfall.errors import ConfigError, LandfallError
 from landfall.kafka_clients import kafka_connection_config
 from landfall.ports import free_port, port_free
 from landfall.processes import pid_alive
 from landfall.redact import write_private
 from landfall.serve import API, SERVICE_NAMES, ensure_all_topics
+from landfall.shutdown import stop_timeout_s
 from landfall.topics import wait_for_broker
 
 __all__ = [
@@ -51,10 +58,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ALL_SERVICES = (*SERVICE_NAMES, API)
-# A crash loop: this many crashes of one instance within the window and `up` gives up.
-MAX_RESTARTS = 5
-RESTART_WINDOW_S = 300.0
-RESTART_DELAY_MAX_S = 30.0
 
 
 class ServiceDied(LandfallError):
@@ -104,8 +107,13 @@ def running_services(settings: Settings) -> dict[str, int]:
     return found
 
 
-def stop_services(settings: Settings, names: Iterable[str], timeout: float = 60.0) -> list[str]:
-    """SIGTERM every running instance of the named services; wait; return those stopped."""
+def stop_services(
+    settings: Settings, names: Iterable[str], timeout: float | None = None
+) -> list[str]:
+    """SIGTERM every running instance of the named services; wait; return those stopped.
+
+    ``timeout`` defaults to the services' shutdown grace plus a margin.
+    """
     wanted = set(names)
     unknown = wanted - set(ALL_SERVICES)
     if unknown:
@@ -119,6 +127,8 @@ def stop_services(settings: Settings, names: Iterable[str], timeout: float = 60.
     }
     for pid in targets.values():
         os.kill(pid, signal.SIGTERM)
+    if timeout is None:
+        timeout = stop_timeout_s(settings)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(pid_alive(pid) for pid in targets.values()):
         time.sleep(0.1)
@@ -141,6 +151,18 @@ def _with_instance_id(env: Mapping[str, str], instance: str) -> str:
         if item.strip() and item.split("=", 1)[0].strip() != "service.instance.id"
     ]
     return ",".join([*kept, f"service.instance.id={instance}"])
+
+
+def _restart_delay(crashes: int, supervision: SupervisionSettings) -> float:
+    """Seconds before restarting after the ``crashes``-th crash in the window.
+
+    Doubling from ``restart_delay_s`` up to ``restart_delay_max_s``; the random part
+    ("equal jitter": between half and all of it) keeps instances that crashed together,
+    e.g. when the broker went away, from all restarting in the same instant.
+    """
+    ceiling = supervision.restart_delay_s * 2.0 ** min(crashes - 1, 30)
+    delay = min(ceiling, supervision.restart_delay_max_s)
+    return random.uniform(delay / 2, delay)
 
 
 def _service_of(instance: str) -> str:
@@ -175,7 +197,7 @@ class LocalStack:
         services: tuple[str, ...] = ALL_SERVICES,
         scale: Mapping[str, int] | None = None,
         log_dir: Path | None = None,
-        max_restarts: int = MAX_RESTARTS,
+        max_restarts: int | None = None,
     ) -> None:
         unknown = (set(services) | set(scale or {})) - set(ALL_SERVICES)
         if unknown:
@@ -200,7 +222,8 @@ class LocalStack:
         self.broker: LocalKafka | None = None
         self.instances: dict[str, _Instance] = {}
         self.metrics_ports: dict[str, int] = {}
-        self.max_restarts = max_restarts
+        supervision = settings.supervision
+        self.max_restarts = supervision.max_restarts if max_restarts is None else max_restarts
         # The operator token generated for the API when none is configured.
         self.api_token_file: Path | None = None
 
@@ -391,18 +414,24 @@ class LocalStack:
             if code in (0, -signal.SIGTERM):
                 said.append(f"{instance.name} stopped; the other services keep running")
                 continue
-            instance.crashes = [t for t in instance.crashes if now - t < RESTART_WINDOW_S]
+            supervision = self.settings.supervision
+            window = supervision.restart_window_s
+            instance.crashes = [t for t in instance.crashes if now - t < window]
             instance.crashes.append(now)
             tail = _tail(self.log_dir / f"{instance.name}.log", 15)
             if len(instance.crashes) > self.max_restarts:
                 raise ServiceDied(
                     f"{instance.name} crashed {len(instance.crashes)} times within "
-                    f"{RESTART_WINDOW_S:g}s (last exit code {code}); giving up. "
-                    f"End of its log:\n{tail}"
+                    f"{window:g}s (supervision.max_restarts = {self.max_restarts}, last exit "
+                    f"code {code}); giving up. End of its log:\n{tail}"
                 )
-            delay = min(2.0 ** (len(instance.crashes) - 1), RESTART_DELAY_MAX_S)
+            delay = _restart_delay(len(instance.crashes), supervision)
             instance.restart_at = now + delay
-            said.append(f"{instance.name} exited with code {code}; restarting in {delay:g}s")
+            said.append(
+                f"{instance.name} exited with code {code}; restarting in {delay:.1f}s "
+                f"(crash {len(instance.crashes)}; `up` gives up at {self.max_restarts + 1} "
+                f"within {window:g}s)"
+            )
             log.warning("%s exited with code %s; end of its log:\n%s", instance.name, code, tail)
         return said
 
@@ -414,12 +443,18 @@ class LocalStack:
             for inst in self.instances.values()
         )
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM every service, wait, then kill stragglers; stop the broker we started."""
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM every service, wait, then kill stragglers; stop the broker we started.
+
+        ``timeout`` defaults to the services' shutdown grace plus a margin: a stage in
+        flight may finish within the grace, and is abandoned uncommitted after it.
+        """
         processes = self.processes
         for process in processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
+        if timeout is None:
+            timeout = stop_timeout_s(self.settings)
         deadline = time.monotonic() + timeout
         for name, process in processes.items():
             try:
@@ -434,6 +469,12 @@ class LocalStack:
         if self.broker is not None:
             self.broker.stop()
             self.broker = None
+
+    def hurry(self) -> None:
+        """SIGTERM the services again: stages still in their grace period are abandoned now."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
 
     def __enter__(self) -> LocalStack:
         self.start()

@@ -9,14 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import landfall
@@ -24,7 +22,8 @@ from landfall.config import Settings
 from landfall.contracts import EventCodec, EventType, follow_up
 from landfall.deliveries import current_replay
 from landfall.errors import InvalidEventError
-from landfall.lake import MANIFEST_NAME, Lake, PartitionOutput, Zone
+from landfall.lake import ANNOUNCED_NAME, MANIFEST_NAME, Lake, LakePath, PartitionOutput, Zone
+from landfall.object_store import lake_spark_conf
 from landfall.runner import Outgoing
 from landfall.spark import create_spark_session
 
@@ -40,9 +39,8 @@ __all__ = [
     "spark_job_group",
 ]
 
-# The completion event announced for a committed output, kept beside its manifest (in
-# Avro single-object encoding) so that a redelivery can repeat it word for word.
-ANNOUNCED_NAME = "_announced.avro"
+# ANNOUNCED_NAME: the completion event announced for a committed output, kept beside
+# its manifest (in Avro single-object encoding) so a redelivery can repeat it word for word.
 # Stored events name their writer schema by fingerprint; no registry is involved.
 _ANNOUNCEMENT_CODEC = EventCodec()
 
@@ -101,7 +99,7 @@ class StageContext:
         self.settings = settings
         self.service_name = service_name
         self.producer = f"{service_name}/{landfall.__version__}"
-        self.lake = Lake(settings.lake)
+        self.lake = Lake.from_settings(settings)
         self.topics = settings.kafka.topics
         self._spark = spark
         self._owns_spark = spark is None
@@ -113,9 +111,28 @@ class StageContext:
         with self._lock:
             if self._spark is None:
                 self._spark = create_spark_session(
-                    self.settings.spark, f"landfall-{self.service_name}"
+                    self.settings.spark,
+                    f"landfall-{self.service_name}",
+                    # The s3a connector and the store's settings, when the lake is there.
+                    lake_spark_conf(self.settings.lake_uri, self.settings.object_store),
                 )
             return self._spark
+
+    def remove_abandoned_outputs(self) -> list[str]:
+        """Remove the uncommitted outputs a crashed process of this service left here.
+
+        Called once at start: only this host's processes of this service that are gone,
+        so a live replica's output in progress stays. ``landfall gc`` removes the rest
+        (other hosts' leftovers) after the retention.
+        """
+        try:
+            removed = self.lake.remove_abandoned(self.service_name)
+        except OSError as exc:  # the store may be unreachable now: not a reason to stop
+            log.warning("could not look for outputs a crash left behind: %s", exc)
+            return []
+        for folder in removed:
+            log.info("removed %s: a crashed %s left it uncommitted", folder, self.service_name)
+        return removed
 
     def cancel(self) -> None:
         """Cancel running Spark jobs so a shutdown does not wait for them."""
@@ -134,7 +151,7 @@ class StageContext:
         *,
         stage: str,
         output: PartitionOutput,
-        inputs: list[Path],
+        inputs: list[LakePath],
         rows: dict[str, int],
         schema: str,
         timings_ms: dict[str, int],
@@ -148,7 +165,7 @@ class StageContext:
             "batch_id": record["batch_id"],
             "run_id": record["run_id"],
             "event_id": record["event_id"],
-            "path": output.target.relative_to(self.lake.root).as_posix(),
+            "path": output.target.rel,
             "inputs": [self._input_entry(path) for path in inputs],
             "rows": rows,
             "schema_fingerprint": schema,
@@ -158,17 +175,27 @@ class StageContext:
             **extra,
         }
 
-    def _input_entry(self, path: Path) -> dict[str, Any]:
-        manifest = path / MANIFEST_NAME
+    def _input_entry(self, path: LakePath) -> dict[str, Any]:
         entry: dict[str, Any] = {"path": self.lake.relative(path)}
-        if manifest.exists():
-            upstream = json.loads(manifest.read_text())
+        try:
+            upstream = json.loads((path / MANIFEST_NAME).read_bytes())
+        except (OSError, ValueError):
+            return entry  # a landed partition has no manifest
+        if isinstance(upstream, dict):
             entry.update(run_id=upstream.get("run_id"), stage=upstream.get("stage"))
         return entry
 
     def staged(self, dataset: str, zone: Zone, partition: str, run_id: str) -> PartitionOutput:
-        """A staging directory for one output of this stage."""
-        return self.lake.stage_output(dataset, zone, partition, run_id)
+        """A fresh attempt folder for one output of this stage."""
+        # A replay redoes the run on purpose: its output replaces the run's earlier one.
+        return self.lake.stage_output(
+            dataset,
+            zone,
+            partition,
+            run_id,
+            writer=self.service_name,
+            supersede=current_replay() is not None,
+        )
 
 
 class StageService:
@@ -199,13 +226,17 @@ class StageService:
         record: dict[str, Any],
         output: PartitionOutput,
         *,
-        inputs: list[Path],
+        inputs: list[LakePath],
         rows: dict[str, int],
         schema: str,
         watch: Stopwatch,
         **extra: Any,
     ) -> None:
-        """Write the output's manifest and swap the output into place."""
+        """Write the output's manifest and commit it (its pointer, written last).
+
+        If another writer committed the same run first, ``output.target`` becomes that
+        output, which is what this stage then announces.
+        """
         manifest = self.context.manifest(
             record,
             stage=self.stage,
@@ -250,9 +281,19 @@ class StageService:
         """
         if current_replay() is not None:
             return None
-        target = self.context.lake.partition_dir(record["dataset"], zone, record["partition"])
+        # The run's own output, even when a newer run's is the committed one now: every
+        # run keeps its own, so a late copy of an older run's event repeats, not redoes.
+        lake = self.context.lake
+        own = [
+            c
+            for c in lake.commits(record["dataset"], zone, record["partition"])
+            if c.run_id == record["run_id"] and c.succeeded
+        ]
+        if not own:
+            return None
+        target = own[-1].path
         try:
-            manifest = json.loads((target / MANIFEST_NAME).read_text())
+            manifest = json.loads((target / MANIFEST_NAME).read_bytes())
             stored = (target / ANNOUNCED_NAME).read_bytes()
         except (OSError, ValueError):
             return None
@@ -264,7 +305,7 @@ class StageService:
         try:
             event_type, event = _ANNOUNCEMENT_CODEC.decode(stored, topic=topic)
         except InvalidEventError as exc:  # a stored file damaged: redo rather than fail
-            log.warning("cannot repeat the announcement in %s (%s); redoing", target, exc)
+            log.warning("cannot repeat the announcement in %s (%s); redoing", target.rel, exc)
             return None
         log.info(
             "%s of run %s was done already (event %s): repeating its announcement",
@@ -275,15 +316,15 @@ class StageService:
         return [Outgoing(topic, event_type, event)]
 
     def _keep_announcement(
-        self, target: Path, event_type: EventType, event: dict[str, Any], topic: str
+        self, target: LakePath, event_type: EventType, event: dict[str, Any], topic: str
     ) -> None:
         """Store the completion event beside the committed output (best effort)."""
-        temporary = target / f".{ANNOUNCED_NAME}.{uuid.uuid4().hex[:8]}.tmp"
         try:
-            temporary.write_bytes(_ANNOUNCEMENT_CODEC.encode(event_type, event, topic=topic))
-            os.replace(temporary, target / ANNOUNCED_NAME)
+            (target / ANNOUNCED_NAME).write_bytes(
+                _ANNOUNCEMENT_CODEC.encode(event_type, event, topic=topic)
+            )
         except OSError as exc:  # without it, a redelivery redoes the work: still correct
-            log.warning("cannot keep the announcement of %s: %s", target, exc)
+            log.warning("cannot keep the announcement of %s: %s", target.rel, exc)
 
     def cancel(self) -> None:
         """Cancel the running Spark jobs."""

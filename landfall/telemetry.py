@@ -6,7 +6,9 @@ dashboards and alert rules use: ``batch_processing_duration_seconds``,
 ``records_processed_total``, ``processing_errors_total``, ``rows_quarantined_total``,
 ``last_success_timestamp_seconds``, ``consumer_lag`` and ``batches_in_progress``. The
 ``dataset`` label only takes configured dataset names (anything else is ``unknown``),
-so a stream of bad events cannot blow up the number of series.
+so a stream of bad events cannot blow up the number of series. Each observation of
+``batch_processing_duration_seconds`` carries the batch's trace id as an exemplar
+(:func:`trace_exemplar`; OpenMetrics exposition only).
 
 **Traces**: one trace per batch run, from the data-landed event to the report, across
 the four processes. The W3C ``traceparent``/``tracestate`` Kafka headers carry the
@@ -52,6 +54,7 @@ __all__ = [
     "BATCHES_IN_PROGRESS",
     "CONSUMER_LAG",
     "LAST_SUCCESS",
+    "RUNS_STUCK",
     "PROCESSING_ERRORS",
     "RECORDS_PROCESSED",
     "ROWS_QUARANTINED",
@@ -61,6 +64,7 @@ __all__ = [
     "init_telemetry",
     "inject_context",
     "redacted_span",
+    "trace_exemplar",
     "tracer",
 ]
 
@@ -99,6 +103,12 @@ CONSUMER_LAG = Gauge(
     "consumer_lag",
     "Messages on the partition the service's group has not consumed yet",
     ["service", "topic", "partition"],
+)
+RUNS_STUCK = Gauge(
+    "batch_runs_stuck",
+    "Unfinished batch runs with no progress for reporting.stuck_after_s (the reporter "
+    "counts them in the results database; landfall reconcile re-drives them)",
+    ["dataset"],
 )
 BATCHES_IN_PROGRESS = Gauge(
     "batches_in_progress", "Batches the service is working on now", ["service"]
@@ -237,6 +247,22 @@ class _JsonLinesExporter(SpanExporter):
     def shutdown(self) -> None:
         with self._lock:
             self._out.close()
+
+
+def trace_exemplar() -> dict[str, str] | None:
+    """The current span's trace as a Prometheus exemplar, or None outside a sampled span.
+
+    Observed with a batch's duration, it lets a dashboard link a slow batch to its trace
+    (exemplars are served only in the OpenMetrics exposition, which Prometheus asks for
+    when its exemplar storage is on). ``trace_id`` is the label name Grafana looks for.
+    """
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid or not context.trace_flags.sampled:
+        return None
+    return {
+        "trace_id": trace.format_trace_id(context.trace_id),
+        "span_id": trace.format_span_id(context.span_id),
+    }
 
 
 def tracer() -> trace.Tracer:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from landfall.config import Settings, load_settings
 from landfall.demo import DEMO_CONFIG
 from landfall.ports import free_port
+
+if TYPE_CHECKING:
+    from tests.object_store import S3Store
+    from tests.spark_cluster import SparkCluster
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,14 +46,42 @@ def isolated_settings(bootstrap: str, home: Path, prefix: str, **environ: str) -
 
 
 @pytest.fixture(scope="session")
-def spark():  # type: ignore[no-untyped-def]
-    """One local SparkSession for every stage test."""
+def spark(s3_endpoint: S3Store):  # type: ignore[no-untyped-def]
+    """One local SparkSession for every stage test, able to use the test object store.
+
+    Jars and Hadoop settings count only when a process's first session starts, so the
+    one session has the s3a connector and the store's settings from the start.
+    """
     from landfall.config import SparkSettings
+    from landfall.object_store import spark_conf
     from landfall.spark import create_spark_session
 
-    session = create_spark_session(SparkSettings(master="local[2]"), "landfall-tests")
+    session = create_spark_session(
+        SparkSettings(master="local[2]"), "landfall-tests", spark_conf(s3_endpoint.settings())
+    )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[S3Store]:
+    """An S3-compatible store: $LANDFALL_TEST_S3_ENDPOINT, else moto's server started here."""
+    from tests.object_store import configured_store, moto_server
+
+    configured = configured_store()
+    if configured is not None:
+        yield configured
+        return
+    with moto_server() as store:
+        yield store
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: S3Store) -> str:
+    """A new, empty bucket on the test store, for one test."""
+    from tests.object_store import new_bucket
+
+    return new_bucket(s3_endpoint)
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +130,22 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with LocalKafka(tmp_path_factory.mktemp("broker") / "kafka", port=free_port()) as broker:
         yield broker.bootstrap
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkCluster]:
+    """A Spark standalone cluster: $LANDFALL_TEST_SPARK_MASTER, else a master and worker here."""
+    from tests.spark_cluster import configured_cluster, start_local_cluster
+
+    configured = configured_cluster()
+    if configured is not None:
+        yield configured
+        return
+    cluster = start_local_cluster(tmp_path_factory.mktemp("spark-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def topic_messages(settings: Settings, topic: str) -> list:  # type: ignore[type-arg]

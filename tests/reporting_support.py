@@ -29,6 +29,7 @@ from landfall.ingress import batch_id_for
 from landfall.ports import free_port
 from landfall.redact import write_private
 from landfall.results_db import RunKey
+from landfall.run_ids import new_run_id
 
 DATASET = "demo"
 
@@ -73,7 +74,7 @@ def write_run(
 ) -> RunEvents:
     """Write one run's validated, quarantine, features and predictions; return its events."""
     rng = np.random.default_rng(seed)
-    run_id = run_id or str(uuid.uuid4())
+    run_id = run_id or new_run_id()
     batch_id = batch_id_for(DATASET, partition)
     bad = rows // 20
     ids = [f"{partition}-{i}" for i in range(rows - bad)]

@@ -9,6 +9,7 @@ stops everything it started.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from landfall.config import Settings
-from landfall.lake import Lake, read_manifest
+from landfall.lake import Lake, LakePath, read_manifest
 
 __all__ = [
     "DEMO_CONFIG",
@@ -41,7 +42,7 @@ COLORS = ("red", "green", "blue")
 class SampleStats:
     """What a written sample partition holds."""
 
-    path: Path
+    path: LakePath
     rows: int
     bad_rows: int
 
@@ -60,19 +61,21 @@ def write_sample_partition(
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "part-00000.csv"
     bad = 0
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "feature1", "feature2", "feature3"])
-        for i in range(rows):
-            row = [f"r{i:07d}", f"{feature1[i]:.6f}", f"{feature2[i]:.6f}", feature3[i]]
-            # Every 37th row is broken in one of three ways a real feed breaks.
-            if i % 37 == 5:
-                row[1], bad = "n/a", bad + 1  # not a number
-            elif i % 37 == 17:
-                row[2], bad = "", bad + 1  # missing a required value
-            elif i % 37 == 29:
-                row[0], bad = "", bad + 1  # no id
-            writer.writerow(row)
+    # Built in memory and written whole: one PUT when the lake is an object store.
+    handle = io.StringIO(newline="")
+    writer = csv.writer(handle)
+    writer.writerow(["id", "feature1", "feature2", "feature3"])
+    for i in range(rows):
+        row = [f"r{i:07d}", f"{feature1[i]:.6f}", f"{feature2[i]:.6f}", feature3[i]]
+        # Every 37th row is broken in one of three ways a real feed breaks.
+        if i % 37 == 5:
+            row[1], bad = "n/a", bad + 1  # not a number
+        elif i % 37 == 17:
+            row[2], bad = "", bad + 1  # missing a required value
+        elif i % 37 == 29:
+            row[0], bad = "", bad + 1  # no id
+        writer.writerow(row)
+    path.write_text(handle.getvalue())
     return SampleStats(path=path, rows=rows, bad_rows=bad)
 
 
@@ -190,7 +193,7 @@ def run_demo(
 
     started = time.monotonic()
     settings.home.mkdir(parents=True, exist_ok=True)
-    lake = Lake(settings.lake)
+    lake = Lake.from_settings(settings)
     sample = write_sample_partition(lake, partition)
     print(f"landed {sample.rows} rows ({sample.bad_rows} bad) at {sample.path}", flush=True)
     version = register_demo_model(settings)

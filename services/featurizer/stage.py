@@ -30,7 +30,7 @@ from landfall.datasets import (
     ReferenceJoin,
 )
 from landfall.errors import StageFailedError
-from landfall.lake import Lake
+from landfall.lake import RUNS_DIR, Lake, LakePath
 from landfall.stage import schema_fingerprint, spark_job_group
 
 __all__ = ["FeaturizationResult", "feature_columns", "featurize_partition", "join_references"]
@@ -118,21 +118,25 @@ def feature_columns(feature: FeatureSpec) -> list[Column]:
     return [position.cast("double").alias(feature.name)]
 
 
-def _reference_partition(lake: Lake, reference: ReferenceJoin, partition: str) -> Path:
+def _reference_partition(lake: Lake, reference: ReferenceJoin, partition: str) -> LakePath:
     """The newest partition of the reference table at or before the batch's partition."""
     zone_dir = lake.root / reference.dataset / reference.zone
-    candidates = sorted(
-        p.name
-        for p in (zone_dir.iterdir() if zone_dir.is_dir() else [])
-        if p.is_dir() and not p.name.startswith(("_", ".")) and p.name <= partition
-    )
+    # Folders as written outside landfall (and landed ones): read as they are.
+    available = {
+        p.name: p
+        for p in zone_dir.iterdir()
+        if not p.name.startswith(("_", ".")) and p.is_dir() and not (p / RUNS_DIR).exists()
+    }
+    if reference.zone != "raw":  # landfall's own outputs: each partition's committed one
+        available |= lake.committed_partitions(reference.dataset, reference.zone)  # type: ignore[arg-type]
+    candidates = sorted(name for name in available if name <= partition)
     if not candidates:
         raise StageFailedError(
             f"reference {reference.name!r}: no partition of {reference.dataset}/{reference.zone} "
-            f"at or before {partition} under {zone_dir}",
+            f"at or before {partition}",
             retryable=True,  # it may land later
         )
-    return zone_dir / candidates[-1]
+    return available[candidates[-1]]
 
 
 def join_references(
@@ -151,13 +155,13 @@ def join_references(
         missing += [f"{c} (in the batch)" for c in reference.keys if c not in frame.columns]
         if missing:
             raise StageFailedError(
-                f"reference {reference.name!r} ({path}): missing column(s) {', '.join(missing)}"
+                f"reference {reference.name!r} ({path.rel}): missing column(s) {', '.join(missing)}"
             )
         # A key that repeats in the reference would multiply the batch's rows.
         duplicated = table.groupBy(*reference.keys).count().filter("count > 1").limit(1).collect()
         if duplicated:
             raise StageFailedError(
-                f"reference {reference.name!r} ({path}) has duplicate keys, e.g. "
+                f"reference {reference.name!r} ({path.rel}) has duplicate keys, e.g. "
                 f"{ {k: duplicated[0][k] for k in reference.keys} }"
             )
         brought = [F.col(f"`{c}`").alias(f"{reference.prefix}{c}") for c in reference.columns]
@@ -169,8 +173,8 @@ def join_references(
 def featurize_partition(
     spark: SparkSession,
     dataset: DatasetConfig,
-    valid_path: Path,
-    features_path: Path,
+    valid_path: LakePath | Path,
+    features_path: LakePath | Path,
     *,
     lake: Lake | None = None,
     partition: str | None = None,

@@ -7,9 +7,10 @@ the same per-batch code the spark_udf engine runs (``scorer.score_frame``) and w
 its own part file. Rows never pass through Spark's row format: reading, scoring and
 writing a row costs what it costs in one pyarrow process, on every core of the cluster.
 
-Model versions travel to the workers as files (``SparkContext.addFile``) and are loaded
-once per Python worker. A task writes under a hidden name and renames when complete, so
-a retried or speculative attempt never leaves a partial file where readers look.
+Model versions travel to the workers as zip archives (``SparkContext.addArchive``,
+which works on a cluster as on a local master) and are loaded once per Python worker. A
+task writes under a hidden name and renames when complete, so a retried or speculative
+attempt never leaves a partial file where readers look.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import math
 import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +27,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
+
+if TYPE_CHECKING:
+    from landfall.config import ObjectStoreSettings
 
 from services.predictor.scorer import PREDICTION_COLUMN, ScorerPlan, load_for_scoring, score_frame
 
@@ -67,7 +71,7 @@ class ModelShipment:
     name: str
     version: str
     uri: str
-    files: str  # the name of the model's directory among the Spark files
+    files: str  # the name of the model's archive among the Spark files (unpacked there)
     plan: dict[str, Any]  # ScorerPlan.to_config()
     # The model's input columns and the Spark type each is widened to (None: as is).
     inputs: tuple[tuple[str, str | None], ...]
@@ -91,15 +95,25 @@ class TaskOutcome:
     measure: float = 0.0  # classifiers: rows they agree on; regressors: sum of |difference|
 
 
-def _filesystem(location: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and path for a local path or a URI pyarrow knows (s3://, hdfs://)."""
+def _filesystem(
+    location: str, store: ObjectStoreSettings | None = None
+) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and path for a local path or a lake URI (s3a:// with ``store``)."""
+    if location.startswith(("s3a://", "s3://")) and store is not None:
+        # The lake's own endpoint and credentials: pyarrow alone would ask AWS.
+        from landfall.object_store import arrow_filesystem
+
+        return arrow_filesystem(location, store)
     if "://" in location:
         return pafs.FileSystem.from_uri(location)
     return pafs.LocalFileSystem(), location
 
 
 def plan_tasks(
-    features: str, min_tasks: int, rows_per_task: int
+    features: str,
+    min_tasks: int,
+    rows_per_task: int,
+    store: ObjectStoreSettings | None = None,
 ) -> tuple[list[ScoringTask], pa.Schema]:
     """Split the table's row groups into contiguous tasks of about equal rows.
 
@@ -107,7 +121,7 @@ def plan_tasks(
     enough, and none over ``rows_per_task`` unless a single row group is. Files whose names start
     with ``_`` or ``.`` (manifests, markers) are not data, as for Spark.
     """
-    filesystem, path = _filesystem(features)
+    filesystem, path = _filesystem(features, store)
     dataset = pads.dataset(path, format="parquet", filesystem=filesystem)
     groups: list[tuple[str, int, int]] = []
     for fragment in dataset.get_fragments():
@@ -252,9 +266,10 @@ def run_task(
     batch_rows: int,
     compression: str,
     model_threads: int | None,
+    store: ObjectStoreSettings | None = None,
 ) -> TaskOutcome:
     """Score one task's row groups with every model and write its part file."""
-    filesystem, directory = _filesystem(output)
+    filesystem, directory = _filesystem(output, store)
     final = f"{directory}/part-{task.index:05d}.parquet"
     partial = f"{directory}/.part-{task.index:05d}-{uuid.uuid4().hex[:8]}.parquet"
     needed = [id_column, *dict.fromkeys(n for m in models for n, _ in m.inputs)]
@@ -266,7 +281,7 @@ def run_task(
         writer = pq.ParquetWriter(sink, schema, compression=compression, store_schema=False)
         try:
             for location, groups in task.slices:
-                source_fs, path = _filesystem(location)
+                source_fs, path = _filesystem(location, store)
                 with source_fs.open_input_file(path) as handle:
                     batches = pq.ParquetFile(handle).iter_batches(
                         batch_size=batch_rows, row_groups=list(groups), columns=needed

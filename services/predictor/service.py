@@ -71,6 +71,7 @@ class PredictorService(StageService):
                 challenger=challenger,
                 expected_rows=record.get("rows"),
                 scoring=ctx.settings.scoring,
+                store=None if ctx.lake.is_local else ctx.settings.object_store,
             )
         skipped = skipped or result.challenger_skipped
         scored_challenger = challenger if skipped is None else None

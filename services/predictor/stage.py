@@ -34,8 +34,9 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException, PythonException
 
-from landfall.config import DatasetConfig, ScoringSettings
+from landfall.config import DatasetConfig, ObjectStoreSettings, ScoringSettings
 from landfall.errors import StageFailedError
+from landfall.lake import LakePath
 from landfall.registry import ResolvedModel, translate_registry_errors
 from landfall.stage import schema_fingerprint
 from services.predictor.arrow_tasks import (
@@ -205,9 +206,14 @@ def prepare_scorer(
             udf = mlflow.pyfunc.spark_udf(spark, str(scorer_dir), env_manager="local")
             scorer = Scorer(model=model, plan=plan, udf=udf)
         else:
-            # Every executor fetches the directory once; its name is unique (mkdtemp).
-            spark.sparkContext.addFile(str(directory), recursive=True)
-            scorer = Scorer(model=model, plan=plan, files=directory.name)
+            # Every executor fetches the model once, as an archive: Spark ships a folder
+            # only on a local master, an archive to any cluster, unpacked under its name
+            # (unique: the folder is a mkdtemp). It lies inside the folder the cache removes.
+            archive = shutil.make_archive(
+                str(directory / directory.name), "zip", root_dir=directory, base_dir="model"
+            )
+            spark.sparkContext.addArchive(archive)
+            scorer = Scorer(model=model, plan=plan, files=Path(archive).name)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
@@ -309,24 +315,26 @@ def score_partition(
     spark: SparkSession,
     dataset: DatasetConfig,
     model: ResolvedModel,
-    features_path: Path,
-    predictions_path: Path,
+    features_path: LakePath | Path,
+    predictions_path: LakePath | Path,
     *,
     challenger: ResolvedModel | None = None,
     expected_rows: int | None = None,
     scoring: ScoringSettings | None = None,
+    store: ObjectStoreSettings | None = None,
 ) -> PredictionResult:
     """Score every feature row with the exact model version(s); one prediction per id.
 
     ``expected_rows`` (the feature table's row count, if the caller knows it) is what
-    the predictions must number; otherwise the table is counted.
+    the predictions must number; otherwise the table is counted. ``store``: the object
+    store's settings when the lake is in one (the arrow engine's tasks reach it directly).
     """
     scoring = scoring or ScoringSettings()
     try:
         features = spark.read.parquet(str(features_path))
     except AnalysisException as exc:
         raise StageFailedError(
-            f"the feature table at {features_path} cannot be read: {exc}"
+            f"the feature table at {_shown(features_path)} cannot be read: {exc}"
         ) from exc
     id_column = dataset.id_column
     if id_column not in features.columns:
@@ -357,7 +365,7 @@ def score_partition(
             )
         else:
             rows, comparison = _score_with_arrow_tasks(
-                spark, scoring, features_path, id_column, scorers, kind, predictions_path
+                spark, scoring, features_path, id_column, scorers, kind, predictions_path, store
             )
     except PythonException as exc:  # raised in the model's code, not by Spark itself
         raise _python_failure(exc) from exc
@@ -382,8 +390,22 @@ def score_partition(
 Scorers = list[tuple[str, Scorer, ModelInputs]]  # (column prefix, scorer, its inputs)
 
 
+def _location(path: LakePath | Path) -> str:
+    """Where pyarrow finds a folder: an absolute local path or an s3a:// URI."""
+    return str(path.absolute()) if isinstance(path, Path) else str(path)
+
+
+def _shown(path: LakePath | Path) -> str:
+    # Lake-relative where known: errors travel into events, which name no server path.
+    return path.rel if isinstance(path, LakePath) else str(path)
+
+
 def _score_with_spark_udf(
-    features: DataFrame, id_column: str, scorers: Scorers, kind: str, predictions_path: Path
+    features: DataFrame,
+    id_column: str,
+    scorers: Scorers,
+    kind: str,
+    predictions_path: LakePath | Path,
 ) -> tuple[int, Comparison | None]:
     """The spark_udf engine: one DataFrame job, counted and compared by observed metrics."""
     # One projection calls each model once (its outputs come back as a struct); the next
@@ -419,11 +441,12 @@ def _score_with_spark_udf(
 def _score_with_arrow_tasks(
     spark: SparkSession,
     scoring: ScoringSettings,
-    features_path: Path,
+    features_path: LakePath | Path,
     id_column: str,
     scorers: Scorers,
     kind: str,
-    predictions_path: Path,
+    predictions_path: LakePath | Path,
+    store: ObjectStoreSettings | None = None,
 ) -> tuple[int, Comparison | None]:
     """The arrow engine: one Spark job of pyarrow tasks, each writing its part file."""
     shipments = []
@@ -442,7 +465,7 @@ def _score_with_arrow_tasks(
         )
     context = spark.sparkContext
     tasks, table_schema = plan_tasks(
-        str(features_path.absolute()), context.defaultParallelism, scoring.rows_per_task
+        _location(features_path), context.defaultParallelism, scoring.rows_per_task, store
     )
     schema = output_schema(table_schema.field(id_column), shipments)
     predictions_path.mkdir(parents=True, exist_ok=True)
@@ -452,7 +475,8 @@ def _score_with_arrow_tasks(
         models=shipments,
         schema=schema,
         id_column=id_column,
-        output=str(predictions_path.absolute()),
+        output=_location(predictions_path),
+        store=store,
         batch_rows=scoring.batch_rows,
         compression="none" if codec in ("none", "uncompressed") else codec,
         model_threads=scoring.model_threads,

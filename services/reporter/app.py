@@ -48,6 +48,7 @@ from landfall.telemetry import (
     dataset_label,
     extract_context,
     inject_context,
+    trace_exemplar,
     tracer,
 )
 from services.reporter.service import (
@@ -123,6 +124,7 @@ class ReporterApp:
             )
         partitions = counts.pop()
         self.context = StageContext(settings, "reporter")
+        self.context.remove_abandoned_outputs()
         self.reporter = reporter or BatchReporter(self.context)
         self.codec = event_codec(settings)
         self._ingress = topics.landed.name
@@ -257,7 +259,7 @@ class ReporterApp:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
                 BATCH_DURATION.labels("reporter", dataset, "failed").observe(
-                    time.monotonic() - started
+                    time.monotonic() - started, exemplar=trace_exemplar()
                 )
                 PROCESSING_ERRORS.labels("reporter", dataset, "batch_failed").inc()
                 await self._report_failure(event_type, record, exc)
@@ -310,7 +312,9 @@ class ReporterApp:
 
     def _count(self, dataset: str, outgoing: Outgoing, seconds: float) -> None:
         """A report's metrics, once batch-reported was acknowledged."""
-        BATCH_DURATION.labels("reporter", dataset, "succeeded").observe(seconds)
+        BATCH_DURATION.labels("reporter", dataset, "succeeded").observe(
+            seconds, exemplar=trace_exemplar()
+        )
         LAST_SUCCESS.labels("reporter", dataset).set(time.time())
         RECORDS_PROCESSED.labels("reporter", dataset).inc(outgoing.record.get("rows_scored") or 0)
 

@@ -12,20 +12,27 @@ runner``), keeping progress in memory and the results database.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from landfall.config import Topics
+from landfall.config import Settings, Topics
 from landfall.contracts import EventType, follow_up
 from landfall.lake import write_json_atomically
 from landfall.redact import redact_tree
 from landfall.results_db import ResultsDb, RunKey
 from landfall.runner import Outgoing
 from landfall.stage import StageContext, StageService, Stopwatch
-from landfall.telemetry import LAST_SUCCESS
+from landfall.telemetry import LAST_SUCCESS, RUNS_STUCK
 from services.reporter.html import render_report_html
-from services.reporter.stage import build_failure_report, build_success_report, timeline
+from services.reporter.stage import (
+    build_failure_report,
+    build_success_report,
+    timeline,
+    write_feature_summaries,
+)
 
 __all__ = [
     "FINISHING_EVENTS",
@@ -35,6 +42,8 @@ __all__ = [
     "new_progress",
     "reporter_only_topics",
 ]
+
+log = logging.getLogger(__name__)
 
 # The completion event of each stage before reporting, and the stage it completes.
 STAGE_EVENTS = {
@@ -91,6 +100,44 @@ def _stage_rows(event_type: EventType, record: dict[str, Any]) -> int | None:
     return int(rows) if rows is not None else None
 
 
+class StuckRunsGauge:
+    """Keeps ``batch_runs_stuck`` current: unfinished runs quiet for ``stuck_after_s``.
+
+    A batch stopped between stages (a service killed after its commit, a lost event)
+    makes no noise of its own; this gauge, counted from the results database every
+    ``interval_s``, is what the LandfallRunsStuck alert reads.
+    """
+
+    def __init__(self, results: ResultsDb, settings: Settings, interval_s: float = 30.0) -> None:
+        self.results = results
+        self.after = timedelta(seconds=settings.reporting.stuck_after_s)
+        self.datasets = list(settings.datasets)
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="stuck-runs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def refresh(self) -> dict[str, int]:
+        """Count now; every configured dataset gets a value (0 when none is stuck)."""
+        counts = self.results.stuck_runs(datetime.now(UTC) - self.after)
+        for dataset in {*self.datasets, *counts}:
+            RUNS_STUCK.labels(dataset).set(counts.get(dataset, 0))
+        return counts
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception as exc:  # noqa: BLE001 - a database hiccup must not stop reporting
+                log.warning("cannot count stuck runs: %s", exc)
+            self._stop.wait(self.interval_s)
+
+
 class BatchReporter:
     """Progress, reports and results-database rows of batch runs (no Kafka here)."""
 
@@ -98,6 +145,8 @@ class BatchReporter:
         self.context = context
         self.results = results or ResultsDb(context.settings.results_db_url)
         self._restore_last_success()
+        self._stuck = StuckRunsGauge(self.results, context.settings)
+        self._stuck.start()
 
     def _restore_last_success(self) -> None:
         """Start each dataset's last-success gauge from the results database.
@@ -186,6 +235,7 @@ class BatchReporter:
                 id_column=dataset.id_column if dataset is not None else "id",
             )
         manifests = report.pop("manifests", {})
+        summaries = report.pop("feature_summaries", None)
         # The report goes to report.json, report.html, the results DB and batch-reported:
         # none of them may carry a secret that came in with a failure reason.
         report = redact_tree(report)
@@ -203,7 +253,7 @@ class BatchReporter:
         report["stage_durations_ms"] = {s["stage"]: s["duration_ms"] for s in report["timeline"]}
         report["submitted_at"] = progress.get("submitted_at")
         report["reported_at"] = finished.isoformat()
-        self._write_report(record, report, watch)
+        self._write_report(record, report, watch, summaries)
         self.results.record_report(report)
         event = follow_up(
             EventType.BATCH_REPORTED,
@@ -228,7 +278,11 @@ class BatchReporter:
         return Outgoing(ctx.topics.reported.name, EventType.BATCH_REPORTED, event), state
 
     def _write_report(
-        self, record: dict[str, Any], report: dict[str, Any], watch: Stopwatch
+        self,
+        record: dict[str, Any],
+        report: dict[str, Any],
+        watch: Stopwatch,
+        summaries: dict[str, Any] | None = None,
     ) -> None:
         ctx, lake = self.context, self.context.lake
         if record["dataset"] not in ctx.settings.datasets:
@@ -244,6 +298,8 @@ class BatchReporter:
             output.staging.mkdir(parents=True)
             write_json_atomically(output.staging / "report.json", report)
             (output.staging / "report.html").write_text(render_report_html(report), "utf-8")
+            if summaries:  # drift summaries for later reports, committed with this one
+                write_feature_summaries(output.staging, summaries)
             manifest = ctx.manifest(
                 record,
                 stage="reporting",
@@ -254,13 +310,22 @@ class BatchReporter:
                 timings_ms={"total": watch.total_ms},
                 status=report["status"],
             )
-            lake.commit_partition(output, manifest)
+            # Every run keeps its report; the partition's current one is its newest
+            # successful run's, so a failed or late older run never replaces it.
+            committed = lake.commit_partition(
+                output, manifest, succeeded=report["status"] == "SUCCEEDED", fenced=False
+            )
+            # The run was reported before (a redelivery after a restart): that report
+            # stands, and the event names it.
+            report["report_path"] = lake.relative(committed / "report.json")
+            report["report_html_path"] = lake.relative(committed / "report.html")
         except BaseException:
             lake.discard(output)
             raise
 
     def close(self) -> None:
         """Release the database, then the Spark session."""
+        self._stuck.stop()
         self.results.close()
         self.context.close()
 

@@ -9,24 +9,27 @@ dataset's previous partitions, computed with Spark from the lake.
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import NumericType
 
 from landfall.contracts import validate_partition
 from landfall.errors import InvalidEventError
-from landfall.lake import MANIFEST_NAME, Lake, Zone, read_manifest
+from landfall.lake import MANIFEST_NAME, Lake, LakePath, Zone, read_manifest
 
 __all__ = [
     "PIPELINE_STAGES",
     "build_failure_report",
     "build_success_report",
+    "FEATURE_SUMMARY_NAME",
     "feature_drift",
     "null_fractions",
     "population_stability_index",
@@ -34,6 +37,7 @@ __all__ = [
     "prediction_summary",
     "previous_partitions",
     "timeline",
+    "write_feature_summaries",
 ]
 
 # The stages before reporting, in order, and the zone each one's output lives in.
@@ -53,6 +57,10 @@ _PSI_FLOOR = 1e-4
 # ---------------------------------------------------------------------------- helpers
 
 
+# A folder Spark reads: in the lake (local or a store), or any local path (tests, benches).
+Location = LakePath | Path
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment is not None else None
 
@@ -64,19 +72,37 @@ def _time(value: Any) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _manifest_of(lake: Lake, dataset: str, zone: Zone, partition: str) -> dict[str, Any] | None:
-    directory = lake.partition_dir(dataset, zone, partition)
-    return read_manifest(directory) if (directory / MANIFEST_NAME).exists() else None
+def _manifest_of(
+    lake: Lake, dataset: str, zone: Zone, partition: str, run_id: str | None
+) -> dict[str, Any] | None:
+    directory: LakePath | None
+    if run_id is None:
+        directory = lake.partition_dir(dataset, zone, partition)
+    else:
+        directory = lake.output_of_run(dataset, zone, partition, run_id)
+    if directory is None or not (directory / MANIFEST_NAME).exists():
+        return None
+    return read_manifest(directory)
 
 
-def stage_manifests(lake: Lake, dataset: str, partition: str) -> dict[str, dict[str, Any]]:
-    """The committed manifest of each stage's output for the partition, by stage name."""
+def _relative(path: LakePath | None) -> str | None:
+    return path.rel if path is not None else None
+
+
+def stage_manifests(
+    lake: Lake, dataset: str, partition: str, run_id: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """The manifest of each stage's output for the partition, by stage name.
+
+    ``run_id``: that run's own outputs where it committed them (every run keeps its
+    own), else the partition's committed ones.
+    """
     manifests = {}
     for stage, zone in PIPELINE_STAGES.items():
-        manifest = _manifest_of(lake, dataset, zone, partition)
+        manifest = _manifest_of(lake, dataset, zone, partition, run_id)
         if manifest is None and stage == "validation":
             # A validation over its quality thresholds commits only the quarantine.
-            manifest = _manifest_of(lake, dataset, "quarantine", partition)
+            manifest = _manifest_of(lake, dataset, "quarantine", partition, run_id)
         if manifest is not None:
             manifests[stage] = manifest
     return manifests
@@ -86,18 +112,15 @@ def previous_partitions(
     lake: Lake, dataset: str, zone: Zone, partition: str, limit: int
 ) -> list[str]:
     """Up to ``limit`` committed partitions of the dataset in ``zone`` before ``partition``."""
-    directory = lake.root / dataset / zone
-    if not directory.is_dir():
-        return []
     found = []
-    for child in directory.iterdir():
-        if child.name >= partition or not (child / MANIFEST_NAME).exists():
+    for name in lake.committed_partitions(dataset, zone):
+        if name >= partition:
             continue
         try:
-            validate_partition(child.name)
+            validate_partition(name)
         except InvalidEventError:
-            continue  # _staging and anything else that is not a partition
-        found.append(child.name)
+            continue  # anything else that is not a partition
+        found.append(name)
     return sorted(found)[-limit:]
 
 
@@ -109,7 +132,7 @@ def _predicts_numbers(frame: DataFrame) -> bool:
     return isinstance(frame.schema["prediction"].dataType, NumericType)
 
 
-def prediction_summary(spark: SparkSession, predictions_path: Path) -> dict[str, Any]:
+def prediction_summary(spark: SparkSession, predictions_path: Location) -> dict[str, Any]:
     """Count, the most frequent predicted values, and for numbers their mean, min and max."""
     frame = spark.read.parquet(str(predictions_path))
     numeric = _predicts_numbers(frame)
@@ -135,7 +158,7 @@ def prediction_summary(spark: SparkSession, predictions_path: Path) -> dict[str,
     return summary
 
 
-def null_fractions(spark: SparkSession, path: Path) -> dict[str, float]:
+def null_fractions(spark: SparkSession, path: Location) -> dict[str, float]:
     """The fraction of rows with no value, per column of the table at ``path``."""
     frame = spark.read.parquet(str(path))
     if not frame.columns:
@@ -155,16 +178,18 @@ def null_fractions(spark: SparkSession, path: Path) -> dict[str, float]:
 
 
 def _with_references(
-    lake: Lake, dataset: str, zone: Zone, partition: str, current: Path, references: int
-) -> tuple[list[str], dict[str, Path]]:
+    lake: Lake, dataset: str, zone: Zone, partition: str, current: Location, references: int
+) -> tuple[list[str], dict[str, Location]]:
     """The reference partitions before ``partition``, and every table to compare by name."""
     previous = previous_partitions(lake, dataset, zone, partition, references)
-    paths = {p: lake.partition_dir(dataset, zone, p) for p in previous}
+    paths: dict[str, Location] = {p: lake.partition_dir(dataset, zone, p) for p in previous}
     paths[partition] = current
     return previous, paths
 
 
-def _labelled(spark: SparkSession, paths: Mapping[str, Path], columns: Sequence[str]) -> DataFrame:
+def _labelled(
+    spark: SparkSession, paths: Mapping[str, Location], columns: Sequence[str]
+) -> DataFrame:
     """The given tables stacked, each row labelled with its partition in ``_part``."""
     frames = []
     for partition, path in paths.items():
@@ -184,7 +209,7 @@ def prediction_distribution(
     lake: Lake,
     dataset: str,
     partition: str,
-    current: Path,
+    current: Location,
     *,
     references: int,
 ) -> dict[str, Any]:
@@ -302,7 +327,7 @@ def _shares(
     }
 
 
-def _fractions(counts: Sequence[int]) -> list[float]:
+def _fractions(counts: Sequence[float]) -> list[float]:
     total = sum(counts)
     return [c / total if total else 0.0 for c in counts]
 
@@ -324,13 +349,234 @@ def _numeric_columns(frame: DataFrame, exclude: set[str]) -> list[str]:
     ]
 
 
-def _bin_of(column: str, edges: Sequence[float]) -> Column:
-    """The decile bin of a value: how many reference edges it exceeds; -1 for no value."""
-    value = F.col(f"`{column}`").cast("double")
-    index: Column = F.lit(0)
-    for edge in edges:
-        index = index + (value > F.lit(edge)).cast("int")
-    return F.when(value.isNull(), F.lit(-1)).otherwise(index)
+# Drift summaries. Each report stores, beside its report.json, a small summary of its
+# partition's feature table (FEATURE_SUMMARY_NAME): per numeric feature the nulls, the
+# NaNs and a KLL quantile sketch. A later report merges its reference partitions'
+# sketches instead of reading their feature tables again: kilobytes, not gigabytes.
+FEATURE_SUMMARY_NAME = "feature_summary.json"
+_SUMMARY_FORMAT = 1
+# KLL's k: ranks within about 0.3% (99% confidence; typically far closer), about 20 KB
+# per feature. The reference's deciles and shares come from the merged sketches.
+_SKETCH_K = 1000
+# Features counted per Spark pass over the current partition. Parquet reads only the
+# pass's columns, so passes cost little; one pass over every feature's comparisons
+# would make generated code whose compilation takes longer than the counting.
+_FEATURES_PER_PASS = 8
+
+
+def _read_json(path: LakePath) -> dict[str, Any] | None:
+    try:
+        document = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _features_identity(features: LakePath) -> dict[str, Any]:
+    """What a summary was made of: the feature output's folder and its manifest's run."""
+    manifest = _read_json(features / MANIFEST_NAME) or {}
+    return {"path": features.rel} | {
+        key: manifest.get(key) for key in ("run_id", "event_id", "committed_at")
+    }
+
+
+def _summarize(
+    spark: SparkSession,
+    features: LakePath,
+    exclude: set[str],
+    edges: Mapping[str, Sequence[float]],
+) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """One feature table's summary, and how many of its values lie at or below each edge.
+
+    Nulls and NaNs are counted exactly; a NaN is above every edge (as Spark orders it).
+    """
+    frame = spark.read.parquet(str(features))
+    numeric = _numeric_columns(frame, exclude)
+    summary: dict[str, Any] = {
+        "format": _SUMMARY_FORMAT,
+        "features": _features_identity(features),
+        "sketch_k": _SKETCH_K,
+        "rows": 0,
+        "columns": {f.name: {"type": f.dataType.simpleString()} for f in frame.schema.fields},
+    }
+    at_edges: dict[str, list[int]] = {}
+    step = _FEATURES_PER_PASS
+    groups = [numeric[i : i + step] for i in range(0, len(numeric), step)] or [[]]
+    for group in groups:
+        aggregates = [F.count(F.lit(1)).alias("rows")]
+        for i, column in enumerate(group):
+            value = F.col(f"`{column}`").cast("double")
+            aggregates += [
+                F.count_if(value.isNull()).alias(f"nulls{i}"),
+                F.count_if(F.isnan(value)).alias(f"nans{i}"),
+                F.kll_sketch_agg_double(value, _SKETCH_K).alias(f"sketch{i}"),
+            ]
+            aggregates += [
+                F.count_if(value <= F.lit(edge)).alias(f"edge{i}_{j}")
+                for j, edge in enumerate(edges.get(column, ()))
+            ]
+        row = frame.agg(*aggregates).first()
+        assert row is not None
+        summary["rows"] = rows = int(row["rows"])
+        for i, column in enumerate(group):
+            nulls, nans = int(row[f"nulls{i}"]), int(row[f"nans{i}"])
+            sketch = row[f"sketch{i}"]
+            summary["columns"][column].update(
+                nulls=nulls,
+                nans=nans,
+                values=rows - nulls - nans,
+                sketch=base64.b64encode(bytes(sketch)).decode("ascii") if sketch else None,
+            )
+            at_edges[column] = [int(row[f"edge{i}_{j}"]) for j in range(len(edges.get(column, ())))]
+    return summary, at_edges
+
+
+def _covers(summary: Mapping[str, Any], columns: Sequence[str]) -> bool:
+    """Whether a summary has every one of ``columns`` that its table has as a number."""
+    kept = summary.get("columns", {})
+    return summary.get("format") == _SUMMARY_FORMAT and all(
+        "sketch" in kept[c] for c in columns if c in kept and _is_numeric_type(kept[c]["type"])
+    )
+
+
+def _is_numeric_type(name: str) -> bool:
+    return name in {"tinyint", "smallint", "int", "bigint", "float", "double"} or name.startswith(
+        "decimal"
+    )
+
+
+def _reference_summaries(
+    spark: SparkSession,
+    lake: Lake,
+    dataset: str,
+    partition: str,
+    previous: Sequence[str],
+    columns: Sequence[str],
+    exclude: set[str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each reference partition's summary, and those to keep with this report.
+
+    A partition's summary is stored with its own committed report, or, if that report
+    had none (a lake older than summaries), with a later report that made it. A stored
+    summary counts only if it was made of the feature output committed now (a partition
+    featurized again has a new one) and has every wanted column; else it is made from
+    the feature table, once: it is kept with this report for the next ones.
+    """
+    stored = {
+        folder: (
+            _read_json(lake.partition_dir(dataset, "reports", folder) / FEATURE_SUMMARY_NAME) or {}
+        ).get("partitions")
+        or {}
+        for folder in [*previous, partition]
+    }
+    summaries, keep = {}, {}
+    for reference in previous:
+        identity = _features_identity(lake.partition_dir(dataset, "features", reference))
+        candidates = [(reference, stored[reference].get(reference))] + [
+            (folder, found[reference])
+            for folder, found in stored.items()
+            if folder != reference and reference in found
+        ]
+        usable = [
+            (folder, summary)
+            for folder, summary in candidates
+            if isinstance(summary, dict)
+            and summary.get("features") == identity
+            and _covers(summary, columns)
+        ]
+        if usable:
+            folder, summary = usable[0]
+            if folder != reference:
+                keep[reference] = summary  # carried forward while the window holds it
+        else:
+            features = lake.partition_dir(dataset, "features", reference)
+            summary, _ = _summarize(spark, features, exclude, {})
+            keep[reference] = summary
+        summaries[reference] = summary
+    return summaries, keep
+
+
+def _reference_bins(
+    spark: SparkSession, columns: Sequence[str], summaries: Sequence[Mapping[str, Any]]
+) -> tuple[dict[str, list[float]], dict[str, dict[int, float]]]:
+    """The reference's decile edges per feature, and its (estimated) rows per bin.
+
+    Bin -1 holds nulls (a partition without the column: all its rows), bin b the values
+    above b edges; NaNs sit above every edge. The edges and the shares between them
+    come from the merged KLL sketches; nulls and NaNs are exact.
+    """
+    sketches: list[tuple[int, bytes]] = []
+    totals: dict[str, tuple[int, int, int]] = {}
+    for index, column in enumerate(columns):
+        nulls = nans = values = 0
+        for summary in summaries:
+            kept = summary["columns"].get(column)
+            if kept is None or "sketch" not in kept:
+                nulls += int(summary["rows"])
+                continue
+            nulls, nans = nulls + kept["nulls"], nans + kept["nans"]
+            values += kept["values"]
+            if kept["sketch"] and kept["values"]:
+                sketches.append((index, base64.b64decode(kept["sketch"])))
+        totals[column] = (nulls, nans, values)
+    merged: dict[int, bytes] = {}
+    if sketches:
+        rows = (
+            spark.createDataFrame(sketches, "feature int, sketch binary")
+            .groupBy("feature")
+            .agg(F.kll_merge_agg_double("sketch").alias("merged"))
+            .collect()
+        )
+        merged = {int(r["feature"]): bytes(r["merged"]) for r in rows}
+    probabilities = [i / _DRIFT_BINS for i in range(1, _DRIFT_BINS)]
+    # As approxQuantile ranks them: NaNs above every number, nulls left out.
+    ranks: dict[int, list[float]] = {}
+    for index, column in enumerate(columns):
+        _, nans, values = totals[column]
+        if index in merged:
+            ranks[index] = [
+                p * (values + nans) / values for p in probabilities if p * (values + nans) <= values
+            ]
+    quantiles = _sketch_lookups(spark, merged, ranks, "quantile")
+    edges = {column: sorted(set(quantiles.get(index, []))) for index, column in enumerate(columns)}
+    cumulative = _sketch_lookups(
+        spark, merged, {i: edges[c] for i, c in enumerate(columns) if edges[c]}, "rank"
+    )
+    counts: dict[str, dict[int, float]] = {}
+    for index, column in enumerate(columns):
+        nulls, nans, values = totals[column]
+        below = [values * r for r in cumulative.get(index, [])]
+        bins = {-1: float(nulls)}
+        previous = 0.0
+        for b, at_most in enumerate(below):
+            bins[b] = at_most - previous
+            previous = at_most
+        bins[len(below)] = values - previous + nans
+        counts[column] = bins
+    return edges, counts
+
+
+def _sketch_lookups(
+    spark: SparkSession, sketches: Mapping[int, bytes], points: Mapping[int, list[float]], kind: str
+) -> dict[int, list[float]]:
+    """Quantiles at ranks (``kind`` "quantile") or ranks at values ("rank") of sketches."""
+    wanted = [i for i in sketches if points.get(i)]
+    if not wanted:
+        return {}
+    frame = spark.createDataFrame(
+        [tuple(sketches[i] for i in wanted)], ", ".join(f"s{i} binary" for i in wanted)
+    )
+    lookup = (
+        F.kll_sketch_get_quantile_double if kind == "quantile" else F.kll_sketch_get_rank_double
+    )
+    row = frame.select(
+        *[
+            lookup(F.col(f"s{i}"), F.array(*[F.lit(float(x)) for x in points[i]])).alias(f"s{i}")
+            for i in wanted
+        ]
+    ).first()
+    assert row is not None
+    return {i: [float(x) for x in row[f"s{i}"]] for i in wanted}
 
 
 def feature_drift(
@@ -338,66 +584,63 @@ def feature_drift(
     lake: Lake,
     dataset: str,
     partition: str,
-    current: Path,
+    current: LakePath,
     *,
     references: int,
     threshold: float,
     exclude: set[str],
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The PSI of each numeric feature against the previous partitions, flagged over threshold.
 
     Bins are the reference's deciles (nulls a bin of their own), so a shift that moves
-    rows between deciles shows up whatever the feature's scale.
+    rows between deciles shows up whatever the feature's scale. Also returns the
+    summaries to store with this report (by partition): this partition's, and those of
+    references that had none stored.
     """
-    previous, paths = _with_references(lake, dataset, "features", partition, current, references)
+    previous = previous_partitions(lake, dataset, "features", partition, references)
     result: dict[str, Any] = {
         "threshold": threshold,
         "reference_partitions": previous,
         "features": {},
         "flagged": [],
     }
+    columns = _numeric_columns(spark.read.parquet(str(current)), exclude)
+    summaries, keep = _reference_summaries(
+        spark, lake, dataset, partition, previous, columns, exclude
+    )
+    edges, expected = _reference_bins(spark, columns, [summaries[p] for p in previous])
+    own, at_edges = _summarize(spark, current, exclude, edges if previous else {})
+    keep[partition] = own
     if not previous:
         result["note"] = "no previous partitions to compare with"
-        return result
-    columns = _numeric_columns(spark.read.parquet(str(current)), exclude)
+        return result, keep
     if not columns:
         result["note"] = "no numeric features"
-        return result
-    stacked = _labelled(spark, paths, columns).withColumn(
-        "_current", F.col("_part") == F.lit(partition)
-    )
-    reference = stacked.where(~F.col("_current"))
-    probabilities = [i / _DRIFT_BINS for i in range(1, _DRIFT_BINS)]
-    quantiles = reference.approxQuantile(columns, probabilities, 0.001)
-    edges = {c: sorted(set(q)) for c, q in zip(columns, quantiles, strict=True)}
-    binned = stacked.select(
-        "_current", *[_bin_of(c, edges[c]).alias(f"_b{i}") for i, c in enumerate(columns)]
-    )
-    pairs = F.array(
-        *[
-            F.struct(F.lit(i).alias("feature"), F.col(f"_b{i}").alias("bin"))
-            for i in range(len(columns))
-        ]
-    )
-    rows = (
-        binned.select("_current", F.explode(pairs).alias("x"))
-        .groupBy("_current", "x.feature", "x.bin")
-        .count()
-        .collect()
-    )
-    counts: dict[tuple[bool, int, int], int] = {
-        (bool(r["_current"]), int(r["feature"]), int(r["bin"])): int(r["count"]) for r in rows
-    }
-    for i, column in enumerate(columns):
-        bins = sorted({b for (_, f, b) in counts if f == i})
-        expected = _fractions([counts.get((False, i, b), 0) for b in bins])
-        actual = _fractions([counts.get((True, i, b), 0) for b in bins])
-        psi = population_stability_index(expected, actual)
+        return result, keep
+    for column in columns:
+        kept = own["columns"][column]
+        actual = {-1: kept["nulls"]}
+        previous_count = 0
+        for b, at_most in enumerate(at_edges[column]):
+            actual[b] = at_most - previous_count
+            previous_count = at_most
+        actual[len(at_edges[column])] = own["rows"] - kept["nulls"] - previous_count
+        bins = sorted(set(actual) | set(expected[column]))
+        psi = population_stability_index(
+            _fractions([expected[column].get(b, 0.0) for b in bins]),
+            _fractions([actual.get(b, 0) for b in bins]),
+        )
         flagged = psi > threshold
         result["features"][column] = {"psi": round(psi, 6), "flagged": flagged}
         if flagged:
             result["flagged"].append(column)
-    return result
+    return result, keep
+
+
+def write_feature_summaries(folder: LakePath, summaries: Mapping[str, Any]) -> None:
+    """Store the summaries a report made in its output folder, committed with it."""
+    document = {"format": _SUMMARY_FORMAT, "partitions": dict(summaries)}
+    (folder / FEATURE_SUMMARY_NAME).write_text(json.dumps(document, sort_keys=True))
 
 
 # ---------------------------------------------------------------------------- timeline
@@ -509,27 +752,28 @@ def build_success_report(
 ) -> dict[str, Any]:
     """The report of a batch run whose predictions are committed."""
     dataset, partition, run_id = predicted["dataset"], predicted["partition"], predicted["run_id"]
-    manifests = stage_manifests(lake, dataset, partition)
+    manifests = stage_manifests(lake, dataset, partition, run_id)
     # A newer run of the same partition may have replaced an earlier stage's output
     # while this one was scoring; the report says so rather than mixing runs silently.
     foreign = sorted(s for s, m in manifests.items() if m.get("run_id") != run_id)
     validation = manifests.get("validation", {})
     rows = validation.get("rows", {})
     quality = _quality(validation, progress)
-    validated = lake.partition_dir(dataset, "validated", partition)
+    validated = lake.output_of_run(dataset, "validated", partition, run_id)
     if quality["null_fractions"]:
         quality["null_fractions_of"] = "landed rows (from the validator)"
-    elif (validated / MANIFEST_NAME).exists():
+    elif validated is not None and (validated / MANIFEST_NAME).exists():
         quality["null_fractions"] = null_fractions(spark, validated)
         quality["null_fractions_of"] = "valid rows (computed by the reporter)"
     # Only the predictions zone of the run's own dataset, and no symlinks.
     predictions_path = lake.input_dir(
         predicted["output_path"], dataset=dataset, zone="predictions", partition=partition
     )
-    features_path = lake.partition_dir(dataset, "features", partition)
+    features_path = lake.output_of_run(dataset, "features", partition, run_id)
     drift: dict[str, Any] = {"threshold": psi_threshold, "features": {}, "flagged": []}
-    if features_path.is_dir():
-        drift = feature_drift(
+    summaries: dict[str, Any] = {}
+    if features_path is not None:
+        drift, summaries = feature_drift(
             spark,
             lake,
             dataset,
@@ -559,7 +803,7 @@ def build_success_report(
             "uri": predicted["model_uri"],
         },
         "outputs": {stage: m.get("path") for stage, m in manifests.items()}
-        | {"quarantine": lake.relative(lake.partition_dir(dataset, "quarantine", partition))},
+        | {"quarantine": _relative(lake.output_of_run(dataset, "quarantine", partition, run_id))},
         "predictions": prediction_summary(spark, predictions_path),
         "prediction_distribution": prediction_distribution(
             spark, lake, dataset, partition, predictions_path, references=reference_partitions
@@ -567,6 +811,8 @@ def build_success_report(
         "drift": drift,
         "stages_from_other_runs": foreign,
         "manifests": manifests,
+        # Not part of the report: what the reporter stores beside it (drift summaries).
+        "feature_summaries": summaries,
     }
 
 
@@ -575,11 +821,8 @@ def build_failure_report(
 ) -> dict[str, Any]:
     """The report of a batch run that a stage failed."""
     run_id = failed["run_id"]
-    manifests = {
-        stage: m
-        for stage, m in stage_manifests(lake, failed["dataset"], failed["partition"]).items()
-        if m.get("run_id") == run_id
-    }
+    found = stage_manifests(lake, failed["dataset"], failed["partition"], run_id)
+    manifests = {stage: m for stage, m in found.items() if m.get("run_id") == run_id}
     validation = manifests.get("validation", {})
     rows = validation.get("rows", {})
     model = {}

@@ -37,6 +37,7 @@ from landfall.datasets import (
     UniqueRule,
 )
 from landfall.errors import StageFailedError
+from landfall.lake import LakePath
 from landfall.stage import schema_fingerprint, spark_job_group
 
 __all__ = [
@@ -85,7 +86,7 @@ class ValidationResult:
 
 
 def read_raw_partition(
-    spark: SparkSession, path: Path, data_format: str, *, name: str | None = None
+    spark: SparkSession, path: LakePath | Path, data_format: str, *, name: str | None = None
 ) -> DataFrame:
     """Read a landed partition as it is; CSV columns stay strings so bad values survive.
 
@@ -97,7 +98,12 @@ def read_raw_partition(
         raise StageFailedError(
             f"partition not found: {name} does not exist (has it landed yet?)", retryable=True
         )
-    files = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(("_", "."))]
+    found: list[LakePath] | list[Path]
+    if isinstance(path, LakePath):
+        found = path.files()
+    else:
+        found = [p for p in path.rglob("*") if p.is_file()]
+    files = [p.name for p in found if not p.name.startswith(("_", "."))]
     if not files:
         raise StageFailedError(f"partition {name} holds no data files", retryable=True)
     reader = spark.read
@@ -290,9 +296,9 @@ def _breaches(
 def validate_partition(
     spark: SparkSession,
     dataset: DatasetConfig,
-    raw_path: Path,
-    valid_path: Path,
-    quarantine_path: Path,
+    raw_path: LakePath | Path,
+    valid_path: LakePath | Path,
+    quarantine_path: LakePath | Path,
     data_format: str | None = None,
     *,
     raw_name: str | None = None,

@@ -323,7 +323,14 @@ def test_a_crashed_service_is_restarted_and_a_crash_loop_gives_up(
         first = stack.processes["api"].pid
         os.kill(first, signal.SIGKILL)  # as the kernel's OOM killer would
         stack.processes["api"].wait(30)
-        assert stack.supervise() == ["api exited with code -9; restarting in 1s"]
+        (said,) = stack.supervise()
+        # The first delay is drawn between half and all of supervision.restart_delay_s.
+        restart = re.fullmatch(
+            r"api exited with code -9; restarting in (\d\.\d)s \(crash 1; `up` gives up "
+            r"at 2 within 300s\)",
+            said,
+        )
+        assert restart and 0.5 <= float(restart[1]) <= 1.0, said
         assert "api" not in running_services(settings)
         time.sleep(1.1)
         assert stack.supervise() == ["api restarted"]
@@ -332,7 +339,9 @@ def test_a_crashed_service_is_restarted_and_a_crash_loop_gives_up(
         assert running_services(settings) == {"api": second}
         os.kill(second, signal.SIGKILL)
         stack.processes["api"].wait(30)
-        with pytest.raises(ServiceDied, match="api crashed 2 times .* giving up"):
+        with pytest.raises(
+            ServiceDied, match=r"api crashed 2 times .*supervision.max_restarts = 1.* giving up"
+        ):
             stack.supervise()
     finally:
         stack.stop()
@@ -348,6 +357,8 @@ def test_broker_ps_and_up_of_one_home_and_up_gives_up_on_a_crash_loop(tmp_path: 
         # Not an address of this machine: the API cannot listen there and exits at
         # every start, a crash loop.
         LANDFALL_REPORTING__API_HOST="203.0.113.7",
+        # Restarts after 0.1-0.2 s, 0.2-0.4 s, ...: the crash loop is given up on sooner.
+        LANDFALL_SUPERVISION__RESTART_DELAY_S="0.2",
     )
     broker = subprocess.Popen(
         [sys.executable, "-m", "landfall", "broker"],
@@ -385,6 +396,7 @@ def test_broker_ps_and_up_of_one_home_and_up_gives_up_on_a_crash_loop(tmp_path: 
         assert f"broker {address[1]};" in crashing.stdout
         assert len(re.findall(r"api exited with code \d+; restarting", crashing.stdout)) == 5
         assert "api crashed 6 times" in crashing.stderr and "giving up" in crashing.stderr
+        assert "supervision.max_restarts = 5" in crashing.stderr
         assert "Traceback" not in crashing.stderr
         print(f"\nup gave up on the crash loop after {time.monotonic() - started:.0f}s")
         assert landfall("ps", env=env).stdout.splitlines()[0].startswith(f"broker   {address[1]}")

@@ -30,6 +30,7 @@ from landfall.config import ApiSettings, ApiToken, Settings
 from landfall.contracts import EventType
 from landfall.events import EventWatcher, publish_data_landed
 from landfall.ingress import batch_id_for
+from landfall.lake import Lake
 from landfall.ports import free_port
 from landfall.results_db import ResultsDb, RunKey
 from landfall.serve import ensure_all_topics
@@ -64,6 +65,7 @@ class Api:
 def _seed(settings: Settings) -> None:
     """Two finished batches (one replayed), as the reporter would have left them."""
     db = ResultsDb(settings.results_db_url)
+    lake = Lake.from_settings(settings)
     try:
         for i, (partition, status) in enumerate(
             [("2026-11-01", "FAILED"), ("2026-11-01", "SUCCEEDED"), ("2026-11-02", "SUCCEEDED")]
@@ -72,14 +74,17 @@ def _seed(settings: Settings) -> None:
             key = RunKey(batch_id_for("demo", partition), run_id, "demo", partition)
             start = T0 + timedelta(hours=i)
             db.record_submission(key, submitted_at=start)
-            report_dir = settings.lake / "demo" / "reports" / partition
             report = finished_report(
                 key, status, started=start, failed_stage="featurization", reason="bad expression"
             )
+            # Committed as the reporter commits: each run its own, failures kept aside.
+            output = lake.stage_output("demo", "reports", partition, run_id)
+            report["report_path"] = f"{output.target.rel}/report.json"
+            report["report_html_path"] = f"{output.target.rel}/report.html"
+            (output.staging / "report.json").write_text(json.dumps(report))
+            (output.staging / "report.html").write_text(render_report_html(report))
+            lake.commit_partition(output, {}, succeeded=status == "SUCCEEDED", fenced=False)
             db.record_report(report)
-            report_dir.mkdir(parents=True, exist_ok=True)
-            (report_dir / "report.json").write_text(json.dumps(report))
-            (report_dir / "report.html").write_text(render_report_html(report))
     finally:
         db.close()
 
@@ -195,7 +200,15 @@ def test_a_job_by_run_id_or_batch_id_and_unknown_ids(api: Api) -> None:
     }
     assert failed["errors"][0]["reason"] == "bad expression"
     assert failed["figures"]["quality"]["rule_failures"] == {"not_null:feature2": 5.0}
-    assert failed["links"]["report_html"] == "/reports/demo/2026-11-01/report.html"
+    # The failed run's own report; the partition's current one stays the later success.
+    assert failed["links"]["report_html"] == "/batch/seed-run-0/report.html"
+    own = api.client.get("/batch/seed-run-0/report.json").json()
+    assert (own["run_id"], own["status"]) == ("seed-run-0", "FAILED")
+    assert "FAILED" in api.client.get("/batch/seed-run-0/report.html").text
+    current = api.client.get("/reports/demo/2026-11-01/report.json").json()
+    assert (current["run_id"], current["status"]) == ("seed-run-1", "SUCCEEDED")
+    assert api.client.get("/batch/no-such-run/report.json").status_code == 404
+    assert api.client.get("/batch/seed-run-0/secrets.txt").status_code == 404
 
     batch = api.client.get(f"/batch/{batch_id_for('demo', '2026-11-01')}").json()
     assert (batch["job_kind"], batch["run_id"], batch["status"]) == (

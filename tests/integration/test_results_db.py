@@ -199,3 +199,17 @@ def test_history_filters_and_pages(db: ResultsDb) -> None:
     assert (len(first.items), len(second.items), first.total) == (4, 2, 6)
     assert not {r["batch_id"] for r in first.items} & {r["batch_id"] for r in second.items}
     assert db.metrics("other")["batches"] == {"total": 1, "by_status": {"SUBMITTED": 1}}
+
+
+def test_stuck_runs_are_the_unfinished_ones_with_no_recent_progress(db: ResultsDb) -> None:
+    hour = timedelta(hours=1)
+    _stage(db, "quiet", "validation", T0)  # stopped after validating
+    _stage(db, "moving", "validation", T0)
+    _stage(db, "moving", "featurization", T0 + 3 * hour)  # still making progress
+    db.record_submission(_ids("never", partition="2026-11-02"), submitted_at=T0)
+    _stage(db, "done", "validation", T0, partition="2026-11-03")
+    db.record_report(_report("done", partition="2026-11-03"))
+    _stage(db, "other", "validation", T0, dataset="sensors")
+
+    assert db.stuck_runs(T0 + 2 * hour) == {"demo": 2, "sensors": 1}  # quiet, never; other
+    assert db.stuck_runs(T0 - hour) == {}  # nothing is quiet for that long yet

@@ -162,7 +162,7 @@ class _Background:
 
     def finish(self) -> RunStats:
         """Stop the runner, close it and return what it did (raising what it raised)."""
-        self.runner.stop()
+        self.runner.stop(grace_s=0)  # a stage still in flight is abandoned at once
         self._thread.join(60)
         self.runner.close()
         assert not self._thread.is_alive(), "the runner did not stop"
@@ -266,7 +266,7 @@ def test_a_crashed_spark_worker_is_retried_and_corrupt_data_fails_the_batch(
 def test_a_stop_during_work_abandons_the_batch_uncommitted(probe_settings: Settings) -> None:
     def interrupted(service: ProbeService, record: dict[str, Any]) -> list[Outgoing]:
         assert service.runner is not None
-        service.runner.stop()  # as SIGTERM would, while the stage is running
+        service.runner.stop(grace_s=0)  # as SIGTERM past its grace would, mid-stage
         assert service.cancelled.wait(10), "the runner did not cancel the stage"
         raise RuntimeError("Spark job cancelled")
 
@@ -274,6 +274,81 @@ def test_a_stop_during_work_abandons_the_batch_uncommitted(probe_settings: Setti
     _, stats = _run_once(probe_settings, interrupted)
     assert (stats.abandoned, stats.failed, stats.produced) == (1, 0, [])
     # The message was not committed: the next instance of the service gets it again.
+    service, stats = _run_once(probe_settings, ProbeService.validated)
+    assert stats.handled == 1 and service.calls[0]["run_id"] == landed["run_id"]
+
+
+def test_a_stop_lets_the_stage_finish_and_commit_within_its_grace(
+    probe_settings: Settings, watch
+) -> None:
+    def stopped_midway(service: ProbeService, record: dict[str, Any]) -> list[Outgoing]:
+        assert service.runner is not None
+        service.runner.stop(grace_s=30)  # as SIGTERM would, while the stage is running
+        time.sleep(1.5)  # the rest of the stage, well inside the grace
+        return service.validated(record)
+
+    landed = publish_data_landed(probe_settings, "demo", "2026-11-01")
+    later = publish_data_landed(probe_settings, "demo", "2026-11-01")  # same partition, after
+    service, stats = _run_once(probe_settings, stopped_midway, max_messages=None)
+    # The batch in flight is published and committed; nothing after it is started.
+    assert (stats.handled, stats.abandoned, len(service.calls)) == (1, 0, 1)
+    assert not service.cancelled.is_set()
+    _, kind, event = watch.wait_for(lambda *_: True, timeout=30)
+    assert kind is EventType.BATCH_VALIDATED and event["run_id"] == landed["run_id"]
+    service, stats = _run_once(probe_settings, ProbeService.validated)
+    assert [c["run_id"] for c in service.calls] == [later["run_id"]]
+
+
+def test_a_second_stop_abandons_the_stage_at_once(probe_settings: Settings) -> None:
+    def stopped_twice(service: ProbeService, record: dict[str, Any]) -> list[Outgoing]:
+        assert service.runner is not None
+        service.runner.stop(grace_s=60)
+        assert not service.cancelled.wait(1), "cancelled within the grace"
+        service.runner.stop()  # a second SIGTERM or Ctrl-C
+        assert service.cancelled.wait(10), "the runner did not cancel the stage"
+        raise RuntimeError("Spark job cancelled")
+
+    landed = publish_data_landed(probe_settings, "demo", "2026-11-01")
+    started = time.monotonic()
+    _, stats = _run_once(probe_settings, stopped_twice)
+    assert time.monotonic() - started < 30
+    assert (stats.abandoned, stats.failed, stats.produced) == (1, 0, [])
+    service, stats = _run_once(probe_settings, ProbeService.validated)
+    assert stats.handled == 1 and service.calls[0]["run_id"] == landed["run_id"]
+
+
+def test_a_stage_that_ignores_its_cancellation_is_not_waited_for(
+    probe_settings: Settings,
+) -> None:
+    from landfall.shutdown import ABANDON_WAIT_S
+
+    release = threading.Event()
+
+    def deaf(service: ProbeService, record: dict[str, Any]) -> list[Outgoing]:
+        assert service.runner is not None
+        service.runner.stop(grace_s=0.5)
+        release.wait(120)  # pure Python work: nothing Spark could cancel
+        return service.validated(record)
+
+    landed = publish_data_landed(probe_settings, "demo", "2026-11-01")
+    service = ProbeService(probe_settings, deaf)
+    runner = Runner(service, probe_settings)
+    service.runner = runner
+    try:
+        started = time.monotonic()
+        stats = runner.run(max_messages=1, timeout=60)
+        took = time.monotonic() - started
+        assert service.cancelled.is_set()
+        assert runner.stage_still_running
+    finally:
+        runner.close()
+        release.set()  # the stage ends after its runner gave up on it; its result is dropped
+    print(f"\nrun returned {took:.1f}s after the message came, the stage still running")
+    assert took < 0.5 + ABANDON_WAIT_S + 10
+    assert (stats.abandoned, stats.produced) == (1, [])
+    time.sleep(1)
+    topics = probe_settings.kafka.topics
+    assert topic_events(probe_settings, topics.validated.name) == []
     service, stats = _run_once(probe_settings, ProbeService.validated)
     assert stats.handled == 1 and service.calls[0]["run_id"] == landed["run_id"]
 
@@ -641,7 +716,7 @@ def test_a_message_that_keeps_killing_the_process_is_dead_lettered_on_the_next_s
 
     def interrupted(service: ProbeService, _record: dict[str, Any]) -> list[Outgoing]:
         assert service.runner is not None
-        service.runner.stop()  # as SIGTERM would, while the stage is running
+        service.runner.stop(grace_s=0)  # as SIGTERM past its grace would, mid-stage
         assert service.cancelled.wait(10), "the runner did not cancel the stage"
         raise RuntimeError("Spark job cancelled")
 

@@ -48,11 +48,11 @@ def test_a_raw_partition_folder_linked_out_of_the_lake_fails_the_batch(
     # The partition really lands outside the lake; a link in the raw zone points there.
     outside = Lake(tmp_path / "outside")
     write_sample_partition(outside, PARTITION, rows=50)
-    (lake.root / "demo" / "raw").mkdir(parents=True)
-    (lake.root / "demo" / "raw" / PARTITION).symlink_to(
-        outside.partition_dir("demo", "raw", PARTITION)
+    (Path(lake.uri) / "demo" / "raw").mkdir(parents=True)
+    (Path(lake.uri) / "demo" / "raw" / PARTITION).symlink_to(
+        Path(str(outside.partition_dir("demo", "raw", PARTITION)))
     )
-    before = _tree(lake.root)
+    before = _tree(Path(lake.uri))
 
     with pytest.raises(PathOutsideLakeError) as caught:
         validator.handle(EventType.DATA_LANDED, _landed())
@@ -63,7 +63,7 @@ def test_a_raw_partition_folder_linked_out_of_the_lake_fails_the_batch(
         f"raw input 'demo/raw/{PARTITION}' is refused: it is a symbolic link"
     )
     assert str(tmp_path) not in caught.value.reason  # no server path, no link target
-    assert _tree(lake.root) == before  # no validated/ or quarantine/ staging left
+    assert _tree(Path(lake.uri)) == before  # no validated/ or quarantine/ staging left
 
 
 def test_a_file_linked_into_a_raw_partition_fails_the_batch(
@@ -73,14 +73,14 @@ def test_a_file_linked_into_a_raw_partition_fails_the_batch(
     landed = write_sample_partition(lake, PARTITION, rows=50)
     secret = tmp_path / "secret.csv"
     secret.write_text(landed.path.read_text())
-    (landed.path.parent / "part-00001.csv").symlink_to(secret)
-    before = _tree(lake.root)
+    (Path(str(landed.path)).parent / "part-00001.csv").symlink_to(secret)
+    before = _tree(Path(lake.uri))
 
     with pytest.raises(PathOutsideLakeError) as caught:
         validator.handle(EventType.DATA_LANDED, _landed())
 
     assert f"'demo/raw/{PARTITION}/part-00001.csv' is a symbolic link" in caught.value.reason
-    assert _tree(lake.root) == before
+    assert _tree(Path(lake.uri)) == before
 
 
 @pytest.mark.parametrize(
@@ -100,25 +100,25 @@ def test_an_event_path_outside_the_dataset_s_raw_zone_fails_the_batch(
     # Each place holds readable data, so only the confinement can stop the read.
     write_sample_partition(lake, PARTITION, rows=50)
     write_sample_partition(lake, PARTITION, rows=50, dataset="other")
-    (lake.root / "demo" / "validated").mkdir()
-    (lake.partition_dir("demo", "raw", PARTITION)).rename(
-        lake.partition_dir("demo", "validated", PARTITION)
+    (Path(lake.uri) / "demo" / "validated").mkdir()
+    Path(str(lake.partition_dir("demo", "raw", PARTITION))).rename(
+        Path(str(lake.partition_dir("demo", "validated", PARTITION)))
     )
-    before = _tree(lake.root)
+    before = _tree(Path(lake.uri))
 
     with pytest.raises(PathOutsideLakeError) as caught:
         validator.handle(EventType.DATA_LANDED, _landed(path=path))
 
     assert rule in caught.value.reason and repr(path) in caught.value.reason
-    assert _tree(lake.root) == before
+    assert _tree(Path(lake.uri)) == before
 
 
 def test_an_event_path_inside_the_raw_zone_is_read(validator: ValidatorService) -> None:
     lake = validator.context.lake
     sample = write_sample_partition(lake, PARTITION, rows=50)
-    upstream = lake.root / "demo" / "raw" / "upstream" / "drop-7"
+    upstream = Path(lake.uri) / "demo" / "raw" / "upstream" / "drop-7"
     upstream.parent.mkdir()
-    sample.path.parent.rename(upstream)
+    Path(str(sample.path)).parent.rename(upstream)
 
     (outgoing,) = validator.handle(EventType.DATA_LANDED, _landed(path="demo/raw/upstream/drop-7/"))
 
@@ -129,12 +129,12 @@ def test_an_event_for_an_unknown_dataset_fails_and_makes_no_folder(
     validator: ValidatorService,
 ) -> None:
     lake = validator.context.lake
-    lake.root.mkdir(parents=True, exist_ok=True)
+    Path(lake.uri).mkdir(parents=True, exist_ok=True)
 
     with pytest.raises(ConfigError, match=r"unknown dataset 'nosuch' \(configured: demo\)"):
         validator.handle(EventType.DATA_LANDED, _landed("nosuch"))
 
-    assert _tree(lake.root) == []
+    assert _tree(Path(lake.uri)) == []
 
 
 def test_a_validated_input_from_another_zone_fails_featurization(spark, settings: Settings) -> None:
@@ -159,12 +159,12 @@ def test_a_validated_input_from_another_zone_fails_featurization(spark, settings
         rows_quarantined=0,
         duration_ms=1,
     )
-    before = _tree(lake.root)
+    before = _tree(Path(lake.uri))
 
     with pytest.raises(PathOutsideLakeError, match="must be a folder inside demo/validated/"):
         service.handle(EventType.BATCH_VALIDATED, validated)
 
-    assert _tree(lake.root) == before
+    assert _tree(Path(lake.uri)) == before
 
 
 def test_a_failure_of_an_unknown_dataset_is_recorded_but_writes_nothing_in_the_lake(

@@ -13,7 +13,7 @@ from landfall.deliveries import replaying
 from landfall.demo import write_sample_partition
 from landfall.errors import StageFailedError
 from landfall.ingress import complete_landed_event
-from landfall.lake import read_manifest
+from landfall.lake import StaleCommitError, read_manifest
 from landfall.stage import StageContext
 from services.validator.service import ValidatorService
 
@@ -59,13 +59,11 @@ def test_over_a_threshold_the_batch_fails_and_only_quarantine_is_committed(
 
     assert caught.value.retryable is False
     assert caught.value.details["rule:not_null:id"] == "10"
-    assert not lake.partition_dir("demo", "validated", PARTITION).exists()
+    assert lake.committed("demo", "validated", PARTITION) is None
     quarantine = read_manifest(lake.partition_dir("demo", "quarantine", PARTITION))
     assert quarantine["threshold_breaches"]
-    assert (
-        list((lake.partition_dir("demo", "validated", PARTITION).parent / "_staging").iterdir())
-        == []
-    )
+    # The valid rows' attempt was removed, not left for gc.
+    assert list((lake.partition_root("demo", "validated", PARTITION) / "_runs").iterdir()) == []
 
 
 def test_a_second_delivery_repeats_the_announcement_and_a_replay_redoes_the_work(
@@ -99,20 +97,37 @@ def test_a_second_delivery_repeats_the_announcement_and_a_replay_redoes_the_work
         == (other.record["run_id"])
     )
 
-    # The first event once more, its output replaced meanwhile: redone, and announced
-    # under the same id, as a redelivery of the same event in the same run.
-    (redone,) = service.handle(EventType.DATA_LANDED, dict(landed))
-    assert redone.record["event_id"] == first.record["event_id"]
-    redone_manifest = read_manifest(lake.partition_dir("demo", "validated", PARTITION))
-    assert redone_manifest["run_id"] == landed["run_id"]
-    assert redone_manifest["committed_at"] > committed["committed_at"]
+    # The first event once more, a newer run committed meanwhile: its own run's output
+    # is still in the lake, so it is repeated, and the newer run's output stays current.
+    (late,) = service.handle(EventType.DATA_LANDED, dict(landed))
+    assert late.record == first.record
+    assert (
+        read_manifest(lake.partition_dir("demo", "validated", PARTITION))["run_id"]
+        == (other.record["run_id"])
+    )
 
-    # A replay of it redoes the work although its output stands, under a new event id.
+    # A replay of the newest run redoes the work although its output stands, under a new
+    # event id, and its output replaces the run's own.
+    newest = read_manifest(lake.partition_dir("demo", "validated", PARTITION))
+    other_landed = {
+        **landed,
+        "run_id": other.record["run_id"],
+        "event_id": other.record["causation_id"],
+    }
     with replaying(uuid.uuid4().hex):
-        (replayed,) = service.handle(EventType.DATA_LANDED, dict(landed))
-    assert replayed.record["event_id"] != first.record["event_id"]
+        (replayed,) = service.handle(EventType.DATA_LANDED, other_landed)
+    assert replayed.record["event_id"] != other.record["event_id"]
     manifest = read_manifest(lake.partition_dir("demo", "validated", PARTITION))
-    assert manifest["committed_at"] > redone_manifest["committed_at"]
+    assert manifest["committed_at"] > newest["committed_at"]
+    assert manifest["run_id"] == other.record["run_id"]
+
+    # A replay of the older run may not replace the newer run's output (fencing).
+    with replaying(uuid.uuid4().hex), pytest.raises(StaleCommitError, match="started later"):
+        service.handle(EventType.DATA_LANDED, dict(landed))
+    assert (
+        read_manifest(lake.partition_dir("demo", "validated", PARTITION))["run_id"]
+        == (other.record["run_id"])
+    )
 
 
 def test_a_missing_partition_is_named_by_its_lake_path_not_the_server_s(

@@ -21,7 +21,9 @@ def _landfall(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_help_lists_the_commands() -> None:
     result = _landfall("--help")
     assert result.returncode == 0
-    for command in ("demo", "up", "serve", "publish", "backfill", "replay", "model"):
+    for command in (
+        "demo", "up", "serve", "publish", "backfill", "replay", "reconcile", "gc", "model"
+    ):  # fmt: skip
         assert f" {command} " in result.stdout
 
 
@@ -93,3 +95,16 @@ def test_up_with_a_missing_api_token_file_stops_before_starting_anything(tmp_pat
     assert result.returncode == 2
     assert f"API token file {missing} does not exist" in result.stderr
     assert not (tmp_path / "kafka").exists() and not (tmp_path / "api-token").exists()
+
+
+def test_gc_and_reconcile_show_their_plans(tmp_path: Path) -> None:
+    home = {"LANDFALL_HOME": str(tmp_path)}
+    swept = _landfall("gc", "--dry-run", **home)
+    assert swept.returncode == 0, swept.stderr
+    assert "would remove 0 old run(s) and 0 abandoned output(s)" in swept.stdout
+    unknown = _landfall("reconcile", "nope", "2026-11-01", "2026-11-02", "--dry-run", **home)
+    assert unknown.returncode == 2 and "unknown dataset 'nope'" in unknown.stderr
+    backwards = _landfall("reconcile", "demo", "2026-11-02", "2026-11-01", "--dry-run", **home)
+    assert backwards.returncode == 2 and backwards.stderr.startswith("error:")
+    nothing = _landfall("reconcile", "demo", "2026-11-01", "2026-11-02", "--dry-run", **home)
+    assert nothing.returncode == 0 and "would re-drive 0 partition(s)" in nothing.stdout

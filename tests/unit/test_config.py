@@ -72,3 +72,102 @@ def test_the_scoring_engine_is_chosen_in_config_and_checked(tmp_path: Path) -> N
     assert (settings.scoring.engine, settings.scoring.batch_rows) == ("spark_udf", 5000)
     with pytest.raises(ConfigError, match=r"scoring\.engine"):
         load_settings(DEMO_CONFIG, environ={"LANDFALL_SCORING__ENGINE": "gpu"})
+
+
+def test_a_service_s_spark_conf_is_merged_over_the_shared_one(tmp_path: Path) -> None:
+    from landfall.config import SPARK_SERVICE_NAMES
+    from landfall.serve import SERVICE_NAMES
+    from landfall.spark import session_conf
+
+    assert SPARK_SERVICE_NAMES == SERVICE_NAMES
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "spark:\n  master: spark://m:7077\n"
+        "  conf: {spark.executor.memory: 1g, spark.executor.cores: 1}\n"
+        "  services:\n    predictor:\n      conf: {spark.executor.cores: 2, spark.cores.max: 4}\n"
+    )
+    spark = load_settings(
+        config, environ={"LANDFALL_SPARK__SERVICES__REPORTER__CONF__SPARK.EXECUTOR.MEMORY": "512m"}
+    ).spark
+    # YAML's numbers are the strings Spark reads.
+    assert spark.conf_for("predictor") == {
+        "spark.executor.memory": "1g", "spark.executor.cores": "2", "spark.cores.max": "4",
+    }  # fmt: skip
+    assert spark.conf_for("reporter")["spark.executor.memory"] == "512m"
+    assert spark.conf_for("validator") == {
+        "spark.executor.memory": "1g", "spark.executor.cores": "1",
+    }  # fmt: skip
+    # On a standalone master each application is capped at one executor's cores unless
+    # configured, so the four services share a cluster instead of the first taking it.
+    assert session_conf(spark, "landfall-validator")["spark.cores.max"] == "1"
+    assert session_conf(spark, "landfall-predictor")["spark.cores.max"] == "4"
+    assert session_conf(spark, "landfall-predictor")["spark.executor.cores"] == "2"
+    local = spark.model_copy(update={"master": "local[2]"})
+    assert "spark.cores.max" not in session_conf(local, "landfall-validator")
+
+    config.write_text("spark:\n  services:\n    predicter: {conf: {spark.cores.max: 2}}\n")
+    with pytest.raises(ConfigError, match=r"spark\.services: .*unknown service predicter"):
+        load_settings(config, environ={})
+
+
+def test_object_store_settings_come_from_the_environment_verbatim_and_stay_secret(
+    tmp_path: Path,
+) -> None:
+    from landfall.redact import MASK, redact
+
+    secret = "0123e4/no: yaml"  # parsed as YAML this would be no string at all
+    settings = load_settings(
+        environ={
+            "LANDFALL_HOME": str(tmp_path),
+            "LANDFALL_LAKE_ROOT": "s3a://lake-bucket/prod",
+            "LANDFALL_OBJECT_STORE__ENDPOINT": "http://127.0.0.1:9000",
+            "LANDFALL_OBJECT_STORE__ACCESS_KEY_ID": "0001234567",
+            "LANDFALL_OBJECT_STORE__SECRET_ACCESS_KEY": secret,
+            "LANDFALL_OBJECT_STORE__PATH_STYLE_ACCESS": "false",
+        }
+    )
+
+    store = settings.object_store
+    assert store.endpoint == "http://127.0.0.1:9000" and store.region == "us-east-1"
+    assert store.path_style_access is False
+    assert store.access_key_id is not None and store.secret_access_key is not None
+    assert store.access_key_id.get_secret_value() == "0001234567"
+    assert store.secret_access_key.get_secret_value() == secret
+    dumped = settings.model_dump(mode="json")["object_store"]
+    assert dumped["access_key_id"] == MASK and dumped["secret_access_key"] == MASK
+    assert secret not in repr(settings) and secret not in str(store)
+    assert redact(f"failed with {secret}") == f"failed with {MASK}"
+
+
+def test_object_store_defaults_reach_aws_with_its_own_credential_chain() -> None:
+    store = load_settings(environ={}).object_store
+    assert store.endpoint is None and store.access_key_id is None
+    assert store.path_style_access is True and store.region == "us-east-1"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("endpoint: 127.0.0.1:9000", r"object_store\.endpoint must look like http://host:port"),
+        ("endpoint: ftp://store", r"object_store\.endpoint must look like"),
+        ("endpoint: http://store:9000/lake", r"object_store\.endpoint is the store's address"),
+        ("endpoint: 'http://me:hunter22@store'", r"carries user:password@"),
+        ("access_key_id: AKIAEXAMPLEKEY", "access_key_id and object_store.secret_access_key go"),
+        ("secret_access_key: s3cr3t-s3cr3t", "go together"),
+        (
+            "session_token: tok-tok-tok",
+            r"session_token is set but object_store\.access_key_id",
+        ),
+        ("endpont: http://x", r"object_store\.endpont"),
+    ],
+)
+def test_bad_object_store_settings_name_the_setting(
+    tmp_path: Path, yaml_text: str, message: str
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"object_store:\n  {yaml_text}\n")
+
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(config, environ={})
+
+    assert "hunter22" not in str(caught.value)

@@ -1,14 +1,27 @@
-"""Lake paths, the escape check and atomic partition commits."""
+"""Lake paths, the escape check and the commit protocol (pointers, fencing, history)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+from pyarrow import fs as pafs
 
 from landfall.errors import PathOutsideLakeError
-from landfall.lake import MANIFEST_NAME, Lake, Zone, read_manifest
+from landfall.lake import (
+    MANIFEST_NAME,
+    Lake,
+    PartitionOutput,
+    StaleCommitError,
+    Zone,
+    read_manifest,
+)
+from landfall.run_ids import fencing_token, new_run_id, run_started_ms
 
 
 def test_paths_inside_the_root_resolve(tmp_path: Path) -> None:
@@ -31,31 +44,129 @@ def test_a_symlink_out_of_the_lake_is_rejected(tmp_path: Path) -> None:
         Lake(tmp_path / "lake").resolve("link")
 
 
-def test_commit_replaces_the_previous_output_and_leaves_no_staging(tmp_path: Path) -> None:
-    lake = Lake(tmp_path)
-    first = lake.stage_output("demo", "validated", "2026-11-01", "run-1")
-    first.staging.mkdir(parents=True)
-    (first.staging / "a.parquet").write_text("old")
-    (first.staging / "only-in-first").write_text("x")
-    target = lake.commit_partition(first, {"run_id": "run-1"})
-
-    second = lake.stage_output("demo", "validated", "2026-11-01", "run-2")
-    second.staging.mkdir(parents=True)
-    (second.staging / "a.parquet").write_text("new")
-    lake.commit_partition(second, {"run_id": "run-2"})
-
-    assert sorted(p.name for p in target.iterdir()) == [MANIFEST_NAME, "a.parquet"]
-    assert (target / "a.parquet").read_text() == "new"
-    assert read_manifest(target)["run_id"] == "run-2"
-    assert list((target.parent / "_staging").iterdir()) == []
+def test_paths_of_an_object_store_lake_keep_their_uri() -> None:
+    # The bug this guards against: s3a://bucket/lake became a local folder named "s3a:".
+    lake = Lake("s3a://bucket/lake", fs=pafs.LocalFileSystem(), fs_root="/nowhere")
+    assert str(lake.partition_root("demo", "validated", "2026-11-01")) == (
+        "s3a://bucket/lake/demo/validated/2026-11-01"
+    )
+    assert lake.relative("s3a://bucket/lake/demo/raw/x") == "demo/raw/x"
+    assert not lake.is_local
 
 
-def test_discard_removes_a_staged_output(tmp_path: Path) -> None:
-    lake = Lake(tmp_path)
-    output = lake.stage_output("demo", "features", "2026-11-01", "run-1")
+def _attempt(lake: Lake, run_id: str, text: str, partition: str = "2026-11-01") -> PartitionOutput:
+    output = lake.stage_output("demo", "validated", partition, run_id)
     output.staging.mkdir(parents=True)
-    lake.discard(output)
-    assert not output.staging.exists() and not output.target.exists()
+    (output.staging / "a.parquet").write_text(text)
+    return output
+
+
+def test_a_newer_run_becomes_the_committed_output_and_the_older_stays_in_history(
+    tmp_path: Path,
+) -> None:
+    lake = Lake(tmp_path)
+    older, newer = new_run_id(1_000), new_run_id(2_000)
+    first = lake.commit_partition(_attempt(lake, older, "old"), {"run_id": older})
+    second = lake.commit_partition(_attempt(lake, newer, "new"), {"run_id": newer})
+
+    assert lake.partition_dir("demo", "validated", "2026-11-01") == second
+    assert (
+        lake.partition_dir("demo", "validated", "2026-11-01") / "a.parquet"
+    ).read_text() == "new"
+    assert read_manifest(second)["run_id"] == newer
+    assert [c.run_id for c in lake.commits("demo", "validated", "2026-11-01")] == [older, newer]
+    assert (first / "a.parquet").read_text() == "old"  # kept until gc
+    assert lake.output_of_run("demo", "validated", "2026-11-01", older) == first
+
+
+def test_a_stale_writer_cannot_replace_a_newer_commit(tmp_path: Path) -> None:
+    # A zombie (or a replay racing a backfill) finishing last with an older run.
+    lake = Lake(tmp_path)
+    older, newer = new_run_id(1_000), new_run_id(2_000)
+    late = _attempt(lake, older, "stale")
+    committed = lake.commit_partition(_attempt(lake, newer, "new"), {"run_id": newer})
+    with pytest.raises(StaleCommitError, match=f"run {newer} started later"):
+        lake.commit_partition(late, {"run_id": older})
+    assert lake.partition_dir("demo", "validated", "2026-11-01") == committed
+    assert not late.staging.exists()
+    # A report of the older run still joins the history, never as the current one.
+    report = lake.stage_output("demo", "reports", "2026-11-01", older)
+    report.staging.mkdir(parents=True)
+    (report.staging / "report.json").write_text("{}")
+    lake.commit_partition(report, {}, fenced=False)
+    assert lake.committed("demo", "reports", "2026-11-01").run_id == older  # type: ignore[union-attr]
+
+
+def test_the_same_run_committed_twice_keeps_the_first_output(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    run = new_run_id()
+    first = lake.commit_partition(_attempt(lake, run, "first"), {"run_id": run})
+    again = _attempt(lake, run, "second")
+    assert lake.commit_partition(again, {"run_id": run}) == first
+    assert again.target == first and not again.staging.exists()
+
+
+def test_a_crash_before_the_pointer_leaves_the_previous_commit(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    older, newer = new_run_id(1_000), new_run_id(2_000)
+    committed = lake.commit_partition(_attempt(lake, older, "old"), {"run_id": older})
+    crashed = _attempt(lake, newer, "half")
+    (crashed.staging / MANIFEST_NAME).write_text("{}")  # written, then the process died
+    assert lake.partition_dir("demo", "validated", "2026-11-01") == committed
+
+
+def test_a_failed_run_is_history_not_the_committed_output(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    good, bad = new_run_id(1_000), new_run_id(2_000)
+    success = lake.commit_partition(_attempt(lake, good, "ok"), {})
+    lake.commit_partition(_attempt(lake, bad, "failed"), {}, succeeded=False)
+    assert lake.partition_dir("demo", "validated", "2026-11-01") == success
+    history = lake.commits("demo", "validated", "2026-11-01")
+    assert [(c.run_id, c.succeeded) for c in history] == [(good, True), (bad, False)]
+
+
+def test_an_output_of_an_earlier_release_reads_as_committed(tmp_path: Path) -> None:
+    folder = tmp_path / "demo" / "validated" / "2026-11-01"
+    folder.mkdir(parents=True)
+    (folder / MANIFEST_NAME).write_text(json.dumps({"run_id": str(uuid.uuid4())}))
+    lake = Lake(tmp_path)
+    assert lake.partition_dir("demo", "validated", "2026-11-01") == folder
+    # Any time-ordered run is newer than it.
+    run = new_run_id()
+    assert lake.commit_partition(_attempt(lake, run, "new"), {}) == lake.partition_dir(
+        "demo", "validated", "2026-11-01"
+    )
+
+
+def test_a_restarted_writer_removes_only_what_its_dead_processes_left(tmp_path: Path) -> None:
+    crash = (
+        "import os, sys; from landfall.lake import Lake;"
+        "o = Lake(sys.argv[1]).stage_output('demo', 'features', '2026-11-01', 'r', writer='w');"
+        "o.staging.mkdir(parents=True); (o.staging / 'part-0.parquet').write_text('x');"
+        "print(o.staging.rel); os._exit(9)"
+    )
+    left = subprocess.run(
+        [sys.executable, "-c", crash, str(tmp_path)], capture_output=True, text=True
+    ).stdout.strip()
+    lake = Lake(tmp_path)
+    live = lake.stage_output("demo", "features", "2026-11-01", "r2", writer="w")
+    live.staging.mkdir(parents=True)  # this process is alive: a sibling replica's work
+    other = lake.stage_output("demo", "features", "2026-11-01", "r3", writer="another")
+    other.staging.mkdir(parents=True)
+
+    assert lake.path(left).exists()
+    assert lake.remove_abandoned("w") == [left]
+    assert not lake.path(left).exists()
+    assert live.staging.exists() and other.staging.exists()
+
+
+def test_run_ids_sort_by_their_start_and_derive_deterministically() -> None:
+    assert fencing_token(new_run_id(5)) < fencing_token(new_run_id(6)) < fencing_token(new_run_id())
+    assert new_run_id(7, "topic/0@12") == new_run_id(7, "topic/0@12")
+    assert new_run_id(7, "topic/0@12") != new_run_id(7, "topic/0@13")
+    assert run_started_ms(new_run_id(123_456)) == 123_456
+    assert run_started_ms(str(uuid.uuid4())) == 0  # ids of earlier releases: oldest
+    assert "/" not in fencing_token("../../etc")  # a run id an upstream chose is hashed
 
 
 # --------------------------------------------------------------------------- confinement
@@ -65,7 +176,7 @@ PARTITION = "2026-11-01"
 
 def _landed(lake: Lake, relative: str = f"demo/raw/{PARTITION}") -> Path:
     """A landed raw partition with one data file, at ``relative`` under the lake."""
-    folder = lake.root / relative
+    folder = Path(lake.uri) / relative
     folder.mkdir(parents=True)
     (folder / "part-0.csv").write_text("id\n1\n")
     return folder
@@ -80,7 +191,7 @@ def _refused(lake: Lake, named: str | None, zone: Zone = "raw") -> str:
     # itself, and no retry (the same event names the same path again).
     assert caught.value.retryable is False
     if not (named or "").startswith("/"):
-        assert str(lake.root) not in message
+        assert str(Path(lake.uri)) not in message
     return message
 
 
@@ -97,7 +208,7 @@ def test_a_partition_not_landed_yet_is_left_to_the_reader(tmp_path: Path) -> Non
     # Not an error here: the validator says "not found" and that a retry may help.
     lake = Lake(tmp_path)
     path = lake.input_dir(None, dataset="demo", zone="raw", partition=PARTITION)
-    assert path == lake.root / "demo" / "raw" / PARTITION and not path.exists()
+    assert path == Path(lake.uri) / "demo" / "raw" / PARTITION and not path.exists()
 
 
 @pytest.mark.parametrize(
@@ -133,16 +244,19 @@ def test_an_absolute_path_is_refused_even_inside_the_zone(tmp_path: Path) -> Non
     assert "never absolute" in _refused(lake, str(landed))
 
 
-def test_stage_inputs_are_confined_to_their_zone_and_never_to_staging(tmp_path: Path) -> None:
+def test_stage_inputs_are_confined_to_their_zone_and_never_to_bookkeeping(tmp_path: Path) -> None:
     lake = Lake(tmp_path)
     committed = _landed(lake, f"demo/validated/{PARTITION}")
     _landed(lake, f"demo/validated/_staging/{PARTITION}.run-1.0000")
+    _landed(lake, f"demo/validated/{PARTITION}/_commits")
     found = lake.input_dir(
         f"demo/validated/{PARTITION}", dataset="demo", zone="validated", partition=PARTITION
     )
     assert found == committed
-    assert "being written" in _refused(lake, f"demo/validated/_staging/{PARTITION}.run-1.0000",
-                                        zone="validated")  # fmt: skip
+    assert "bookkeeping" in _refused(lake, f"demo/validated/_staging/{PARTITION}.run-1.0000",
+                                     zone="validated")  # fmt: skip
+    assert "bookkeeping" in _refused(lake, f"demo/validated/{PARTITION}/_commits",
+                                     zone="validated")  # fmt: skip
     assert "inside demo/features/" in _refused(lake, f"demo/validated/{PARTITION}", "features")
 
 
@@ -151,8 +265,8 @@ def test_a_symlinked_partition_folder_is_refused(tmp_path: Path) -> None:
     outside = tmp_path / "outside" / "secrets"
     outside.mkdir(parents=True)
     (outside / "passwords.csv").write_text("id\n1\n")
-    (lake.root / "demo" / "raw").mkdir(parents=True)
-    (lake.root / "demo" / "raw" / PARTITION).symlink_to(outside)
+    (Path(lake.uri) / "demo" / "raw").mkdir(parents=True)
+    (Path(lake.uri) / "demo" / "raw" / PARTITION).symlink_to(outside)
 
     for named in (None, f"demo/raw/{PARTITION}", f"demo/raw/{PARTITION}/"):
         message = _refused(lake, named)
@@ -164,8 +278,8 @@ def test_a_symlink_on_the_way_to_the_partition_is_refused(tmp_path: Path) -> Non
     lake = Lake(tmp_path / "lake")
     real = Lake(tmp_path / "elsewhere")
     _landed(real)
-    lake.root.mkdir(parents=True)
-    (lake.root / "demo").symlink_to(real.root / "demo")  # the whole dataset folder
+    Path(lake.uri).mkdir(parents=True)
+    (Path(lake.uri) / "demo").symlink_to(Path(real.uri) / "demo")  # the whole dataset folder
     assert "'demo' is a symbolic link" in _refused(lake, None)
 
 
@@ -188,8 +302,8 @@ def test_a_symlink_is_refused_even_when_it_stays_inside_the_lake(tmp_path: Path)
     # The rule is "no link", not "no link out": what a link points to can change later.
     lake = Lake(tmp_path)
     validated = _landed(lake, f"demo/validated/{PARTITION}")
-    (lake.root / "demo" / "raw").mkdir()
-    (lake.root / "demo" / "raw" / PARTITION).symlink_to(validated)
+    (Path(lake.uri) / "demo" / "raw").mkdir()
+    (Path(lake.uri) / "demo" / "raw" / PARTITION).symlink_to(validated)
     assert "symbolic link" in _refused(lake, None)
 
 
@@ -217,3 +331,23 @@ def test_a_nul_character_is_a_refusal_not_a_raw_error(tmp_path: Path) -> None:
     # The OS refuses it with ValueError, which the API answered with a 500.
     with pytest.raises(PathOutsideLakeError, match="NUL"):
         Lake(tmp_path).resolve("demo/\x00")
+
+
+def test_a_replay_of_a_run_replaces_its_output_but_never_a_newer_runs(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    run, newer = new_run_id(1_000), new_run_id(5_000)
+    lake.commit_partition(_attempt(lake, run, "first"), {"run_id": run})
+    replayed = lake.stage_output("demo", "validated", "2026-11-01", run, supersede=True)
+    replayed.staging.mkdir(parents=True)
+    (replayed.staging / "a.parquet").write_text("replayed")
+    committed = lake.commit_partition(replayed, {"run_id": run})
+    assert committed == replayed.target  # not the first output, as a redelivery would get
+    assert (lake.partition_dir("demo", "validated", "2026-11-01") / "a.parquet").read_text() == (
+        "replayed"
+    )
+    lake.commit_partition(_attempt(lake, newer, "newer"), {"run_id": newer})
+    late = lake.stage_output("demo", "validated", "2026-11-01", run, supersede=True)
+    late.staging.mkdir(parents=True)
+    (late.staging / "a.parquet").write_text("late replay")
+    with pytest.raises(StaleCommitError):
+        lake.commit_partition(late, {"run_id": run})
