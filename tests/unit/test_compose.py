@@ -92,7 +92,7 @@ def test_every_published_port_is_on_the_host_s_loopback_only(compose: dict[str, 
 
 def test_prometheus_scrapes_every_stage_service_and_loads_the_alerts() -> None:
     output = _run(_tool("promtool"), "check", "config", "prometheus/prometheus.yml")
-    assert "6 rules found" in output
+    assert "7 rules found" in output
     config = yaml.safe_load((COMPOSE / "prometheus" / "prometheus.yml").read_text())
     (job,) = config["scrape_configs"]
     targets = {t for group in job["static_configs"] for t in group["targets"]}
