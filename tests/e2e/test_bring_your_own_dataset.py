@@ -12,7 +12,7 @@ import pytest
 from landfall.config import Settings
 from landfall.contracts import EventType
 from landfall.events import EventWatcher, publish_data_landed
-from landfall.lake import Lake, read_manifest
+from landfall.lake import Lake, LakePath, read_manifest
 from landfall.registry import configure_mlflow, mlflow_client
 from landfall.stack import LocalStack
 from services.featurizer.stage import featurize_partition
@@ -24,29 +24,30 @@ pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 PARTITION = "2026-11-20"
 
 
-def _land_readings(lake: Lake, partition: str, rows: int, seed: int) -> tuple[Path, int]:
+def _land_readings(lake: Lake, partition: str, rows: int, seed: int) -> tuple[LakePath, int]:
     """JSON lines as a sensor gateway would land them; some deliberately bad."""
     rng = np.random.default_rng(seed)
     directory = lake.partition_dir("sensors", "raw", partition)
     directory.mkdir(parents=True, exist_ok=True)
     bad = 0
-    with (directory / "readings.json").open("w") as out:
-        for i in range(rows):
-            reading = {
-                "reading_id": f"rd-{i}",
-                "device": ["d1", "d2", "d3"][i % 3],
-                "temperature": round(float(rng.normal(18, 8)), 2),
-                "humidity": round(float(rng.uniform(20, 90)), 1),
-                "taken_at": f"{partition}T{i % 24:02d}:15:00",
-                "firmware": "1.4",  # not declared: reported and kept
-            }
-            if i % 50 == 7:
-                reading["humidity"], bad = 140.0, bad + 1  # out of range
-            elif i % 50 == 19:
-                reading["reading_id"], bad = "rd-x", bad + 1  # fails the regex
-            elif i % 50 == 33:
-                reading["temperature"], bad = 99.0, bad + 1  # implausible
-            out.write(json.dumps(reading) + "\n")
+    lines = []
+    for i in range(rows):
+        reading = {
+            "reading_id": f"rd-{i}",
+            "device": ["d1", "d2", "d3"][i % 3],
+            "temperature": round(float(rng.normal(18, 8)), 2),
+            "humidity": round(float(rng.uniform(20, 90)), 1),
+            "taken_at": f"{partition}T{i % 24:02d}:15:00",
+            "firmware": "1.4",  # not declared: reported and kept
+        }
+        if i % 50 == 7:
+            reading["humidity"], bad = 140.0, bad + 1  # out of range
+        elif i % 50 == 19:
+            reading["reading_id"], bad = "rd-x", bad + 1  # fails the regex
+        elif i % 50 == 33:
+            reading["temperature"], bad = 99.0, bad + 1  # implausible
+        lines.append(json.dumps(reading) + "\n")
+    (directory / "readings.json").write_text("".join(lines))
     return directory, bad
 
 
