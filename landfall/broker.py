@@ -17,14 +17,12 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from confluent_kafka import KafkaException
@@ -32,7 +30,7 @@ from confluent_kafka.admin import AdminClient
 
 from landfall.errors import ConfigError, RetryableError
 from landfall.ports import LOOPBACK, free_port, port_free
-from landfall.processes import pid_alive
+from landfall.processes import LocalDaemon, pid_alive
 from landfall.redact import write_private
 
 __all__ = ["LocalKafka", "RunningBroker", "broker_dir", "kafka_libs", "running_broker"]
@@ -124,7 +122,7 @@ def running_broker(data_dir: Path) -> RunningBroker | None:
     return broker if pid_alive(broker.pid) else None
 
 
-class LocalKafka:
+class LocalKafka(LocalDaemon):
     """Apache Kafka in KRaft mode as a child process, its log under ``data_dir``.
 
     ``port`` is where clients connect; None picks the port this ``data_dir`` used last
@@ -133,6 +131,10 @@ class LocalKafka:
     ``{name: (security_protocol, port)}``, and ``server_properties`` adds or overrides
     broker settings: together they make a secured broker for tests and rehearsals.
     """
+
+    name = "Kafka"
+    log_name = "broker.log"
+    state_name = _STATE_FILE
 
     def __init__(
         self,
@@ -145,7 +147,7 @@ class LocalKafka:
         server_properties: Mapping[str, str] | None = None,
         format_args: tuple[str, ...] = (),
     ) -> None:
-        self.data_dir = data_dir
+        super().__init__(data_dir)
         self.heap_mb = heap_mb
         self.extra_listeners = dict(listeners or {})
         self.server_properties = dict(server_properties or {})
@@ -154,26 +156,11 @@ class LocalKafka:
         self._preferred_port = preferred_port
         self.port = 0
         self.controller_port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
         """The plaintext bootstrap address clients on this machine connect to."""
         return f"{LOOPBACK}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        """The broker's process id while it runs."""
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def log_path(self) -> Path:
-        """The broker's own log (its stdout and stderr)."""
-        return self.data_dir / "broker.log"
-
-    @property
-    def _state_path(self) -> Path:
-        return self.data_dir / _STATE_FILE
 
     def _choose_ports(self) -> None:
         previous: dict[str, int] = {}
@@ -329,30 +316,9 @@ class LocalKafka:
         raise RetryableError(f"Kafka not ready on {self.bootstrap} after {timeout:g}s:\n{tail}")
 
     @property
-    def running(self) -> bool:
-        """Whether the broker process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
     def exit_code(self) -> int | None:
         """The broker's exit code once it exited on its own, else None."""
         return self._proc.poll() if self._proc is not None else None
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop the broker (SIGTERM: a controlled shutdown; SIGKILL after ``timeout``)."""
-        proc, self._proc = self._proc, None
-        atexit.unregister(self.stop)
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("Kafka did not stop within %gs; killing it", timeout)
-                proc.kill()
-                proc.wait()
-        self._state_path.unlink(missing_ok=True)
 
     def kill(self) -> None:
         """Kill the broker at once (SIGKILL), as a crash would."""
@@ -363,20 +329,3 @@ class LocalKafka:
         atexit.unregister(self.stop)
         self._state_path.unlink(missing_ok=True)
 
-    def log_tail(self, limit: int = 3000) -> str:
-        """The end of the broker's log, for error messages."""
-        try:
-            return self.log_path.read_bytes()[-limit:].decode("utf-8", "replace").strip()
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -18,14 +18,12 @@ import atexit
 import json
 import logging
 import os
-import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import yaml
@@ -33,7 +31,7 @@ import yaml
 from landfall.config import Settings
 from landfall.errors import ConfigError, RetryableError
 from landfall.ports import LOOPBACK, free_port, port_free
-from landfall.processes import pid_alive
+from landfall.processes import LocalDaemon, pid_alive
 
 __all__ = [
     "JAEGER_BIN_ENV",
@@ -139,17 +137,21 @@ def _pick(preferred: int | None) -> int:
     return preferred if preferred and port_free(preferred) else free_port()
 
 
-class LocalJaeger:
+class LocalJaeger(LocalDaemon):
     """Jaeger v2 all-in-one as a child process, traces in memory, on loopback ports.
 
     Each port prefers Jaeger's usual one when ``preferred_ports`` (the default) and it
     is free, else any free port; ``max_traces`` bounds the memory the traces take.
     """
 
+    name = "Jaeger"
+    log_name = "jaeger.log"
+    state_name = _STATE_FILE
+
     def __init__(
         self, data_dir: Path, *, preferred_ports: bool = True, max_traces: int = 20_000
     ) -> None:
-        self.data_dir = data_dir
+        super().__init__(data_dir)
         self.preferred_ports = preferred_ports
         self.max_traces = max_traces
         self.ui_port = 0
@@ -157,7 +159,6 @@ class LocalJaeger:
         self.otlp_http_port = 0
         self._query_grpc_port = 0
         self._health_port = 0
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def ui_url(self) -> str:
@@ -173,21 +174,6 @@ class LocalJaeger:
     def otlp_grpc_endpoint(self) -> str:
         """Where OTLP/gRPC exporters send spans."""
         return f"{LOOPBACK}:{self.otlp_grpc_port}"
-
-    @property
-    def pid(self) -> int | None:
-        """Jaeger's process id while it runs."""
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def log_path(self) -> Path:
-        """Jaeger's own log (its stdout and stderr)."""
-        return self.data_dir / "jaeger.log"
-
-    @property
-    def running(self) -> bool:
-        """Whether the Jaeger process is alive."""
-        return self._proc is not None and self._proc.poll() is None
 
     def _choose_ports(self) -> None:
         preferred = self.preferred_ports
@@ -299,39 +285,6 @@ class LocalJaeger:
             raise ConfigError(f"Jaeger exited with code {code} on start:\n{tail}")
         raise RetryableError(f"Jaeger not ready after {timeout:g}s:\n{tail}")
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop Jaeger (SIGTERM; SIGKILL after ``timeout``). Its traces go with it."""
-        proc, self._proc = self._proc, None
-        atexit.unregister(self.stop)
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("Jaeger did not stop within %gs; killing it", timeout)
-                proc.kill()
-                proc.wait()
-        (self.data_dir / _STATE_FILE).unlink(missing_ok=True)
-
-    def log_tail(self, limit: int = 3000) -> str:
-        """The end of Jaeger's log, for error messages."""
-        try:
-            return self.log_path.read_bytes()[-limit:].decode("utf-8", "replace").strip()
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def jaeger_for_stack(settings: Settings) -> tuple[Settings, str, LocalJaeger | None]:

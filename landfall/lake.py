@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pyarrow import fs as pafs
 
 from landfall.errors import ConfigError, PathOutsideLakeError, StageFailedError
+from landfall.processes import pid_alive, started_at
 from landfall.redact import redact_tree
 from landfall.run_ids import fencing_token, run_started_ms
 
@@ -710,16 +711,8 @@ def _safe_name(name: str) -> str:
 
 
 def _process_identity() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "pid_started": _started(os.getpid())}
-
-
-def _started(pid: int) -> str | None:
-    """When a process started (Linux): tells a live process from a reused pid."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[19] if len(fields) > 19 else None
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "pid_started": started_at(pid)}
 
 
 def writer_alive(record: dict[str, Any]) -> bool:
@@ -727,14 +720,10 @@ def writer_alive(record: dict[str, Any]) -> bool:
     pid = record.get("pid")
     if not isinstance(pid, int) or record.get("host") != socket.gethostname():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     started = record.get("pid_started")
-    return started is None or _started(pid) == started
+    return started is None or started_at(pid) == started  # not a later process's pid
 
 
 def _check_plain(path: object, what: str = "path") -> None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from pyarrow import fs as pafs
 
@@ -126,9 +128,8 @@ def _last_written(folder: LakePath) -> float:
     return max(times, default=0.0)
 
 
-def _live_attempts(lake: Lake) -> set[str]:
-    """Attempts a live process on this host is writing now, by lake-relative folder."""
-    live = set()
+def _inflight_records(lake: Lake) -> Iterator[tuple[LakePath, dict[str, Any]]]:
+    """Every inflight record of the lake (all writers, all hosts), with its file."""
     for writer in lake.path(INFLIGHT_DIR).iterdir():
         for host in writer.iterdir():
             for entry in host.iterdir():
@@ -136,9 +137,13 @@ def _live_attempts(lake: Lake) -> set[str]:
                     record = json.loads(entry.read_bytes())
                 except (OSError, ValueError):
                     continue
-                if writer_alive(record):
-                    live.add(str(record.get("path")))
-    return live
+                if isinstance(record, dict):
+                    yield entry, record
+
+
+def _live_attempts(lake: Lake) -> set[str]:
+    """Attempts a live process on this host is writing now, by lake-relative folder."""
+    return {str(r.get("path")) for _, r in _inflight_records(lake) if writer_alive(r)}
 
 
 def _remove_pointer(lake: Lake, attempt_rel: str) -> None:
@@ -157,13 +162,7 @@ def _remove_pointer(lake: Lake, attempt_rel: str) -> None:
 
 def _forget_finished_inflight(lake: Lake) -> None:
     """Drop inflight records whose attempt is gone and whose process is too."""
-    for writer in lake.path(INFLIGHT_DIR).iterdir():
-        for host in writer.iterdir():
-            for entry in host.iterdir():
-                try:
-                    record = json.loads(entry.read_bytes())
-                except (OSError, ValueError):
-                    continue
-                attempt = lake.path(str(record.get("path", "")))
-                if not writer_alive(record) and not attempt.exists():
-                    entry.remove()
+    for entry, record in _inflight_records(lake):
+        attempt = lake.path(str(record.get("path", "")))
+        if not writer_alive(record) and not attempt.exists():
+            entry.remove()
