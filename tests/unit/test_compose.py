@@ -176,3 +176,16 @@ def test_the_image_copies_what_exists_and_grafana_finds_its_dashboard() -> None:
     uid = datasource["datasources"][0]["uid"]
     dashboard = json.loads((COMPOSE / "grafana" / "dashboards" / "landfall.json").read_text())
     assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {uid}
+
+
+def test_postgres_initialisation_does_not_create_its_own_database_twice(
+    compose: dict[str, Any],
+) -> None:
+    # The image creates POSTGRES_DB itself; an init script creating it again aborts the
+    # initialisation, and every service waiting on PostgreSQL never starts.
+    own = compose["services"]["postgres"]["environment"]["POSTGRES_DB"]
+    script = (COMPOSE / "postgres" / "init.sql").read_text()
+    created = re.findall(r"CREATE DATABASE\s+(\w+)", script, flags=re.IGNORECASE)
+    assert own not in created and created == ["mlflow"]
+    worker = compose["services"]["spark-worker"]["command"]
+    assert int(worker[worker.index("--cores") + 1]) >= 4  # one per stage service
