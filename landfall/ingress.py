@@ -44,7 +44,8 @@ def complete_landed_event(
     occurred = completed.get("occurred_at")
     given_id = completed.get("event_id")
     # An event that names itself but not its time may come twice at two offsets: its
-    # run must not depend on either, so it starts at 0 (sorting before timed runs).
+    # run must not depend on either, so its id carries no start (0), and the lake
+    # orders its outputs by when they are committed.
     started_ms = _epoch_ms(occurred) if occurred else (0 if given_id else logged_ms)
 
     def derived(kind: str) -> str:

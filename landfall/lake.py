@@ -576,7 +576,7 @@ class Lake:
         replaces the run's own, and still never a newer run's.
         """
         folder = self.partition_root(dataset, zone, partition)
-        token = fencing_token(run_id)
+        token = fencing_token(run_id, unknown_start_ms=time.time_ns() // 1_000_000)
         if supersede:
             token += f".{time.time_ns() // 1_000_000:013d}"
         attempt = folder / RUNS_DIR / f"{token}.{uuid.uuid4().hex[:8]}"

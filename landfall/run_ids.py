@@ -7,8 +7,8 @@ output (:mod:`landfall.lake`), whichever of two racing writers finishes last.
 
 A run id derived from something stable (an upstream event id, the message's place in
 the log) takes its remaining bits from a hash of it, so the same trigger always gets
-the same run id; a fresh run takes random bits. Run ids of other UUID versions (from
-earlier releases, or chosen by an upstream system) sort as the oldest runs.
+the same run id; a fresh run takes random bits. A run id without a start (other UUID
+versions, from earlier releases or chosen upstream) is ordered by when it is committed.
 """
 
 from __future__ import annotations
@@ -54,8 +54,13 @@ def run_started_ms(run_id: str) -> int:
     return parsed.int >> 80
 
 
-def fencing_token(run_id: str) -> str:
+def fencing_token(run_id: str, unknown_start_ms: int = 0) -> str:
     """A string that sorts runs by start, ties broken by id: the lake's commit order.
+
+    A run whose id carries no start (another UUID version, an upstream event that
+    named itself but not its time) sorts at ``unknown_start_ms``: a writer passes the
+    time of its commit, so such a run is ordered as it is written (the last writer
+    wins, as before fencing), never behind every timed run for good.
 
     It names objects in the lake, so a run id that is not a UUID (an upstream system
     may choose any string) appears only as a hash of it.
@@ -64,4 +69,4 @@ def fencing_token(run_id: str) -> str:
         shown = str(uuid.UUID(run_id))
     except (ValueError, TypeError, AttributeError):
         shown = "h" + hashlib.sha256(str(run_id).encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    return f"{run_started_ms(run_id):013d}-{shown}"
+    return f"{run_started_ms(run_id) or unknown_start_ms:013d}-{shown}"

@@ -13,6 +13,7 @@ import pytest
 from pyarrow import fs as pafs
 
 from landfall.errors import PathOutsideLakeError
+from landfall.ingress import complete_landed_event
 from landfall.lake import (
     MANIFEST_NAME,
     Lake,
@@ -351,3 +352,20 @@ def test_a_replay_of_a_run_replaces_its_output_but_never_a_newer_runs(tmp_path: 
     (late.staging / "a.parquet").write_text("late replay")
     with pytest.raises(StaleCommitError):
         lake.commit_partition(late, {"run_id": run})
+
+
+def test_a_run_without_a_start_is_ordered_by_its_commit_not_fenced_out(tmp_path: Path) -> None:
+    # An upstream event that named itself but not its time: its run id has no start.
+    lake = Lake(tmp_path)
+    timed = new_run_id()
+    lake.commit_partition(_attempt(lake, timed, "timed"), {"run_id": timed})
+    untimed = complete_landed_event(
+        {"dataset": "demo", "partition": "2026-11-01", "event_id": "upstream-42"},
+        origin="landed/0@9",
+        logged_ms=123,
+    )["run_id"]
+    assert run_started_ms(untimed) == 0
+    time.sleep(0.002)  # committed later than the timed run
+    lake.commit_partition(_attempt(lake, untimed, "untimed"), {"run_id": untimed})
+    assert lake.committed("demo", "validated", "2026-11-01").run_id == untimed  # type: ignore[union-attr]
+    assert fencing_token(untimed) < fencing_token(timed)  # legacy reads still sort it oldest
