@@ -1,8 +1,9 @@
-"""Event contracts: event types <-> Avro schemas, wire encoding, compatibility.
+"""Event contracts: event types <-> Avro schemas, wire encoding.
 
 Every event is an Avro record whose schema lives in ``schemas/`` (one ``<snake_name>.avsc``
-per :class:`EventType`). This module is the only place that turns events into bytes and
-back. Three wire forms exist (see DESIGN.md section 2):
+per :class:`EventType`; the versions released before it under ``schemas/history``, whose
+compatibility rules live in :mod:`landfall.schema_history`). This module is the only place
+that turns events into bytes and back. Three wire forms exist (see DESIGN.md section 2):
 
 * Avro single-object encoding (``C3 01`` + 8-byte little-endian CRC-64-AVRO fingerprint +
   Avro binary body) when no schema registry is configured; writer schemas are found by
@@ -25,13 +26,13 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import functools
+import importlib.resources
 import io
 import json
 import re
 import struct
 import uuid
 from collections.abc import Iterator, Mapping
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +50,28 @@ __all__ = [
     "SCHEMA_DIR",
     "EventCodec",
     "EventType",
-    "check_compatible",
     "follow_up",
     "load_schema",
     "new_event",
     "partition_key",
+    "read_schema_file",
     "schema_fingerprint",
     "validate_partition",
 ]
 
-SCHEMA_DIR: Path = Path(__file__).resolve().parent.parent / "schemas"
+
+def _schema_dir() -> Path:
+    # An installed wheel carries the contracts inside the package (setup.py copies them
+    # in); a checkout or editable install keeps them at the repository root, where people
+    # edit them. The package comes first: beside an installed package, ../schemas is
+    # whatever else happens to be in site-packages.
+    packaged = importlib.resources.files(__package__ or "landfall") / "schemas"
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "schemas"
+
+
+SCHEMA_DIR: Path = _schema_dir()
 
 _NAMESPACE = "landfall.events"
 _SINGLE_OBJECT_MARKER = b"\xc3\x01"
@@ -106,19 +119,23 @@ class EventType(enum.StrEnum):
 # --------------------------------------------------------------------------- schemas
 
 
-@functools.cache
-def _raw_schema(event_type: EventType) -> dict[str, Any]:
-    path = event_type.schema_file
+def read_schema_file(path: Path, event_type: EventType) -> dict[str, Any]:
+    """The schema JSON in ``path``, which must define ``event_type``'s record."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"cannot read schema of {event_type.short_name} at {path}: {exc}"
         ) from exc
-    name = _full_name(raw)
+    name = _full_name(raw) if isinstance(raw, dict) else None
     if name != event_type.value:
         raise ConfigError(f"{path} defines {name!r}, expected {event_type.value!r}")
     return dict(raw)
+
+
+@functools.cache
+def _raw_schema(event_type: EventType) -> dict[str, Any]:
+    return read_schema_file(event_type.schema_file, event_type)
 
 
 def _parse(raw: Any) -> dict[str, Any]:
@@ -155,6 +172,8 @@ def _fingerprint(schema: Any) -> bytes:
 @functools.cache
 def _writers_by_fingerprint() -> dict[bytes, tuple[EventType, dict[str, Any]]]:
     # Every schema file under schemas/ (history included) can have written data we must read.
+    if not SCHEMA_DIR.is_dir():
+        raise ConfigError(f"no schema folder at {SCHEMA_DIR}: landfall is installed without it")
     known = {t.value: t for t in EventType}
     writers: dict[bytes, tuple[EventType, dict[str, Any]]] = {}
     for path in sorted(SCHEMA_DIR.rglob("*.avsc")):
@@ -687,87 +706,3 @@ def _registry_fault(action: str, exc: Any) -> Exception:
     if status >= 500 or status in (408, 429) or status <= 0:
         return RetryableError(f"schema registry failed {action}: {exc}")
     return ConfigError(f"schema registry refused {action}: {exc}")
-
-
-# --------------------------------------------------------------------------- compatibility
-
-
-def check_compatible(writer: Mapping[str, Any], reader: Mapping[str, Any]) -> None:
-    """Raise InvalidEventError unless data written with ``writer`` is readable as ``reader``.
-
-    Writes deterministic sample records covering every union branch and enum symbol of
-    ``writer`` and reads them back through fastavro schema resolution.
-    """
-    writer_schema = _parse(dict(writer))
-    reader_schema = _parse(dict(reader))
-    named = dict(writer_schema.get("__named_schemas", {}))
-    width = max(2, _widest_choice(writer_schema, named, set()))
-    for k in range(width):
-        sample = _sample(writer_schema, named, k)
-        try:
-            body = _write_body(writer_schema, sample)
-            fastavro.schemaless_reader(io.BytesIO(body), writer_schema, reader_schema)
-        except Exception as exc:  # noqa: BLE001 - any failure here means "not compatible"
-            raise InvalidEventError(
-                f"{_full_name(writer)} -> {_full_name(reader)} is not compatible: "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
-
-
-def _widest_choice(schema: Any, named: Mapping[str, Any], seen: set[str]) -> int:
-    if isinstance(schema, str):
-        if schema in named and schema not in seen:
-            return _widest_choice(named[schema], named, seen | {schema})
-        return 1
-    if isinstance(schema, list):
-        return max([len(schema), *(_widest_choice(s, named, seen) for s in schema)])
-    kind = schema.get("type")
-    if kind == "record":
-        seen = seen | {schema["name"]}
-        return max([1, *(_widest_choice(f["type"], named, seen) for f in schema["fields"])])
-    if kind == "enum":
-        return len(schema["symbols"])
-    if kind == "array":
-        return _widest_choice(schema["items"], named, seen)
-    if kind == "map":
-        return _widest_choice(schema["values"], named, seen)
-    return _widest_choice(kind, named, seen) if isinstance(kind, (str, list, dict)) else 1
-
-
-def _sample(schema: Any, named: Mapping[str, Any], k: int) -> Any:
-    """A valid datum for ``schema``; ``k`` picks union branches and enum symbols."""
-    if isinstance(schema, list):
-        return _sample(schema[k % len(schema)], named, k)
-    if isinstance(schema, str):
-        if schema in named:
-            return _sample(named[schema], named, k)
-        return _PRIMITIVE_SAMPLES[schema](k)
-    logical = schema.get("logicalType")
-    kind = schema.get("type")
-    if logical == "uuid":
-        return str(uuid.UUID(int=k + 1))
-    if logical == "decimal":
-        return Decimal(k).scaleb(-int(schema.get("scale", 0)))
-    if kind == "record":
-        return {f["name"]: _sample(f["type"], named, k) for f in schema["fields"]}
-    if kind == "enum":
-        return schema["symbols"][k % len(schema["symbols"])]
-    if kind == "array":
-        return [_sample(schema["items"], named, k)]
-    if kind == "map":
-        return {f"key{k}": _sample(schema["values"], named, k)}
-    if kind == "fixed":
-        return bytes(schema["size"])
-    return _sample(kind, named, k)
-
-
-_PRIMITIVE_SAMPLES: dict[str, Any] = {
-    "null": lambda k: None,
-    "boolean": lambda k: k % 2 == 0,
-    "int": lambda k: k,
-    "long": lambda k: k,
-    "float": lambda k: float(k),
-    "double": lambda k: float(k),
-    "bytes": lambda k: bytes([k % 256]),
-    "string": lambda k: f"s{k}",
-}

@@ -1,8 +1,10 @@
-"""Contract tests: schemas, wire encodings, ingress JSON, bad input and compatibility."""
+"""Contract tests: schemas, wire encodings, ingress JSON and bad input.
+
+Compatibility between schema versions: test_schema_history.py.
+"""
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import io
 import json
@@ -20,7 +22,6 @@ from landfall.contracts import (
     SCHEMA_DIR,
     EventCodec,
     EventType,
-    check_compatible,
     follow_up,
     load_schema,
     new_event,
@@ -577,40 +578,6 @@ def test_follow_up_of_bare_ingress_event_needs_ids(codec: EventCodec) -> None:
         **PAYLOADS[EventType.BATCH_FAILED],
     )
     assert (event["batch_id"], event["run_id"], event["causation_id"]) == ("b", "r", "ingress-1")
-
-
-# --------------------------------------------------------------------------- compatibility
-
-
-@pytest.mark.parametrize("event_type", list(EventType))
-def test_every_schema_is_compatible_with_itself(event_type: EventType) -> None:
-    raw = json.loads(event_type.schema_file.read_text(encoding="utf-8"))
-    check_compatible(raw, raw)
-    check_compatible(load_schema(event_type), load_schema(event_type))
-
-
-@pytest.mark.parametrize("event_type", list(EventType))
-def test_adding_a_field_without_default_is_incompatible(event_type: EventType) -> None:
-    old = json.loads(event_type.schema_file.read_text(encoding="utf-8"))
-    new = copy.deepcopy(old)
-    new["fields"].append({"name": "added_later", "type": "string"})
-    with pytest.raises(InvalidEventError, match="added_later"):
-        check_compatible(old, new)
-    # Old readers ignore the new field, so only the one direction breaks.
-    check_compatible(new, old)
-    new["fields"][-1]["default"] = ""
-    check_compatible(old, new)
-
-
-def test_changing_a_union_branch_type_is_incompatible() -> None:
-    old = json.loads(EventType.DATA_LANDED.schema_file.read_text(encoding="utf-8"))
-    new = copy.deepcopy(old)
-    for field in new["fields"]:
-        if field["name"] == "path":
-            field["type"] = ["null", "long"]
-    # Only the sample that takes the string branch can expose this.
-    with pytest.raises(InvalidEventError, match="not compatible"):
-        check_compatible(old, new)
 
 
 def test_a_pinned_model_version_travels_down_the_pipeline() -> None:
