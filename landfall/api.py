@@ -45,7 +45,7 @@ from landfall.contracts import validate_partition
 from landfall.errors import InvalidEventError, LandfallError, PathOutsideLakeError, RetryableError
 from landfall.events import publish_data_landed
 from landfall.lake import OUTPUT_ZONES, Lake, LakePath
-from landfall.results_db import ResultsDb, RunKey
+from landfall.results import RunHistory, RunKey, RunRecorder, open_results_db
 
 __all__ = ["PredictAccepted", "PredictRequest", "create_app", "serve_api"]
 
@@ -227,9 +227,10 @@ def _oversized(max_url_bytes: int) -> Callable[[MutableMapping[str, Any]], bool]
     return oversized
 
 
-def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
+def create_app(settings: Settings) -> FastAPI:
     """The API over one results database and lake, publishing to the configured broker."""
-    db = results or ResultsDb(settings.results_db_url)
+    results = open_results_db(settings.results_db_url)
+    history, recorder = RunHistory(results), RunRecorder(results)
     lake = Lake.from_settings(settings)
     auth = Auth(settings)
     app = FastAPI(
@@ -297,7 +298,7 @@ def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
             ) from None
         except LandfallError as exc:
             raise invalid(("body",), public_message(exc, settings)) from None
-        db.record_submission(
+        recorder.record_submission(
             RunKey.of(event),
             submitted_at=event.get("occurred_at") or datetime.now(UTC),
             model_version=request.model_version,
@@ -325,7 +326,7 @@ def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
         dataset: Annotated[str | None, Query(max_length=128)] = None,
     ) -> dict[str, Any]:
         """Batches and runs by status, rows processed, error rates and durations."""
-        return db.metrics(dataset)
+        return history.metrics(dataset)
 
     @app.get(
         "/batch/{job_id}",
@@ -334,19 +335,19 @@ def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
     )
     def batch_status(job_id: Annotated[str, Path(max_length=_ID_CHARS)]) -> dict[str, Any]:
         """A run (by run id) or a batch's latest run (by batch id), with its stages."""
-        run = db.run(job_id)
+        run = history.run(job_id)
         runs: list[dict[str, Any]] | None = None
         if run is None:
-            batch = db.batch(job_id)
+            batch = history.batch(job_id)
             if batch is None:
                 raise HTTPException(404, f"no batch run or batch with id {shown(job_id)}")
-            run = db.run(batch["last_run_id"])
+            run = history.run(batch["last_run_id"])
             if run is None:
                 raise HTTPException(404, f"batch {shown(job_id)} has no recorded run")
-            runs = db.runs_of(job_id)
+            runs = history.runs_of(job_id)
         view = _run_view(run, lake)
         view["job_kind"] = "run" if runs is None else "batch"
-        all_runs = runs if runs is not None else db.runs_of(run["batch_id"])
+        all_runs = runs if runs is not None else history.runs_of(run["batch_id"])
         view["runs"] = [
             {
                 "run_id": r["run_id"],
@@ -392,7 +393,7 @@ def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
         last = _checked_partition(to, ("query", "to"))
         if first is not None and last is not None and first > last:
             raise invalid(("query", "from"), f"from ({first}) is after to ({last})")
-        page = db.list_batches(
+        page = history.list_batches(
             dataset=dataset,
             partition_from=first,
             partition_to=last,
@@ -482,7 +483,7 @@ def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
         """One run's report.html or report.json, whatever its outcome."""
         if name not in _REPORT_FILES:
             raise HTTPException(404, "no such report file")
-        run = db.run(run_id)
+        run = history.run(run_id)
         report = (run or {}).get("report_path")
         if not report or not isinstance(report, str):
             raise HTTPException(404, f"no report for run {shown(run_id, 64)}")
@@ -503,7 +504,9 @@ def create_app(settings: Settings, results: ResultsDb | None = None) -> FastAPI:
     def status_page(request: Request) -> str:
         """Recent batches with their state and reports."""
         session = auth.cookie in request.cookies
-        return status_page_html(db.list_batches(limit=100).items, db.metrics(), session=session)
+        return status_page_html(
+            history.list_batches(limit=100).items, history.metrics(), session=session
+        )
 
     return app
 

@@ -33,7 +33,7 @@ from landfall.errors import InvalidEventError
 from landfall.ingress import batch_id_for
 from landfall.lake import ANNOUNCED_NAME, Lake, Zone
 from landfall.operations import partitions_between
-from landfall.results_db import ResultsDb
+from landfall.results import RunHistory
 from landfall.run_ids import new_run_id
 
 __all__ = ["Repair", "plan_reconcile", "reconcile"]
@@ -74,30 +74,30 @@ def plan_reconcile(
     settings.dataset(dataset)  # an unknown dataset is a clear error, naming the known ones
     now = now or datetime.now(UTC)
     lake = Lake.from_settings(settings)
-    db = ResultsDb(settings.results_db_url)
+    history = RunHistory.open(settings.results_db_url)
     repairs = []
     try:
         for partition in partitions_between(first, last, hourly=hourly):
             raw = lake.partition_dir(dataset, "raw", partition)
             if not any(True for _ in raw.iterdir()):
                 continue  # not landed: nothing to drive
-            repair = _repair(settings, lake, db, dataset, partition, now - stuck_after)
+            repair = _repair(settings, lake, history, dataset, partition, now - stuck_after)
             if repair is not None:
                 repairs.append(repair)
     finally:
-        db.close()
+        history.close()
     return repairs
 
 
 def _repair(
     settings: Settings,
     lake: Lake,
-    db: ResultsDb,
+    history: RunHistory,
     dataset: str,
     partition: str,
     stuck_before: datetime,
 ) -> Repair | None:
-    runs = db.runs_of(batch_id_for(dataset, partition))
+    runs = history.runs_of(batch_id_for(dataset, partition))
     latest = runs[-1] if runs else None
     if latest is not None and latest["status"] in _FINISHED:
         return None
@@ -108,7 +108,7 @@ def _repair(
         run_id = committed.run_id  # scored by a run the database never heard of
         found = "scored, not reported (no run in the results database)"
     else:
-        last_seen = _last_activity(db, latest)
+        last_seen = _last_activity(history, latest)
         if last_seen is not None and last_seen > stuck_before:
             return None  # in progress
         run_id = latest["run_id"]
@@ -131,8 +131,8 @@ def _repair(
     return _data_landed(settings, dataset, partition, run_id, found)
 
 
-def _last_activity(db: ResultsDb, run: dict[str, Any]) -> datetime | None:
-    detail = db.run(run["run_id"]) or run
+def _last_activity(history: RunHistory, run: dict[str, Any]) -> datetime | None:
+    detail = history.run(run["run_id"]) or run
     moments = [run.get("started_at")]
     for stage in detail.get("stages") or []:
         moments += [stage.get("started_at"), stage.get("finished_at")]

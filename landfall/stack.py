@@ -42,6 +42,7 @@ from landfall.kafka_clients import kafka_connection_config
 from landfall.ports import free_port, port_free
 from landfall.processes import pid_alive
 from landfall.redact import write_private
+from landfall.results import open_results_db
 from landfall.serve import API, SERVICE_NAMES, ensure_all_topics
 from landfall.shutdown import stop_timeout_s
 from landfall.topics import wait_for_broker
@@ -277,6 +278,11 @@ class LocalStack:
             # A missing or malformed token file stops `up` here, before the broker starts,
             # rather than as an API that crashes at every restart.
             TokenStore(self.settings)
+        if {"reporter", API} & set(self.services):
+            # Created or upgraded here, once, before any service opens it. The services
+            # would also manage (they take a lock to migrate), but a database that
+            # cannot be opened stops `up` now, with its reason, not as crash loops.
+            open_results_db(self.settings.results_db_url).dispose()
         self.settings = self._broker_settings()
         if API in self.services:
             reporting = self.settings.reporting

@@ -21,7 +21,7 @@ import pytest
 
 from landfall.ports import free_port
 
-__all__ = ["create_database", "postgres_server"]
+__all__ = ["create_database", "database_url", "postgres_server"]
 
 
 def _pg_bin_dir() -> Path | None:
@@ -115,3 +115,11 @@ def create_database(server_url: str) -> str:
     with psycopg.connect(f"{plain}/postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return f"{server_url}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database, once on SQLite and once on the throwaway PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'results.db'}"
+    return create_database(request.getfixturevalue("postgres_server"))

@@ -32,7 +32,7 @@ from landfall.events import EventWatcher, publish_data_landed
 from landfall.ingress import batch_id_for
 from landfall.lake import Lake
 from landfall.ports import free_port
-from landfall.results_db import ResultsDb, RunKey
+from landfall.results import RunKey, RunRecorder
 from landfall.serve import ensure_all_topics
 from services.reporter.html import render_report_html
 from tests.api_support import (
@@ -64,7 +64,7 @@ class Api:
 
 def _seed(settings: Settings) -> None:
     """Two finished batches (one replayed), as the reporter would have left them."""
-    db = ResultsDb(settings.results_db_url)
+    db = RunRecorder.open(settings.results_db_url)
     lake = Lake.from_settings(settings)
     try:
         for i, (partition, status) in enumerate(

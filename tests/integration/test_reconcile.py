@@ -13,7 +13,7 @@ from landfall.demo import write_sample_partition
 from landfall.ingress import batch_id_for
 from landfall.lake import ANNOUNCED_NAME, Lake
 from landfall.reconcile import plan_reconcile, reconcile
-from landfall.results_db import ResultsDb, RunKey
+from landfall.results import RunKey, RunRecorder
 from landfall.run_ids import new_run_id
 from tests.conftest import isolated_settings, topic_messages
 
@@ -67,7 +67,7 @@ def test_reconcile_re_drives_what_never_finished_and_leaves_the_rest(
     for day in days:
         if day != "2026-11-06":  # not landed: nothing to do
             write_sample_partition(lake, day, rows=10)
-    db = ResultsDb(recon_settings.results_db_url)
+    db = RunRecorder.open(recon_settings.results_db_url)
     # 11-01: never started. 11-02: scored, then the predictor died before its event.
     stuck = new_run_id()
     db.record_stage(_key("2026-11-02", stuck), stage="validation", finished_at=LONG_AGO,
