@@ -90,13 +90,95 @@ def test_every_published_port_is_on_the_host_s_loopback_only(compose: dict[str, 
     assert {key: ip for key, ip in published.items() if ip != "127.0.0.1"} == {}
 
 
-def test_prometheus_scrapes_every_stage_service_and_loads_the_alerts() -> None:
+def test_prometheus_discovers_every_replica_of_each_stage_service_and_loads_the_alerts(
+    compose: dict[str, Any],
+) -> None:
     output = _run(_tool("promtool"), "check", "config", "prometheus/prometheus.yml")
     assert "7 rules found" in output
     config = yaml.safe_load((COMPOSE / "prometheus" / "prometheus.yml").read_text())
     (job,) = config["scrape_configs"]
-    targets = {t for group in job["static_configs"] for t in group["targets"]}
-    assert targets == {f"{name}:9464" for name in STAGES}
+    # Not static targets: a name answered with every replica's address.
+    assert "static_configs" not in job
+    (discovery,) = job["dns_sd_configs"]
+    assert set(discovery["names"]) == set(STAGES) and discovery["type"] == "A"
+    port = compose["services"]["validator"]["environment"]["LANDFALL_TELEMETRY__METRICS_PORT"]
+    assert discovery["port"] == int(port)
+
+
+def test_two_replicas_of_each_stage_share_a_cluster_with_a_core_for_each(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    replicas = {name: services[name].get("deploy", {}).get("replicas", 1) for name in STAGES}
+    assert replicas == dict.fromkeys(STAGES, 2)
+    # Each replica is one Spark application holding spark.cores.max (1 by default on a
+    # spark:// master) for its whole life: the workers must offer a core for each.
+    settings = load_settings(
+        DEMO_CONFIG,
+        environ={k: str(v) for k, v in services["validator"]["environment"].items()},
+    )
+    assert settings.spark.master.startswith("spark://")
+    worker = services["spark-worker"]
+    command = worker["command"]
+    cores = int(command[command.index("--cores") + 1]) * worker.get("deploy", {}).get("replicas", 1)
+    assert cores >= sum(replicas.values()), (cores, replicas)
+
+
+def _image_version(image: str) -> tuple[int, ...]:
+    tag = image.rpartition(":")[2].lstrip("v")
+    return tuple(int(part) for part in tag.split("."))
+
+
+def test_current_images_kafka_in_kraft_and_the_same_release_as_the_local_broker(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    kafka = services["kafka"]
+    pom = (COMPOSE.parent / "landfall" / "jvm" / "kafka-pom.xml").read_text()
+    local_release = re.search(r"<kafka.version>([\d.]+)</kafka.version>", pom)
+    assert local_release and kafka["image"] == f"apache/kafka:{local_release.group(1)}"
+    assert _image_version(kafka["image"])[0] >= 4
+    assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft, no ZooKeeper
+    jaeger = services["jaeger"]["image"]
+    assert jaeger.startswith("jaegertracing/jaeger:") and _image_version(jaeger)[0] == 2
+    assert _image_version(services["prometheus"]["image"])[0] >= 3
+    assert _image_version(services["grafana"]["image"])[0] >= 12
+
+
+def test_a_seed_service_lands_registers_and_publishes_once_the_stages_are_healthy(
+    compose: dict[str, Any],
+) -> None:
+    seed = compose["services"]["seed"]
+    assert seed["command"][:3] == ["landfall", "demo", "--on-running-stack"]
+    assert seed["restart"] == "no"
+    waits_for = {name for name, dep in seed["depends_on"].items()
+                 if dep["condition"] == "service_healthy"}  # fmt: skip
+    assert {*STAGES, "kafka", "mlflow"} <= waits_for
+    # What the seed waits on can become healthy: each has a health check.
+    for name in waits_for:
+        check = compose["services"][name]["healthcheck"]
+        assert check.get("test") and not check.get("disable"), name
+
+
+def test_grafana_links_a_batch_duration_to_its_trace_in_jaeger(compose: dict[str, Any]) -> None:
+    assert "--enable-feature=exemplar-storage" in compose["services"]["prometheus"]["command"]
+    datasources = yaml.safe_load(
+        (COMPOSE / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )["datasources"]
+    by_uid = {source["uid"]: source for source in datasources}
+    (link,) = by_uid["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
+    # The label the services give the exemplar (landfall.telemetry.trace_exemplar).
+    assert link["name"] == "trace_id"
+    assert by_uid[link["datasourceUid"]]["type"] == "jaeger"
+    assert by_uid[link["datasourceUid"]]["url"].startswith("http://jaeger:")
+    dashboard = json.loads((COMPOSE / "grafana" / "dashboards" / "landfall.json").read_text())
+    with_exemplars = [
+        target["expr"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if target.get("exemplar")
+    ]
+    assert any("batch_processing_duration_seconds_bucket" in e for e in with_exemplars)
 
 
 def test_every_alert_fires_when_it_should_and_only_then() -> None:
