@@ -8,14 +8,28 @@ from typing import Any
 import numpy as np
 import pytest
 
-from landfall.config import Settings
+from landfall.config import ModelSpec, Settings
 from landfall.demo import demo_feature_frame
-from landfall.registry import mlflow_client, register_model
+from landfall.registry import configure_mlflow, mlflow_client, register_model
 from tests.conftest import settings_for
 
 FEATURES = ["f1", "f2", "f1_times_f2", "is_red"]
 GOOD = {"accuracy": 0.93, "latency_ms": 2.0}
 _REGISTRIES: dict[Path, Path] = {}
+
+
+def demo_settings_on(home: Path, registry: Path, **model: Any) -> Settings:
+    """Demo settings under ``home`` on the registry in ``registry``, its model spec changed."""
+    settings = settings_for(
+        home, LANDFALL_MLFLOW__TRACKING_URI=f"sqlite:///{registry / 'mlflow.db'}"
+    )
+    if model:
+        demo = settings.dataset("demo")
+        spec = ModelSpec.model_validate({**demo.model.model_dump(), **model})
+        datasets = {"demo": demo.model_copy(update={"model": spec})}
+        settings = settings.model_copy(update={"datasets": datasets})
+    configure_mlflow(settings)
+    return settings
 
 
 def training_frame(rows: int = 600, seed: int = 3) -> Any:

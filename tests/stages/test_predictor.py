@@ -19,7 +19,7 @@ from landfall.registry import (
 )
 from services.predictor.stage import score_partition
 from tests.conftest import settings_for
-from tests.model_support import FEATURES, GOOD, model_registry
+from tests.model_support import FEATURES, GOOD, demo_settings_on, model_registry
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +36,7 @@ def scoring(request: pytest.FixtureRequest) -> ScoringSettings:
 
 def _settings(tmp_path: Path, models_home: Path, **model: Any) -> Settings:
     """Demo settings on the models registry, the demo dataset's model spec replaced."""
-    settings = settings_for(
-        tmp_path, LANDFALL_MLFLOW__TRACKING_URI=f"sqlite:///{models_home / 'mlflow.db'}"
-    )
-    if model:
-        demo = settings.dataset("demo")
-        spec = ModelSpec.model_validate({**demo.model.model_dump(), **model})
-        datasets = {"demo": demo.model_copy(update={"model": spec})}
-        settings = settings.model_copy(update={"datasets": datasets})
-    configure_mlflow(settings)
-    return settings
+    return demo_settings_on(tmp_path, models_home, **model)
 
 
 def _features(spark, path: Path, rows: int = 400, **types: str) -> pd.DataFrame:  # type: ignore[no-untyped-def]
