@@ -12,6 +12,12 @@ KAFKA_STAMP := $(KAFKA_LIBS)/.fetched-$(shell sha1sum $(KAFKA_POM) | cut -c1-12)
 SPARK_S3_POM := landfall/jvm/spark-s3-pom.xml
 SPARK_JARS := .deps/spark-jars
 SPARK_JARS_STAMP := $(SPARK_JARS)/.fetched-$(shell sha1sum $(SPARK_S3_POM) | cut -c1-12)
+# A real HDFS for the tests of a lake at hdfs:// (landfall/jvm/hdfs-minicluster-pom.xml:
+# Hadoop's MiniDFSCluster, about 105 MB, and its launcher landfall/jvm/MiniHdfs.java).
+HDFS_POM := landfall/jvm/hdfs-minicluster-pom.xml
+HDFS_LAUNCHER := landfall/jvm/MiniHdfs.java
+HDFS_DEPS := .deps/hdfs
+HDFS_STAMP := $(HDFS_DEPS)/.fetched-$(shell cat $(HDFS_POM) $(HDFS_LAUNCHER) | sha1sum | cut -c1-12)
 # Jaeger's all-in-one (Jaeger v2), built once from source with Go: landfall/go/go.mod
 # records it as a tool and go.sum pins every module it is built from.
 JAEGER_MOD := landfall/go
@@ -19,9 +25,14 @@ JAEGER_BIN := .deps/jaeger/jaeger
 JAEGER_STAMP := .deps/jaeger/.built-$(shell cat $(JAEGER_MOD)/go.mod $(JAEGER_MOD)/go.sum | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: setup kafka spark-jars jaeger system-deps demo up test test-unit chaos bench lint format clean
+.PHONY: help setup kafka spark-jars hdfs jaeger system-deps demo up test test-unit chaos bench lint format clean
 
-setup: $(STAMP) kafka spark-jars
+setup: $(STAMP) kafka spark-jars ## the venv with the pinned packages, Kafka's jars and Spark's s3a connector
+
+# Every target with a `## what it does` comment on its rule line.
+help: ## this list of targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+	  | awk -F ':.*## ' '{ printf "  %-12s %s\n", $$1, $$2 }'
 
 kafka: $(KAFKA_STAMP) ## Apache Kafka's jars for the local broker (Maven, once)
 
@@ -50,6 +61,22 @@ $(SPARK_JARS_STAMP): $(SPARK_S3_POM)
 	  -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(SPARK_JARS)
 	@touch $@
 
+hdfs: $(HDFS_STAMP) ## Hadoop's MiniDFSCluster for the tests of a lake on HDFS (Maven, once)
+
+$(HDFS_STAMP): $(HDFS_POM) $(HDFS_LAUNCHER)
+	@command -v mvn >/dev/null 2>&1 || { \
+	  echo "Maven is missing: installing it (it fetches Hadoop's minicluster)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends maven; }
+	@command -v javac >/dev/null 2>&1 || { \
+	  echo "javac is missing: installing a headless JDK (it compiles the HDFS launcher)"; \
+	  apt-get update -qq && apt-get install -y -qq default-jdk-headless; }
+	rm -rf $(HDFS_DEPS)
+	mvn -q -B -f $(HDFS_POM) dependency:copy-dependencies \
+	  -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(HDFS_DEPS)/libs
+	javac -d $(HDFS_DEPS)/classes -cp '$(HDFS_DEPS)/libs/*' $(HDFS_LAUNCHER)
+	@touch $@
+
 jaeger: $(JAEGER_STAMP) ## Jaeger's all-in-one for `landfall up --jaeger` and the tracing tests (Go, once)
 
 $(JAEGER_STAMP): $(JAEGER_MOD)/go.mod $(JAEGER_MOD)/go.sum
@@ -68,7 +95,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.lock
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup ## one batch end to end on the local stack
@@ -82,7 +109,7 @@ up: setup ## the local stack (Apache Kafka + services) in the foreground until C
 # of the status page and reports), promtool (from Debian's prometheus: it checks and
 # unit-tests the alert rules in compose/) and docker-compose (it validates the compose
 # file; no Docker engine is needed). Installed from Debian when missing.
-system-deps:
+system-deps: ## the system packages the tests use (PostgreSQL, Chromium, promtool, docker-compose)
 	@missing=""; \
 	{ command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl; } >/dev/null 2>&1 \
 	  || missing="$$missing postgresql"; \
@@ -95,7 +122,7 @@ system-deps:
 	    --no-install-recommends $$missing; \
 	fi
 
-test: setup system-deps jaeger ## the whole suite against real Spark, a real broker and a real MLflow registry
+test: setup system-deps jaeger hdfs ## the whole suite against real Spark, a real broker and a real MLflow registry
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup ## the quick tests: no broker, no Spark
@@ -114,14 +141,15 @@ bench: setup ## each stage beside its baseline (minutes; not part of make test)
 	$(PY) bench/predict_bench.py --rows 1000000 5000000
 	$(PY) bench/reporter_bench.py --rows 1000000 5000000
 	$(PY) bench/lake_store_bench.py --rows 1000000
+	$(PY) bench/e2e_bench.py --rows 1000 1000000 5000000 --json .landfall/bench/e2e.json
 
-lint: setup
+lint: setup ## ruff and mypy
 	$(VENV)/bin/ruff check landfall services tests
 	$(VENV)/bin/mypy landfall services bench
 
-format: setup
+format: setup ## ruff's formatter and its fixes
 	$(VENV)/bin/ruff format landfall services tests
 	$(VENV)/bin/ruff check --fix landfall services tests
 
-clean:
+clean: ## remove the venv, .landfall, the test cache and .deps
 	rm -rf $(VENV) .landfall .pytest_cache .deps

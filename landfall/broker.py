@@ -328,4 +328,3 @@ class LocalKafka(LocalDaemon):
         self._proc = None
         atexit.unregister(self.stop)
         self._state_path.unlink(missing_ok=True)
-

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,6 +22,7 @@ from landfall.cli_common import (
     fail,
     publishing_settings,
 )
+from landfall.dlq_cli import app as dlq_app
 from landfall.errors import LandfallError
 from landfall.model_cli import app as model_app
 
@@ -50,6 +52,14 @@ def demo(
     config: ConfigOption = None,
     partition: Annotated[str, typer.Option(help="the date partition to land")] = "2026-11-01",
     timeout: Annotated[float, typer.Option(help="seconds to wait for the report")] = 600.0,
+    on_running_stack: Annotated[
+        bool,
+        typer.Option(
+            "--on-running-stack",
+            help="the services already run on the configured broker (compose's seed): "
+            "land, register and publish there, and wait for the report",
+        ),
+    ] = False,
 ) -> None:
     """Run one batch end to end on the local stack (Apache Kafka + services), then stop it."""
     from landfall.demo import run_demo
@@ -57,7 +67,9 @@ def demo(
     _configure_logging("demo")
     try:
         settings = cli_settings(config)
-        reported = run_demo(settings, partition=partition, timeout=timeout)
+        reported = run_demo(
+            settings, partition=partition, timeout=timeout, on_running_stack=on_running_stack
+        )
     except LandfallError as exc:
         fail(exc)
     if reported["status"] != "SUCCEEDED":
@@ -85,6 +97,10 @@ def _scale(values: list[str] | None) -> dict[str, int]:
         scale[name] = int(count)
     return scale
 
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="JSON Lines for scripts: one object per step, then a summary")
+]
 
 ServicesOption = Annotated[
     list[str] | None,
@@ -341,6 +357,60 @@ def _data_format(value: str | None) -> str | None:
 
 
 @app.command()
+def check(
+    dataset: DatasetArgument,
+    partition: Annotated[
+        str | None, typer.Option(help="a landed partition to sample (YYYY-MM-DD[THH])")
+    ] = None,
+    sample: Annotated[
+        Path | None, typer.Option(help="a sample file instead (.csv, .parquet, .json)")
+    ] = None,
+    rows: Annotated[int, typer.Option(min=1, help="at most this many rows are checked")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="the findings as JSON")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Check a dataset before its first event: data, rules, features, model, signature."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from landfall.check import check_dataset
+    from landfall.redact import redact, redact_tree
+
+    _configure_logging("check")
+    if (partition is None) == (sample is None):
+        raise typer.BadParameter("give --partition or --sample (one of them)")
+    try:
+        settings = cli_settings(config)
+        report = check_dataset(settings, dataset, partition=partition, sample=sample, rows=rows)
+    except LandfallError as exc:
+        fail(exc)
+    if as_json:
+        typer.echo(json.dumps(redact_tree(report.as_dict()), indent=2, default=str))
+        raise typer.Exit(code=0 if report.ok else 1)
+    console = Console(highlight=False)
+    table = Table(title=f"landfall check {dataset}: {report.source}")
+    for heading in ("step", "", "what would happen"):
+        table.add_column(heading, overflow="fold")
+    for finding in report.findings:
+        mark = "[green]ok[/]" if finding.ok else "[red]PROBLEM[/]"
+        table.add_row(finding.step, mark, redact(finding.detail))
+    console.print(table)
+    if report.failures_by_rule:
+        console.print(
+            "rows failing each rule: "
+            + ", ".join(f"{rule} {count}" for rule, count in report.failures_by_rule.items())
+        )
+    if report.features:
+        console.print(f"features: {', '.join(report.features)}")
+    for row in report.scored:
+        console.print(f"scored: {redact(str(row))}")
+    console.print("[green]ready[/]" if report.ok else "[red]not ready: see the problems above[/]")
+    raise typer.Exit(code=0 if report.ok else 1)
+
+
+@app.command()
 def publish(
     dataset: DatasetArgument,
     partition: Annotated[str, typer.Argument(help="YYYY-MM-DD or YYYY-MM-DDTHH")],
@@ -395,32 +465,85 @@ def backfill(
     dry_run: Annotated[
         bool, typer.Option(help="say what would be published, publish nothing")
     ] = False,
+    as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Publish a data-landed event for every landed partition of a date range."""
+    """Publish a data-landed event for every landed partition of a date range.
+
+    Each partition is shown as it is published (a progress bar on a terminal, one line
+    each otherwise, JSON Lines with --json), then a summary. The first partition that
+    cannot be published stops the backfill; those before it stay published and counted.
+    """
+    from landfall.operations import BackfillStopped, plan_backfill
     from landfall.operations import backfill as publish_backfill
-    from landfall.operations import plan_backfill
+    from landfall.progress import Progress, progress_mode
     from landfall.telemetry import init_telemetry
 
+    shown = Progress(progress_mode(as_json))
     try:
         settings = cli_settings(config)
         plan = plan_backfill(
             settings, dataset, first, last, hourly=hourly, missing_only=missing_only
         )
-        if plan.not_landed:
-            typer.echo(f"not landed, skipped: {', '.join(plan.not_landed)}")
-        if plan.already_scored:
-            typer.echo(f"already scored, skipped: {', '.join(plan.already_scored)}")
-        if dry_run or not plan.publish:
-            typer.echo(f"would publish {len(plan.publish)}: {', '.join(plan.publish) or '-'}")
-            return
-        settings = publishing_settings(config, "backfill")
-        init_telemetry(settings, "cli", metrics=False)
-        published = publish_backfill(settings, plan, model_version=model_version)
     except LandfallError as exc:
         fail(exc)
-    for record in published:
-        typer.echo(f"published data-landed {dataset}/{record['partition']}: run {record['run_id']}")
+    skipped = len(plan.not_landed) + len(plan.already_scored)
+    if plan.not_landed:
+        shown.note(
+            f"not landed, skipped: {', '.join(plan.not_landed)}",
+            event="skipped", reason="not landed", partitions=plan.not_landed,
+        )  # fmt: skip
+    if plan.already_scored:
+        shown.note(
+            f"already scored, skipped: {', '.join(plan.already_scored)}",
+            event="skipped", reason="already scored", partitions=plan.already_scored,
+        )  # fmt: skip
+    if dry_run or not plan.publish:
+        shown.note(
+            f"would publish {len(plan.publish)}: {', '.join(plan.publish) or '-'}",
+            event="plan", publish=plan.publish,
+        )  # fmt: skip
+        shown.summary(
+            f"would publish {len(plan.publish)}, skipped {skipped}",
+            dry_run=True, published=0, would_publish=len(plan.publish), skipped=skipped, failed=0,
+        )  # fmt: skip
+        return
+    total = len(plan.publish)
+
+    def published_one(record: dict[str, object]) -> None:
+        done = shown.counts["published"] + 1
+        shown.step(
+            "published",
+            f"published data-landed {dataset}/{record['partition']}: run {record['run_id']} "
+            f"({done}/{total})",
+            partition=record["partition"], run_id=record["run_id"],
+            batch_id=record["batch_id"],
+        )  # fmt: skip
+
+    stopped: BackfillStopped | None = None
+    try:
+        settings = publishing_settings(config, "backfill")
+        init_telemetry(settings, "cli", metrics=False)
+        with shown.running(total, f"backfill {dataset}"):
+            publish_backfill(
+                settings, plan, model_version=model_version, on_published=published_one
+            )
+    except BackfillStopped as exc:
+        stopped = exc
+        shown.step("failed", f"failed {dataset}/{exc.partition}: {exc.reason}",
+                   partition=exc.partition, reason=exc.reason)  # fmt: skip
+    except LandfallError as exc:
+        fail(exc)
+    published = shown.counts["published"]
+    failed = 1 if stopped else 0
+    remaining = stopped.remaining if stopped else []
+    shown.summary(
+        f"published {published}, skipped {skipped}, failed {failed}"
+        + (f", not attempted {len(remaining)}" if remaining else ""),
+        published=published, skipped=skipped, failed=failed, not_attempted=remaining,
+    )  # fmt: skip
+    if stopped is not None:
+        fail(stopped)
 
 
 @app.command()
@@ -440,10 +563,16 @@ def replay(
         list[str] | None, typer.Option(help="only this topic (repeatable; default: all it read)")
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="show the moves, make none")] = False,
+    as_json: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Move a stopped service's consumer group back so it processes those events again."""
+    """Move a stopped service's consumer group back so it processes those events again.
+
+    One line per topic partition moved (JSON Lines with --json), then a summary. Every
+    event the service had handled is redone as a new run of its batch.
+    """
     from landfall.operations import replay as move_group
+    from landfall.progress import Progress
     from landfall.serve import SERVICE_NAMES
 
     try:
@@ -466,10 +595,23 @@ def replay(
         )
     except LandfallError as exc:
         fail(exc)
+    # The moves are made in one request: there is no partial state to show as it goes.
+    shown = Progress("json" if as_json else "lines")
     verb = "would move" if dry_run else "moved"
     for move in moves:
         before = "nothing committed" if move.before is None else f"offset {move.before}"
-        typer.echo(f"{verb} {move.topic}/{move.partition}: {before} -> offset {move.after}")
+        shown.step(
+            "would_move" if dry_run else "moved",
+            f"{verb} {move.topic}/{move.partition}: {before} -> offset {move.after}",
+            topic=move.topic, partition=move.partition, before=move.before,
+            after=move.after, end=move.end,
+        )  # fmt: skip
+    redo = sum(move.end - move.after for move in moves)
+    shown.summary(
+        f"{verb} {len(moves)} partition(s) of {service}; {redo} event(s) to "
+        f"{'be redone' if dry_run else 'redo'}",
+        service=service, dry_run=dry_run, partitions=len(moves), events_to_redo=redo,
+    )  # fmt: skip
 
 
 @app.command()
@@ -601,6 +743,7 @@ def gc(
 
 
 app.add_typer(model_app, name="model")
+app.add_typer(dlq_app, name="dlq")
 
 
 def main() -> None:

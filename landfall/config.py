@@ -40,12 +40,16 @@ from pydantic import (
 )
 
 from landfall.datasets import (
+    RAW_PATH_DEFAULT,
     ColumnSpec,
+    DriftSettings,
     FeatureSet,
     FeatureSpec,
     RuleSpec,
     Thresholds,
     UniqueRule,
+    check_path_template,
+    relative_to_lake,
 )
 from landfall.errors import ConfigError
 from landfall.redact import mask_url_credentials, register_settings
@@ -56,6 +60,7 @@ __all__ = [
     "ColumnSpec",
     "DatasetConfig",
     "FeatureSpec",
+    "HdfsSettings",
     "KafkaSecurity",
     "KafkaSettings",
     "ObjectStoreSettings",
@@ -153,6 +158,8 @@ _VERBATIM_ENV_PATHS = frozenset(
         ("object_store", "access_key_id"),
         ("object_store", "secret_access_key"),
         ("object_store", "session_token"),
+        ("hdfs", "webhdfs"),
+        ("hdfs", "user"),
     }
 )
 
@@ -393,6 +400,34 @@ class ResultsDbSettings(_Frozen):
     url: SecretSetting | None = None
 
 
+def _server_address(
+    value: str | None, key: str, shape: str, *, credentials_hint: str
+) -> str | None:
+    """A server's address (scheme, host, port) from ``key``, or None if not given.
+
+    Refused: anything but http(s), no host, a port that is not a number, a path or a
+    query, and credentials in the URL (they belong in secret settings, not in an address
+    that ends up in logs).
+    """
+    if value is None or not value.strip():
+        return None
+    from urllib.parse import urlsplit
+
+    value = value.strip().rstrip("/")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{key} must look like {shape}, got {mask_url_credentials(value)!r}")
+    if parts.username or parts.password:
+        raise ValueError(f"{key} carries user:password@: {credentials_hint}")
+    if parts.path or parts.query:
+        raise ValueError(f"{key} is the server's address only (scheme, host, port), got {value!r}")
+    return value
+
+
 class ObjectStoreSettings(_Frozen):
     """The S3-compatible object store of a lake at ``s3a://bucket/prefix`` (AWS, MinIO ...).
 
@@ -418,32 +453,13 @@ class ObjectStoreSettings(_Frozen):
     @field_validator("endpoint")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        from urllib.parse import urlsplit
-
-        value = value.strip().rstrip("/")
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises on a port that is not a number
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"object_store.endpoint must look like http://host:port or https://host, "
-                f"got {mask_url_credentials(value)!r}"
-            )
-        if parts.username or parts.password:
-            raise ValueError(
-                "object_store.endpoint carries user:password@: give the credentials as "
-                "object_store.access_key_id and object_store.secret_access_key"
-            )
-        if parts.path or parts.query:
-            raise ValueError(
-                f"object_store.endpoint is the store's address only (scheme, host, port), "
-                f"got {value!r}"
-            )
-        return value
+        return _server_address(
+            value,
+            "object_store.endpoint",
+            "http://host:port or https://host",
+            credentials_hint="give the credentials as object_store.access_key_id and "
+            "object_store.secret_access_key",
+        )
 
     @model_validator(mode="after")
     def _keys_together(self) -> ObjectStoreSettings:
@@ -457,6 +473,33 @@ class ObjectStoreSettings(_Frozen):
                 "object_store.secret_access_key are not"
             )
         return self
+
+
+class HdfsSettings(_Frozen):
+    """How landfall's own files and the arrow engine reach a lake at ``hdfs://``.
+
+    Spark uses its bundled Hadoop client on the lake root's NameNode (RPC); landfall
+    uses the same NameNode's WebHDFS (landfall/webhdfs.py), which needs no Hadoop
+    installation. Simple authentication only (no Kerberos yet).
+    """
+
+    # http(s)://host:port of the NameNode's HTTP server; None: the lake root's NameNode
+    # host on port 9870 (Hadoop 3's dfs.namenode.http-address).
+    webhdfs: str | None = None
+    # Whom landfall acts as; None: $HADOOP_USER_NAME, else the login name, as Hadoop's
+    # own client (so Spark) does.
+    user: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("webhdfs")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _server_address(
+            value,
+            "hdfs.webhdfs",
+            "http://namenode:9870 (the NameNode's HTTP address)",
+            credentials_hint="set hdfs.user instead",
+        )
 
 
 class RunnerSettings(_Frozen):
@@ -499,15 +542,13 @@ class SupervisionSettings(_Frozen):
 
 
 class ReportingSettings(_Frozen):
-    """The reporter and the job API: drift threshold, reference window, engine, address."""
+    """The reporter and the job API: drift threshold, reference window, address."""
 
     # Population stability index above which a feature counts as drifted (0.1-0.25 is
     # the usual "worth a look" band).
     psi_threshold: float = Field(default=0.2, gt=0)
     # How many of the dataset's previous partitions the distributions are compared with.
     reference_partitions: int = Field(default=7, ge=1)
-    # faust: the streaming app with its state table; runner: the shared confluent loop.
-    engine: Literal["faust", "runner"] = "faust"
     # The faust reporter forgets a run's progress this long after its last event; a
     # redelivery of an event older than that is reported again.
     progress_retention_hours: float = Field(default=168.0, gt=0)
@@ -677,6 +718,9 @@ class DatasetConfig(_Frozen):
     """Everything landfall needs to know about one dataset."""
 
     format: Literal["csv", "parquet", "json"] = "csv"
+    # Where a partition lands, relative to the lake root (or a URI below it):
+    # {dataset} and {partition} are filled in, e.g. "landing/{dataset}/date={partition}".
+    raw_path: str = RAW_PATH_DEFAULT
     id_column: str = "id"
     columns: list[ColumnSpec]
     # Columns the files carry beyond the declared ones: reported either way, then
@@ -687,6 +731,39 @@ class DatasetConfig(_Frozen):
     feature_set: FeatureSet = FeatureSet()
     features: list[FeatureSpec]
     model: ModelSpec
+    drift: DriftSettings = DriftSettings()
+
+    @field_validator("raw_path")
+    @classmethod
+    def _raw_path_template(cls, value: str) -> str:
+        from landfall.lake import OUTPUT_ZONES
+
+        checked = check_path_template(value, allowed=("dataset", "partition"))
+        first = checked.split("/", 2)
+        # Landfall's own folders are never where data lands.
+        if first[0] == "_landfall" or (
+            first[0] == "{dataset}" and len(first) > 1 and first[1] in OUTPUT_ZONES
+        ):
+            raise ValueError(f"{value!r} lies in landfall's own {'/'.join(first[:2])} folder")
+        return checked
+
+    def drift_thresholds(self, default: float) -> dict[str, float | None]:
+        """Each feature column's PSI threshold; None: not watched for drift.
+
+        A column's own entry in ``drift.features`` wins over its feature's, which wins
+        over ``drift.threshold``, which wins over ``default`` (reporting.psi_threshold).
+        """
+        dataset_default = self.drift.threshold or default
+        thresholds: dict[str, float | None] = {}
+        for feature in self.features:
+            for column in feature.output_names():
+                entry = self.drift.features.get(column) or self.drift.features.get(feature.name)
+                if entry is not None and not entry.enabled:
+                    thresholds[column] = None
+                else:
+                    own = entry.threshold if entry is not None else None
+                    thresholds[column] = own or dataset_default
+        return thresholds
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetConfig:
@@ -706,6 +783,26 @@ class DatasetConfig(_Frozen):
         unknown = sorted(set(self.thresholds.per_rule) - set(rules))
         if unknown:
             raise ValueError(f"thresholds.per_rule names unknown rule(s): {', '.join(unknown)}")
+        # Two features making one column would leave the model one of them, silently;
+        # Spark resolves names regardless of case, so x_A and x_a are one column too.
+        made: dict[str, str] = {self.id_column.lower(): "the id column"}
+        columns = set()
+        for feature in self.features:
+            for column in feature.output_names():
+                if column.lower() in made:
+                    raise ValueError(
+                        f"feature {feature.name!r} makes column {column!r}, which "
+                        f"{made[column.lower()]} already is (names are compared ignoring case)"
+                    )
+                made[column.lower()] = f"feature {feature.name!r}"
+                columns.add(column)
+        watched = {f.name for f in self.features} | columns
+        unknown = sorted(set(self.drift.features) - watched)
+        if unknown:
+            raise ValueError(
+                f"drift.features names what no feature makes: {', '.join(unknown)} "
+                "(a feature's name or one of its columns)"
+            )
         return self
 
 
@@ -723,13 +820,15 @@ class Settings(_Frozen):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     home: Path = Path(".landfall")
-    # A local folder (a path or file://) or an object store (s3a://bucket/prefix).
+    # A local folder (a path or file://), an object store (s3a://bucket/prefix) or HDFS
+    # (hdfs://namenode:port/path).
     lake_root: str | None = None
     kafka: KafkaSettings = KafkaSettings()
     spark: SparkSettings = SparkSettings()
     mlflow: MlflowSettings = MlflowSettings()
     results_db: ResultsDbSettings = ResultsDbSettings()
     object_store: ObjectStoreSettings = ObjectStoreSettings()
+    hdfs: HdfsSettings = HdfsSettings()
     runner: RunnerSettings = RunnerSettings()
     supervision: SupervisionSettings = SupervisionSettings()
     reporting: ReportingSettings = ReportingSettings()
@@ -832,7 +931,7 @@ def _env_value(path: list[str], raw: str) -> Any:
 
 
 _LAKE_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_LAKE_SCHEMES = ("file", "s3a", "s3", "s3n")
+_LAKE_SCHEMES = ("file", "s3a", "s3", "s3n", "hdfs")
 
 
 def _lake_root(root: str) -> str:
@@ -844,10 +943,17 @@ def _lake_root(root: str) -> str:
     if scheme not in _LAKE_SCHEMES:
         raise ConfigError(
             f"lake_root {root!r}: the scheme {scheme}:// is not supported "
-            f"(use a local path, file://, or s3a://bucket/prefix)"
+            f"(use a local path, file://, s3a://bucket/prefix or hdfs://namenode:port/path)"
         )
     if scheme == "file":
         return str(_absolute(Path(root[len("file://") :])))
+    if scheme == "hdfs":
+        if not root[match.end() :].split("/", 1)[0]:
+            raise ConfigError(
+                f"lake_root {root!r} names no NameNode (hdfs://namenode:port/path): "
+                "landfall reads no Hadoop configuration for a default one"
+            )
+        return root.rstrip("/")
     bucket = root[match.end() :].split("/", 1)[0]
     if not bucket:
         raise ConfigError(f"lake_root {root!r} names no bucket (s3a://bucket/prefix)")
@@ -896,6 +1002,13 @@ def load_settings(
             "telemetry": telemetry,
         }
     )
+    for name, dataset in loaded.datasets.items():
+        try:  # a full URI must lie in the lake; the lake root is known only now
+            relative_to_lake(dataset.raw_path, str(loaded.lake_root))
+        except ValueError as exc:
+            raise ConfigError(
+                f"invalid configuration ({path or 'defaults'}): datasets.{name}.raw_path: {exc}"
+            ) from None
     # Once per load: from now on this process masks these secrets wherever it writes.
     register_settings(loaded)
     return loaded

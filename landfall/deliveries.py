@@ -10,7 +10,10 @@ already repeats the event it announced then instead of redoing the work
 
 A replay is different: an operator moved the group back on purpose, to redo the work
 (a new model version, a fixed bug). The runner handles such a delivery inside
-:func:`replaying`, which salts the ids with the replay pass and turns repeats off.
+:func:`replaying`, which salts the ids with the replay pass and turns repeats off, and
+a batch the service had handled before becomes a *new run* of the same batch
+(:func:`replayed_run_id`): its outputs are committed beside the earlier run's, and the
+lake's fencing orders them by when the operator replayed.
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["current_replay", "follow_up_id", "replaying"]
+from landfall.run_ids import new_run_id, run_started_ms
+
+__all__ = [
+    "current_replay",
+    "follow_up_id",
+    "new_replay_pass",
+    "replayed_run_id",
+    "replaying",
+]
 
 # A fixed namespace: the same inputs give the same id in every process and release.
 _FOLLOW_UP_NAMESPACE = uuid.UUID("0b8e7c52-3d1f-4a8e-b1f6-7c2d9e4a6f30")
@@ -46,3 +57,23 @@ def follow_up_id(event_type: str, run_id: object, causation_id: object) -> str:
     """The id of the ``event_type`` event that ``causation_id`` causes in ``run_id``."""
     salt = current_replay() or ""
     return str(uuid.uuid5(_FOLLOW_UP_NAMESPACE, f"{event_type}|{run_id}|{causation_id}|{salt}"))
+
+
+def new_replay_pass() -> str:
+    """The id of a new replay pass: the 32 hex digits of a UUIDv7 made now.
+
+    So the pass carries when the operator replayed, which every run it redoes starts at.
+    """
+    return uuid.UUID(new_run_id()).hex
+
+
+def replayed_run_id(run_id: str, replay: str) -> str:
+    """The new run that replay pass ``replay`` makes of run ``run_id``'s batch.
+
+    It starts when the operator replayed, so its outputs fence the earlier run's (the
+    lake commits the newer run's), and it is the same at every delivery in the pass, so
+    every event of one run (the reporter reads several) goes to one new run. A pass id
+    of an earlier release carries no time: the run then starts now.
+    """
+    started = run_started_ms(replay) or None
+    return new_run_id(started, f"replay:{replay}:{run_id}")

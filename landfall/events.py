@@ -17,8 +17,8 @@ from landfall.contracts import EventType, new_event, partition_key
 from landfall.errors import InvalidEventError, RetryableError
 from landfall.ingress import batch_id_for
 from landfall.kafka_clients import event_codec, kafka_client_config
+from landfall.processing import Headers
 from landfall.run_ids import new_run_id
-from landfall.runner import Headers
 from landfall.telemetry import inject_context, tracer
 
 __all__ = ["EventWatcher", "featurized_event", "publish_data_landed", "publish_event"]

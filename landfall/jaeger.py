@@ -286,7 +286,6 @@ class LocalJaeger(LocalDaemon):
         raise RetryableError(f"Jaeger not ready after {timeout:g}s:\n{tail}")
 
 
-
 def jaeger_for_stack(settings: Settings) -> tuple[Settings, str, LocalJaeger | None]:
     """``landfall up --jaeger``: the settings exporting spans to this home's local Jaeger.
 

@@ -2,12 +2,14 @@
 
 Layout (DESIGN.md §3)::
 
-    <lake>/<dataset>/raw/<partition>/                 landed by upstream (read-only to landfall)
+    <lake>/<dataset>/raw/<partition>/                 landed by upstream (read-only to landfall;
+                                                      a dataset's raw_path may put it elsewhere)
     <lake>/<dataset>/<zone>/<partition>/_runs/<attempt>/    one attempt's output + _manifest.json
     <lake>/<dataset>/<zone>/<partition>/_commits/<token>.json   one pointer per committed run
 
-The root is a local folder (a plain path or ``file://``) or an object store
-(``s3a://bucket/prefix``); :class:`LakePath` does the few file operations landfall
+The root is a local folder (a plain path or ``file://``), an object store
+(``s3a://bucket/prefix``) or HDFS (``hdfs://namenode:port/path``, through WebHDFS:
+:mod:`landfall.webhdfs`); :class:`LakePath` does the few file operations landfall
 needs on either, through pyarrow's filesystems, and its ``str()`` is the location
 Spark reads and writes.
 
@@ -50,6 +52,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pyarrow import fs as pafs
 
+from landfall.datasets import (
+    RAW_PATH_DEFAULT,
+    fill_path_template,
+    relative_to_lake,
+    template_parts,
+)
 from landfall.errors import ConfigError, PathOutsideLakeError, StageFailedError
 from landfall.processes import pid_alive, started_at
 from landfall.redact import redact_tree
@@ -91,6 +99,7 @@ MAX_PATH_CHARS = 1024
 # reports and logs, which must not carry a megabyte of someone's input.
 _SHOWN_CHARS = 120
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_PARTITION_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2})?")
 _OBJECT_STORE_SCHEMES = {"s3a", "s3", "s3n"}
 
 
@@ -213,6 +222,10 @@ class LakePath:
     def write_text(self, text: str, encoding: str = "utf-8") -> None:
         self.write_bytes(text.encode(encoding))
 
+    def create_new(self, data: bytes) -> None:
+        """Create the file whole, only if it does not exist yet (:meth:`Lake.create_new`)."""
+        self.lake.create_new(self.rel, data)
+
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Create the folder (object stores have none to create: a no-op there)."""
         if self.lake.is_local:
@@ -274,6 +287,8 @@ class Lake:
         fs: pafs.FileSystem | None = None,
         fs_root: str | None = None,
     ) -> None:
+        # dataset -> its raw_path template, lake-relative (Lake.from_settings fills it).
+        self._raw_paths: dict[str, str] = {}
         text = str(root)
         match = _URI.match(text)
         scheme = match.group(1).lower() if match else "file"
@@ -290,10 +305,16 @@ class Lake:
         else:
             self.is_local = False
             self._store = None
+            if scheme == "hdfs" and fs is None:
+                from landfall.object_store import arrow_filesystem
+
+                # WebHDFS on the NameNode's default HTTP port; from_settings passes the
+                # configured one.
+                fs, fs_root = arrow_filesystem(text, _no_object_store())
             if scheme not in _OBJECT_STORE_SCHEMES and fs is None:
                 raise ConfigError(
-                    f"lake_root {text!r}: landfall reads and writes local lakes and S3 "
-                    "(s3a://); other stores (hdfs://, abfss://) are not supported yet"
+                    f"lake_root {text!r}: landfall reads and writes local lakes, S3 "
+                    "(s3a://) and HDFS (hdfs://); other stores (abfss://) are not supported yet"
                 )
             bucket_and_prefix = text[match.end() :].strip("/") if match else text
             if fs is None:
@@ -304,7 +325,9 @@ class Lake:
             self._fs_root = fs_root if fs_root is not None else bucket_and_prefix
             # Spark's connector for S3 is s3a, whatever the scheme the user wrote.
             self._spark_root = (
-                f"s3a://{bucket_and_prefix}" if scheme in _OBJECT_STORE_SCHEMES else text
+                f"s3a://{bucket_and_prefix}"
+                if scheme in _OBJECT_STORE_SCHEMES
+                else text.rstrip("/")
             )
             self.uri = self._spark_root
 
@@ -315,11 +338,17 @@ class Lake:
         if _URI.match(uri) and not uri.startswith("file://"):
             from landfall.object_store import arrow_filesystem
 
-            fs, fs_root = arrow_filesystem(uri, settings.object_store)
+            fs, fs_root = arrow_filesystem(uri, settings.object_store, settings.hdfs)
             lake = cls(uri, fs=fs, fs_root=fs_root)
             lake._store = settings.object_store
-            return lake
-        return cls(uri)
+        else:
+            lake = cls(uri)
+        for name, dataset in settings.datasets.items():
+            try:
+                lake._raw_paths[name] = relative_to_lake(dataset.raw_path, uri)
+            except ValueError as exc:  # load_settings refuses it first; settings built by hand
+                raise ConfigError(f"datasets.{name}.raw_path: {exc}") from None
+        return lake
 
     def check_usable(self) -> None:
         """Raise one clear error naming the setting if the lake's store cannot be used.
@@ -374,11 +403,81 @@ class Lake:
         with self.fs.open_output_stream(target) as stream:
             stream.write(data)
 
+    def create_new(self, rel: str, data: bytes) -> None:
+        """Create a file that must not exist yet, whole: FileExistsError if it does.
+
+        A commit pointer is created so: of two writers racing to commit the same run,
+        exactly one succeeds, and the other learns it lost. Locally a hard link of a
+        complete temporary file (link() never replaces), on HDFS a rename that refuses
+        an existing target. An S3 PUT cannot refuse: there the later writer's pointer
+        replaces the earlier one, which names an equal output of the same run.
+        """
+        target = self.fs_path(rel)
+        if self.is_local:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            folder, name = posixpath.split(target)
+            temporary = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+            try:
+                os.link(temporary, target)
+            finally:
+                os.unlink(temporary)
+            return
+        from landfall.webhdfs import handler_of
+
+        hdfs = handler_of(self.fs)
+        if hdfs is not None:
+            hdfs.create_new(target, data)
+            return
+        self.write_atomically(rel, data)
+
     # ------------------------------------------------------------------ partitions
 
+    def raw_path_template(self, dataset: str) -> str:
+        """The dataset's ``raw_path``, relative to the lake root."""
+        return self._raw_paths.get(dataset, RAW_PATH_DEFAULT)
+
+    def raw_zone(self, dataset: str) -> str:
+        """The folder every landed partition of the dataset lies below (lake-relative).
+
+        Its ``raw_path`` up to the folder that holds ``{partition}``: what an event may
+        name as a landed folder must lie inside it.
+        """
+        parts = template_parts(self.raw_path_template(dataset), dataset=dataset)
+        assert parts is not None  # a raw_path holds {partition}: checked at load
+        return parts[0]
+
     def partition_root(self, dataset: str, zone: Zone, partition: str) -> LakePath:
-        """The folder of one partition in one zone (for output zones: runs and commits)."""
+        """The folder of one partition in one zone (for output zones: runs and commits).
+
+        For ``raw``, where the dataset's ``raw_path`` puts it: the one place every
+        reader of landed data (validator, backfill, reconcile, the API) learns it.
+        """
+        if zone == "raw":
+            template = self.raw_path_template(dataset)
+            return self.path(fill_path_template(template, dataset=dataset, partition=partition))
         return LakePath(self, f"{dataset}/{zone}/{partition}")
+
+    def template_partitions(self, template: str, **values: str) -> dict[str, LakePath]:
+        """Each existing folder a lake-relative ``{partition}`` template names, by partition.
+
+        Only partition-shaped names (``YYYY-MM-DD``, ``YYYY-MM-DDTHH``) count, so they
+        sort by time; a template without ``{partition}`` names none.
+        """
+        parts = template_parts(template, **values)
+        if parts is None:
+            return {}
+        before, pattern, after = parts
+        found = {}
+        for entry in self.path(before).iterdir():
+            match = pattern.match(entry.name)
+            if match is None or not _PARTITION_SHAPE.fullmatch(match["partition"]):
+                continue
+            folder = entry / after if after else entry
+            if folder.is_dir():
+                found[match["partition"]] = folder
+        return found
 
     def partition_dir(self, dataset: str, zone: Zone, partition: str) -> LakePath:
         """The committed output of one partition in one zone (raw: the landed folder).
@@ -495,16 +594,29 @@ class Lake:
         parts = [] if normal == "." else normal.split("/")
         if parts[:1] == [".."]:
             raise PathOutsideLakeError(f"{what} {_shown(named)} is outside the lake root")
-        zone_dir = f"{dataset}/{zone}/"
-        if len(parts) < 3 or parts[:2] != [dataset, zone]:
+        # Landed data lies where the dataset's raw_path puts it; outputs in their zone.
+        root = self.raw_zone(dataset).split("/") if zone == "raw" else [dataset, zone]
+        zone_dir = "/".join(root) + "/"
+        depth = len(root)
+        if len(parts) <= depth or parts[:depth] != root:
             raise PathOutsideLakeError(
                 f"{what} {_shown(named)} is refused: it must be a folder inside {zone_dir} "
                 f"(the {zone} zone of dataset {dataset})"
             )
-        if parts[2] == "_staging" or (len(parts) > 3 and parts[3] == COMMITS_DIR):
+        if parts[depth] == "_staging" or (
+            len(parts) > depth + 1 and parts[depth + 1] == COMMITS_DIR
+        ):
             raise PathOutsideLakeError(
-                f"{what} {_shown(named)} is refused: {zone_dir}{'/'.join(parts[2:4])}/ holds "
-                "the lake's own bookkeeping, never data to read"
+                f"{what} {_shown(named)} is refused: "
+                f"{zone_dir}{'/'.join(parts[depth : depth + 2])}/ holds the lake's own "
+                "bookkeeping, never data to read"
+            )
+        if zone == "raw" and self._owned_by_landfall(parts, dataset):
+            # A raw_path like "{dataset}/{partition}" puts landed folders beside
+            # landfall's own zones; those are never read as landed data.
+            raise PathOutsideLakeError(
+                f"{what} {_shown(named)} is refused: it lies in landfall's own "
+                f"{'/'.join(parts[:2])}/ folder, not where data lands"
             )
         path = self.path("/".join(parts))
         if self.is_local:
@@ -514,6 +626,12 @@ class Lake:
             # bucket reads as an empty one), which names the setting to fix.
             self.check_usable()
         return path
+
+    def _owned_by_landfall(self, parts: list[str], dataset: str) -> bool:
+        if parts[0] == INFLIGHT_DIR.split("/")[0]:
+            return True
+        datasets = {dataset, *self._raw_paths}
+        return len(parts) > 1 and parts[0] in datasets and parts[1] in OUTPUT_ZONES
 
     def _refuse_symlinks(self, parts: list[str], what: str) -> None:
         """Raise if a component of the path below the root, or anything inside it, is a link."""
@@ -644,7 +762,24 @@ class Lake:
             **_process_identity(),
         }
         name = f"{output.token}{'' if succeeded else FAILED_SUFFIX}.json"
-        (folder / COMMITS_DIR / name).write_bytes(_json_bytes(pointer))
+        try:
+            (folder / COMMITS_DIR / name).create_new(_json_bytes(pointer))
+        except FileExistsError:
+            # The same run's other writer created the pointer between our look and
+            # ours: its output stands, as in the `same` case above.
+            self.discard(output)
+            theirs = [
+                c
+                for c in self.commits(dataset, zone, partition)  # type: ignore[arg-type]
+                if c.token == output.token and c.succeeded == succeeded
+            ]
+            if not theirs:
+                raise StageFailedError(
+                    f"{folder.rel}/{COMMITS_DIR}/{name} exists but names no output: "
+                    "another writer's pointer that cannot be read"
+                ) from None
+            output.target = theirs[-1].path
+            return output.target
         self._inflight(output).remove()
         return output.target
 
@@ -687,6 +822,12 @@ class Lake:
         parts = attempt.rel.split("/")
         dataset, zone, partition = parts[0], parts[1], parts[2]
         return any(c.path == attempt for c in self.commits(dataset, zone, partition))  # type: ignore[arg-type]
+
+
+def _no_object_store() -> ObjectStoreSettings:
+    from landfall.config import ObjectStoreSettings
+
+    return ObjectStoreSettings()
 
 
 def _legacy_commit(folder: LakePath) -> Commit:

@@ -1,6 +1,9 @@
-"""Reaching the lake's store: a local folder or an S3-compatible object store.
+"""Reaching the lake's store: a local folder, an S3-compatible object store or HDFS.
 
-The lake root is a local path (or ``file://``) or ``s3a://bucket/prefix``. Spark
+The lake root is a local path (or ``file://``), ``s3a://bucket/prefix`` or
+``hdfs://namenode:port/path``. On HDFS, Spark uses the Hadoop client pyspark bundles
+and landfall the NameNode's WebHDFS (:mod:`landfall.webhdfs`, the ``hdfs`` settings).
+On an object store, Spark
 reaches an object store through hadoop-aws's ``s3a`` connector (its jars fetched by
 ``make spark-jars`` into ``.deps/spark-jars``), the arrow engine and landfall's own
 small reads and writes through pyarrow's S3 filesystem; both from the one
@@ -25,20 +28,26 @@ from urllib.parse import urlsplit
 
 from pyarrow import fs as pafs
 
-from landfall.config import ObjectStoreSettings
+from landfall.config import HdfsSettings, ObjectStoreSettings
 from landfall.errors import ConfigError, LandfallError, RetryableError, StageFailedError
 
 __all__ = [
     "S3A_JARS_ENV",
     "S3_SCHEMES",
+    "StoreSettings",
     "arrow_filesystem",
     "check_reachable",
+    "is_hdfs",
     "is_object_store",
     "lake_spark_conf",
+    "lake_store_settings",
     "s3a_jars",
     "spark_conf",
     "store_failure",
 ]
+
+# What the arrow side needs to reach a lake that is not local (shipped to Spark tasks).
+StoreSettings = ObjectStoreSettings | HdfsSettings
 
 # URI schemes of an S3-compatible store; Spark reads each of them with the s3a connector.
 S3_SCHEMES = ("s3a", "s3", "s3n")
@@ -64,12 +73,30 @@ def is_object_store(uri_root: str) -> bool:
     return _split(uri_root)[0] in S3_SCHEMES
 
 
-def arrow_filesystem(uri_root: str, settings: ObjectStoreSettings) -> tuple[pafs.FileSystem, str]:
+def lake_store_settings(
+    uri_root: str, store: ObjectStoreSettings, hdfs: HdfsSettings
+) -> StoreSettings | None:
+    """The settings the arrow side needs for the lake at ``uri_root``: None if local."""
+    if is_object_store(uri_root):
+        return store
+    return hdfs if is_hdfs(uri_root) else None
+
+
+def is_hdfs(uri_root: str) -> bool:
+    """Whether a lake root lives on HDFS (``hdfs://namenode:port/path``)."""
+    return _split(uri_root)[0] == "hdfs"
+
+
+def arrow_filesystem(
+    uri_root: str, settings: ObjectStoreSettings, hdfs: HdfsSettings | None = None
+) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem holding ``uri_root``, and the root's path within it.
 
     ``s3a://bucket/prefix`` (or ``s3://``) gives an ``S3FileSystem`` on the configured
-    store and ``bucket/prefix``; a plain path or ``file:///abs`` a ``LocalFileSystem``
-    and the absolute path. Nothing is contacted yet: :func:`check_reachable` does.
+    store and ``bucket/prefix``; ``hdfs://namenode:port/path`` a WebHDFS filesystem
+    (``hdfs`` settings, :mod:`landfall.webhdfs`) and ``/path``; a plain path or
+    ``file:///abs`` a ``LocalFileSystem`` and the absolute path. Nothing is contacted
+    yet: :func:`check_reachable` does.
     """
     scheme, rest = _split(uri_root)
     if scheme is None:
@@ -89,15 +116,32 @@ def arrow_filesystem(uri_root: str, settings: ObjectStoreSettings) -> tuple[pafs
         root = f"{bucket}/{prefix.strip('/')}".rstrip("/")
         return _s3_filesystem(settings), root
     if scheme == "hdfs":
-        raise ConfigError(
-            f"lake_root {uri_root!r}: hdfs:// is not supported by the arrow side yet "
-            "(pyarrow's HDFS filesystem needs libhdfs from a Hadoop install); use "
-            "s3a://bucket/prefix or a local path"
-        )
+        return _hdfs_filesystem(uri_root, rest, hdfs or HdfsSettings())
     raise ConfigError(
         f"lake_root {uri_root!r}: the scheme {scheme}:// is not supported "
-        "(use a local path, file:///path or s3a://bucket/prefix)"
+        "(use a local path, file:///path, s3a://bucket/prefix or hdfs://namenode:port/path)"
     )
+
+
+def _hdfs_filesystem(uri_root: str, rest: str, hdfs: HdfsSettings) -> tuple[pafs.FileSystem, str]:
+    from landfall.webhdfs import DEFAULT_WEBHDFS_PORT, webhdfs_filesystem
+
+    authority, _, path = rest.partition("/")
+    try:
+        host = urlsplit(f"hdfs://{authority}").hostname
+    except ValueError:
+        host = None
+    if not host:
+        raise ConfigError(f"lake_root {uri_root!r} names no NameNode (hdfs://namenode:port/path)")
+    if not path.strip("/"):
+        raise ConfigError(
+            f"lake_root {uri_root!r} names no folder: the lake is a folder of the file "
+            "system (hdfs://namenode:port/path), never its root"
+        )
+    # The NameNode's HTTP server is on the same host as its RPC port, by default.
+    webhdfs = hdfs.webhdfs or f"http://{host}:{DEFAULT_WEBHDFS_PORT}"
+    filesystem = webhdfs_filesystem(webhdfs, hdfs.user, hdfs.timeout_s)
+    return filesystem, "/" + path.strip("/")
 
 
 def _clear(value: object) -> str | None:
@@ -183,9 +227,20 @@ def spark_conf(settings: ObjectStoreSettings, jars: Sequence[Path] | None = None
     return conf
 
 
-def lake_spark_conf(uri_root: str, settings: ObjectStoreSettings) -> dict[str, str]:
-    """The Spark conf a session needs for the lake at ``uri_root``: none for a local one."""
-    return spark_conf(settings) if is_object_store(uri_root) else {}
+def lake_spark_conf(
+    uri_root: str, settings: ObjectStoreSettings, hdfs: HdfsSettings | None = None
+) -> dict[str, str]:
+    """The Spark conf a session needs for the lake at ``uri_root``: none for a local one.
+
+    On HDFS, Spark's own Hadoop client needs nothing but the user, when ``hdfs.user``
+    names one: Hadoop reads ``HADOOP_USER_NAME`` from the driver's system properties,
+    and executors act as the driver's user.
+    """
+    if is_object_store(uri_root):
+        return spark_conf(settings)
+    if is_hdfs(uri_root) and hdfs is not None and hdfs.user:
+        return {"spark.driver.extraJavaOptions": f"-DHADOOP_USER_NAME={hdfs.user}"}
+    return {}
 
 
 # What pyarrow's S3 errors say (the AWS SDK's error names, curl's for connections).
@@ -235,6 +290,8 @@ def store_failure(
     if not isinstance(exc, OSError):
         return None
     text = str(exc)
+    if is_hdfs(uri):
+        return _hdfs_failure(exc, uri)
     if any(marker in text for marker in _REFUSED):
         return StageFailedError(
             f"{_where(settings)} refused the credentials for lake_root {uri} (check "
@@ -249,6 +306,22 @@ def store_failure(
     if any(marker in text for marker in _UNREACHABLE):
         return RetryableError(
             f"{_where(settings)} is unreachable for lake_root {uri}: {_first_line(text)}"
+        )
+    return None
+
+
+def _hdfs_failure(exc: OSError, uri: str) -> LandfallError | None:
+    # landfall.webhdfs raises ConnectionError for a NameNode or DataNode it cannot reach
+    # and PermissionError for HDFS's AccessControlException.
+    if isinstance(exc, ConnectionError):
+        return RetryableError(
+            f"HDFS is unreachable for lake_root {uri} (check hdfs.webhdfs, the NameNode's "
+            f"HTTP address): {_first_line(str(exc))}"
+        )
+    if isinstance(exc, PermissionError):
+        return StageFailedError(
+            f"HDFS refused access to lake_root {uri} (check hdfs.user and the folder's "
+            f"permissions): {_first_line(str(exc))}"
         )
     return None
 
@@ -284,7 +357,7 @@ def check_reachable(
                 )
         info = filesystem.get_file_info(root)
     except OSError as exc:
-        failure = store_failure(exc, uri, settings) if is_s3 else None
+        failure = store_failure(exc, uri, settings) if is_s3 or is_hdfs(uri) else None
         if failure is not None:
             raise failure from None
         raise StageFailedError(f"cannot read lake_root {uri}: {_first_line(str(exc))}") from None

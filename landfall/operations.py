@@ -8,15 +8,15 @@ predictions are skipped too. Each event starts a new run, and may pin a model ve
 **Replay** moves a service's consumer group back (to the beginning, an offset, or a
 time), so that the service processes those events again when it next runs. Offsets
 cannot be moved under a running group, so the service's instances must be stopped
-first; the move is refused, with the group's state, while they run. Stages replace
-their outputs atomically, and every redelivered event makes a new run of its batch,
-so a replay adds runs and never mixes outputs.
+first; the move is refused, with the group's state, while they run. Every event the
+service had handled before is redone as a new run of its batch (a new run id starting
+at the replay, the same batch id: :func:`landfall.deliveries.replayed_run_id`), so a
+replay adds runs, never mixes outputs, and its outputs supersede the earlier run's.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -32,12 +32,14 @@ from confluent_kafka import (
 )
 
 from landfall.config import Settings
+from landfall.deliveries import new_replay_pass
 from landfall.errors import LandfallError
 from landfall.lake import Lake
 from landfall.offset_notes import OffsetNote
 
 __all__ = [
     "BackfillPlan",
+    "BackfillStopped",
     "OffsetMove",
     "backfill",
     "partitions_between",
@@ -113,16 +115,57 @@ def plan_backfill(
     return plan
 
 
+class BackfillStopped(LandfallError):
+    """A backfill stopped at a partition whose event the broker did not take.
+
+    It names what was published before it and what was not attempted, so nothing done
+    is hidden by the failure, and the rest can be backfilled after the fix.
+    """
+
+    def __init__(
+        self, partition: str, reason: str, published: list[dict[str, Any]], remaining: list[str]
+    ) -> None:
+        self.partition = partition
+        self.reason = reason
+        self.published = published
+        self.remaining = remaining
+        rest = f"{remaining[0]}..{remaining[-1]}" if remaining else "none"
+        super().__init__(
+            f"backfill stopped at {partition}: {reason}; published before it: "
+            f"{len(published)}; not attempted: {len(remaining)} ({rest})"
+        )
+
+
 def backfill(
-    settings: Settings, plan: BackfillPlan, *, model_version: str | None = None
+    settings: Settings,
+    plan: BackfillPlan,
+    *,
+    model_version: str | None = None,
+    on_published: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Publish the plan's data-landed events, in partition order; return them."""
+    """Publish the plan's data-landed events, in partition order; return them.
+
+    ``on_published`` is called with each event as the broker acknowledges it. The first
+    partition that cannot be published stops the backfill (the broker is most likely
+    gone, and every later partition would wait for it in turn): BackfillStopped says
+    which, and what was published before it.
+    """
     from landfall.events import publish_data_landed
 
-    return [
-        publish_data_landed(settings, plan.dataset, partition, model_version=model_version)
-        for partition in plan.publish
-    ]
+    published: list[dict[str, Any]] = []
+    for index, partition in enumerate(plan.publish):
+        try:
+            record = publish_data_landed(
+                settings, plan.dataset, partition, model_version=model_version
+            )
+        except (LandfallError, KafkaException) as exc:
+            raise BackfillStopped(
+                partition, str(exc), published, plan.publish[index + 1 :]
+            ) from exc
+        published.append(record)
+        if on_published is not None:
+            on_published(record)
+    return published
 
 
 @dataclass(frozen=True)
@@ -209,6 +252,12 @@ def replay(
     except (KafkaException, TimeoutError) as exc:
         raise LandfallError(f"cannot read the consumer group {group}: {exc}") from exc
     known = {(tp.topic, tp.partition): tp.offset for tp in current}
+    # How far the group had got: an earlier replay not yet worked through counts to
+    # where that one found it, so its events are still taken as handled before.
+    done = {
+        (tp.topic, tp.partition): max(tp.offset, OffsetNote.parse(tp.metadata).replay_done or 0)
+        for tp in current
+    }
     wanted = topics or sorted({topic for topic, _ in known})
     if not wanted:
         raise LandfallError(
@@ -218,10 +267,11 @@ def replay(
     moves = _targets(settings, wanted, known, offset=offset, since=since)
     if dry_run or not moves:
         return moves
-    # Each moved partition carries a note naming this replay pass and where it ends:
-    # the runner redoes those messages under new ids instead of taking them for
-    # redeliveries of work already done (landfall/offset_notes.py).
-    pass_id = uuid.uuid4().hex
+    # Each moved partition carries a note naming this replay pass, where it ends and how
+    # far the group had got: the runner redoes those messages under new ids (new runs
+    # for those it had handled) instead of taking them for redeliveries of work already
+    # done (landfall/offset_notes.py).
+    pass_id = new_replay_pass()
     request = ConsumerGroupTopicPartitions(
         group,
         [
@@ -229,7 +279,11 @@ def replay(
                 m.topic,
                 m.partition,
                 m.after,
-                metadata=OffsetNote(replay=pass_id, replay_end=m.end).format()
+                metadata=OffsetNote(
+                    replay=pass_id,
+                    replay_end=m.end,
+                    replay_done=max(done.get((m.topic, m.partition), 0), 0),
+                ).format()
                 if m.after < m.end
                 else "",
             )

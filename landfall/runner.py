@@ -55,36 +55,38 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from landfall.config import Settings
-from landfall.contracts import EventCodec, EventType, follow_up, partition_key
+from landfall.contracts import EventCodec, EventType, partition_key
 from landfall.dead_letters import dead_letter
-from landfall.deliveries import replaying
+from landfall.deliveries import replayed_run_id, replaying
 from landfall.errors import (
     ConfigError,
     InvalidEventError,
-    LandfallError,
     RetryableError,
     StageFailedError,
 )
 from landfall.ingress import complete_landed_event
 from landfall.kafka_clients import event_codec, kafka_client_config
-from landfall.object_store import store_failure
 from landfall.poison import StartLedger
-from landfall.redact import redact
+from landfall.processing import (
+    Abandoned,
+    Headers,
+    Outgoing,
+    backoff_s,
+    batch_failed,
+    call_with_retries,
+    count_batch,
+    decode_incoming,
+    produce_span,
+    run_attributes,
+)
 from landfall.shutdown import ABANDON_WAIT_S, StopClock
-from landfall.spark import spark_failure
 from landfall.telemetry import (
-    BATCH_DURATION,
     BATCHES_IN_PROGRESS,
-    LAST_SUCCESS,
     PROCESSING_ERRORS,
-    RECORDS_PROCESSED,
-    ROWS_QUARANTINED,
     LagReporter,
     attached,
     dataset_label,
     extract_context,
-    inject_context,
-    trace_exemplar,
     tracer,
 )
 from landfall.topics import explain_kafka_error
@@ -92,18 +94,6 @@ from landfall.topics import explain_kafka_error
 __all__ = ["Outgoing", "RunStats", "Runner", "Service"]
 
 log = logging.getLogger(__name__)
-
-# Kafka record headers, as confluent-kafka hands them out and takes them.
-Headers = list[tuple[str, str | bytes | None]]
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """An event a handler wants published, and where."""
-
-    topic: str
-    event_type: EventType
-    record: dict[str, Any]
 
 
 class Service(Protocol):
@@ -145,10 +135,6 @@ class RunStats:
     produced: list[Outgoing] = field(default_factory=list)
 
 
-class _Abandoned(Exception):
-    """The worker gave up because the service is shutting down or lost the partition."""
-
-
 class _Revoked(Exception):
     """The partition of the message in flight was revoked: its result is dropped."""
 
@@ -177,9 +163,7 @@ class Runner:
         self._stop_clock = StopClock()
         # The work of a stage abandoned on shutdown, which may still be unwinding.
         self._abandoned_work: Future[list[Outgoing]] | None = None
-        self._ingress_topic = settings.kafka.topics.landed.name
         self._dead_letter_topic = settings.kafka.topics.dead_letter.name
-        self._failed_topic = settings.kafka.topics.failed.name
         common = kafka_client_config(settings)
         consumer_config = {
             **common,
@@ -361,24 +345,14 @@ class Runner:
             return
         self._ledger.mark_started(message, starts)
         try:
-            size = len(message.value() or b"")
-            limit = self.settings.runner.max_message_bytes
-            if size > limit:
-                # Not decoded at all: parsing megabytes is what a hostile producer wants.
-                raise InvalidEventError(
-                    f"message on topic {topic!r} is {size} bytes, over "
-                    f"runner.max_message_bytes ({limit})"
-                )
-            event_type, record = self.codec.decode(
-                message.value(), topic=topic, accept_json=topic == self._ingress_topic
+            event_type, record = decode_incoming(
+                self.codec,
+                self.settings,
+                topic,
+                message.value(),
+                self.service.consumes.get(topic, frozenset()),
+                self.service.name,
             )
-            accepted = self.service.consumes.get(topic, frozenset())
-            if event_type not in accepted:
-                raise InvalidEventError(
-                    f"topic {topic} carried a {event_type.short_name} event, but "
-                    f"{self.service.name} handles only "
-                    f"{', '.join(sorted(t.short_name for t in accepted)) or 'nothing'} there"
-                )
         except InvalidEventError as exc:
             if topic in getattr(self.service, "dead_letter_topics", (topic,)):
                 self._set_aside(message, stats, str(exc), "dead_letter")
@@ -394,8 +368,12 @@ class Runner:
                 origin=_where(message),
                 logged_ms=logged_ms if kind != TIMESTAMP_NOT_AVAILABLE else None,
             )
-        # Read again on purpose (landfall replay): the work is redone, under new event ids.
-        with replaying(self._ledger.read(message).replay):
+        # Read again on purpose (landfall replay): the work is redone, under new event ids,
+        # and a batch handled before the replay as a new run of it.
+        note = self._ledger.read(message)
+        if note.replay is not None and note.redoes(message.offset() or 0):
+            record = {**record, "run_id": replayed_run_id(str(record["run_id"]), note.replay)}
+        with replaying(note.replay):
             self._handle_and_publish(message, topic, event_type, record, starts, stats)
 
     def _handle_and_publish(
@@ -426,19 +404,23 @@ class Runner:
             PROCESSING_ERRORS.labels(self.service.name, dataset, "revoked").inc()
             stats.revoked += 1
             return
-        except _Abandoned:
+        except Abandoned:
             log.warning("abandoned %s on shutdown; it stays uncommitted", _where(message))
             self._ledger.unmark(message, starts)  # a clean stop is not a crash
             stats.abandoned += 1
             return
-        except StageFailedError as exc:
-            outgoing = [self._failure(event_type, record, exc.reason, exc.retryable, exc.details)]
-        except RetryableError as exc:
-            reason = f"gave up after {self.settings.runner.max_attempts} attempts: {exc}"
-            outgoing = [self._failure(event_type, record, reason, True)]
         except Exception as exc:
-            log.exception("%s failed on %s", self.service.name, _where(message))
-            outgoing = [self._failure(event_type, record, f"{type(exc).__name__}: {exc}", False)]
+            if not isinstance(exc, StageFailedError | RetryableError):
+                log.exception("%s failed on %s", self.service.name, _where(message))
+            failure = batch_failed(
+                exc,
+                event_type,
+                record,
+                settings=self.settings,
+                producer=self.producer_name,
+                stage=self.service.stage,
+            )
+            outgoing = [failure]
         finally:
             BATCHES_IN_PROGRESS.labels(self.service.name).dec()
         if not self._publish_then_commit(message, stats, dataset, lambda: self._publish(outgoing)):
@@ -449,7 +431,7 @@ class Runner:
         else:
             stats.handled += 1
         stats.produced.extend(outgoing)
-        self._count(dataset, outgoing, failed, time.monotonic() - started)
+        count_batch(self.service.name, dataset, outgoing, failed, time.monotonic() - started)
 
     def _set_aside(self, message: Message, stats: RunStats, reason: str, kind: str) -> None:
         """Dead-letter ``message`` with ``reason``, then commit past it (``kind``: the metric)."""
@@ -465,22 +447,20 @@ class Runner:
         self, parent: Context, event_type: EventType, record: dict[str, Any], dataset: str
     ) -> list[Outgoing]:
         """The stage's work, in the worker thread, as a span of the consume span's trace."""
-        attributes = {
-            "landfall.service": self.service.name,
-            "landfall.dataset": str(record.get("dataset")),
-            "landfall.partition": str(record.get("partition")),
-            "landfall.batch_id": str(record.get("batch_id")),
-            "landfall.run_id": str(record.get("run_id")),
-            "landfall.event_type": event_type.value,
-        }
         with (
             attached(parent),
             tracer().start_as_current_span(
                 f"{self.service.stage} {record.get('dataset')}/{record.get('partition')}",
-                attributes=attributes,
+                attributes=run_attributes(self.service.name, event_type, record),
             ) as span,
         ):
-            outgoing = self._handle_with_retries(event_type, record, dataset)
+            outgoing = call_with_retries(
+                lambda: self.service.handle(event_type, record),
+                self.settings,
+                service=self.service.name,
+                dataset=dataset,
+                interrupt=self._interrupt,
+            )
             for event in outgoing:
                 for key in ("rows", "rows_landed", "rows_valid", "rows_quarantined"):
                     if isinstance(event.record.get(key), int):
@@ -490,72 +470,11 @@ class Runner:
                         span.set_attribute(f"landfall.{key}", str(event.record[key]))
             return outgoing
 
-    def _count(
-        self, dataset: str, outgoing: Sequence[Outgoing], failed: bool, seconds: float
-    ) -> None:
-        """The batch's metrics, once its events are published and its offset committed."""
-        service = self.service.name
-        # Still inside the event's consume span: the exemplar names the batch's trace.
-        BATCH_DURATION.labels(service, dataset, "failed" if failed else "succeeded").observe(
-            seconds, exemplar=trace_exemplar()
-        )
-        if failed:
-            PROCESSING_ERRORS.labels(service, dataset, "batch_failed").inc()
-            return
-        LAST_SUCCESS.labels(service, dataset).set(time.time())
-        for event in outgoing:
-            rows = _rows_processed(event.record)
-            if rows:
-                RECORDS_PROCESSED.labels(service, dataset).inc(rows)
-            quarantined = event.record.get("rows_quarantined")
-            if event.event_type is EventType.BATCH_VALIDATED and quarantined:
-                ROWS_QUARANTINED.labels(service, dataset).inc(quarantined)
-
-    def _handle_with_retries(
-        self, event_type: EventType, record: dict[str, Any], dataset: str
-    ) -> list[Outgoing]:
-        runner = self.settings.runner
-        for attempt in range(1, runner.max_attempts + 1):
-            try:
-                return self._attempt(event_type, record)
-            except RetryableError as exc:
-                if self._interrupt.is_set():
-                    raise _Abandoned() from exc
-                if attempt == runner.max_attempts:
-                    raise
-                PROCESSING_ERRORS.labels(self.service.name, dataset, "retry").inc()
-                trace.get_current_span().add_event(
-                    "retry", {"attempt": attempt, "error": str(exc)[:500]}
-                )
-                delay = min(runner.retry_backoff_s * 2 ** (attempt - 1), runner.retry_backoff_max_s)
-                log.warning("attempt %d failed (%s); retrying in %.1fs", attempt, exc, delay)
-                if self._interrupt.wait(delay):
-                    raise _Abandoned() from exc
-            except Exception:
-                if self._interrupt.is_set():
-                    raise _Abandoned() from None
-                raise
-        raise AssertionError("unreachable: the loop returns or raises")
-
-    def _attempt(self, event_type: EventType, record: dict[str, Any]) -> list[Outgoing]:
-        """One call of the service; a failed Spark job is named as transient or not."""
-        try:
-            return self.service.handle(event_type, record)
-        except LandfallError:
-            raise
-        except Exception as exc:
-            # Spark's failures, and the object store's (unreachable, credentials refused,
-            # no bucket), in landfall's words: a batch-failed event, the service stays up.
-            translated = failure_of(exc, self.settings)
-            if translated is None:
-                raise
-            raise translated from exc
-
     def _while_polling(self, work: Callable[[], list[Outgoing]]) -> list[Outgoing]:
         """Run ``work`` in the worker thread; poll meanwhile so the group keeps us.
 
         Raises _Revoked, whatever the work returned, when a rebalance took the
-        partition of the message in flight away meanwhile, and _Abandoned when a stop's
+        partition of the message in flight away meanwhile, and Abandoned when a stop's
         grace period ran out before the work was done.
         """
         # The worker sees this thread's context variables (the replay being handled).
@@ -590,7 +509,7 @@ class Runner:
         if abandoned_at is not None:
             # Whatever it returns, or returned just now, is dropped.
             self._abandoned_work = future
-            raise _Abandoned()
+            raise Abandoned()
         return future.result()
 
     def _abandon_stage(self) -> None:
@@ -763,31 +682,6 @@ class Runner:
 
     # -- producing and committing ----------------------------------------------
 
-    def _failure(
-        self,
-        event_type: EventType,
-        record: dict[str, Any],
-        reason: str,
-        retryable: bool,
-        details: dict[str, str] | None = None,
-    ) -> Outgoing:
-        # What a stage's error says travels into events, reports, the results DB and
-        # logs; a secret or a URL with credentials in it (a registry, a database) must not.
-        reason = redact(reason)
-        details = {key: redact(value) for key, value in (details or {}).items()}
-        log.warning("batch %s failed in %s: %s", record.get("batch_id"), self.service.stage, reason)
-        failed = follow_up(
-            EventType.BATCH_FAILED,
-            record,
-            producer=self.producer_name,
-            stage=self.service.stage,
-            reason=reason,
-            retryable=retryable,
-            failed_event_type=event_type.value,
-            details=details or {},
-        )
-        return Outgoing(self._failed_topic, EventType.BATCH_FAILED, failed)
-
     def _publish_then_commit(
         self, message: Message, stats: RunStats, dataset: str, publish: Callable[[], None]
     ) -> bool:
@@ -814,9 +708,7 @@ class Runner:
         """Rewind to ``message`` and wait a backoff, polling, before it comes back."""
         self._hold()
         self._unpublished_in_a_row += 1
-        runner = self.settings.runner
-        exponent = min(self._unpublished_in_a_row - 1, 30)
-        delay = min(runner.retry_backoff_s * 2**exponent, runner.retry_backoff_max_s)
+        delay = backoff_s(self.settings.runner, self._unpublished_in_a_row)
         log.error(
             "%s not committed: %s; rewound, its batch is redone in %.1fs",
             _where(message),
@@ -835,19 +727,7 @@ class Runner:
     def _publish(self, outgoing: Sequence[Outgoing]) -> None:
         for event in outgoing:
             value = self.codec.encode(event.event_type, event.record, topic=event.topic)
-            attributes = {
-                "messaging.system": "kafka",
-                "messaging.destination.name": event.topic,
-                "landfall.event_type": event.event_type.value,
-            }
-            with tracer().start_as_current_span(
-                f"produce {event.topic}", kind=SpanKind.PRODUCER, attributes=attributes
-            ):
-                # The event's consumers continue the trace from this span.
-                headers: Headers = [
-                    *inject_context(),
-                    ("landfall.event_type", event.event_type.value.encode()),
-                ]
+            with produce_span(event.topic, event.event_type) as headers:
                 self._produce_acknowledged(event.topic, partition_key(event.record), value, headers)
 
     def _publish_dead_letter(self, message: Message, reason: str) -> None:
@@ -992,19 +872,5 @@ def _names(partitions: Sequence[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions) or "nothing"
 
 
-def failure_of(exc: BaseException, settings: Settings) -> LandfallError | None:
-    """A failure of Spark or of the lake's store in landfall's words; None: neither."""
-    return spark_failure(exc) or store_failure(exc, settings.lake_uri, settings.object_store)
-
-
 def _where(message: Message) -> str:
     return f"{message.topic()}/{message.partition()}@{message.offset()}"
-
-
-def _rows_processed(record: Mapping[str, Any]) -> int:
-    """The rows a completion event says its stage processed."""
-    for key in ("rows_landed", "rows", "rows_scored"):
-        value = record.get(key)
-        if isinstance(value, int):
-            return value
-    return 0

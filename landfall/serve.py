@@ -19,20 +19,22 @@ __all__ = ["API", "SERVICE_NAMES", "build_service", "ensure_all_topics", "serve"
 
 log = logging.getLogger(__name__)
 
-# Service name -> the class holding its stage, in pipeline order.
+# Service name -> the class holding its stage, for the services on the shared runner.
 _SERVICES = {
     "validator": "services.validator.service:ValidatorService",
     "featurizer": "services.featurizer.service:FeaturizerService",
     "predictor": "services.predictor.service:PredictorService",
-    "reporter": "services.reporter.service:ReporterService",
 }
-SERVICE_NAMES = tuple(_SERVICES)
+# The reporter is a faust-streaming app (services/reporter/app.py), not on the runner.
+REPORTER = "reporter"
+# Every service, in pipeline order.
+SERVICE_NAMES = (*_SERVICES, REPORTER)
 # The job API: not a stage, but served the same way (``landfall serve api``).
 API = "api"
 
 
 def build_service(name: str, context: StageContext) -> Service:
-    """Instantiate the named stage service on a context."""
+    """Instantiate the named stage service of the shared runner on a context."""
     try:
         module_name, class_name = _SERVICES[name].split(":")
     except KeyError:
@@ -58,8 +60,8 @@ def ensure_all_topics(settings: Settings) -> list[str]:
 
 def serve(name: str, settings: Settings) -> None:
     """Run one service until SIGTERM or SIGINT (landfall/shutdown.py says what stops how)."""
-    if name not in _SERVICES and name != API:
-        choices = ", ".join([*_SERVICES, API])
+    if name not in SERVICE_NAMES and name != API:
+        choices = ", ".join([*SERVICE_NAMES, API])
         raise ConfigError(f"unknown service {name!r}; choose from {choices}")
     if not settings.kafka.bootstrap:
         raise ConfigError("serve needs a broker: set kafka.bootstrap or LANDFALL_KAFKA_BOOTSTRAP")
@@ -80,10 +82,11 @@ def serve(name: str, settings: Settings) -> None:
 
         serve_api(settings)
         return
-    if name == "reporter" and settings.reporting.engine == "faust":
+    if name == REPORTER:
         from services.reporter.app import ReporterApp
 
         log.info("reporter ready (faust)")
+        # Stops as the runner's services do (landfall/shutdown.py), by its own signal handling.
         ReporterApp(settings).run()
         return
     context = StageContext(settings, name)

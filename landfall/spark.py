@@ -81,12 +81,19 @@ _LIST_SEPARATORS = {
 }
 
 
+_DRIVER_OPTIONS = "spark.driver.extraJavaOptions"
+
+
 def _with_extra(conf: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
     merged = {**extra, **conf}
     for key, separator in _LIST_SEPARATORS.items():
         entries = [e for source in (extra, conf) for e in source.get(key, "").split(separator)]
         if any(entries):
             merged[key] = separator.join(dict.fromkeys(e for e in entries if e))
+    # JVM options from both (the lake's HADOOP_USER_NAME for HDFS, the config's own).
+    options = [source.get(_DRIVER_OPTIONS, "").strip() for source in (extra, conf)]
+    if all(options):
+        merged[_DRIVER_OPTIONS] = " ".join(options)
     return merged
 
 

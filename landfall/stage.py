@@ -26,6 +26,7 @@ from landfall.lake import ANNOUNCED_NAME, MANIFEST_NAME, Lake, LakePath, Partiti
 from landfall.object_store import lake_spark_conf
 from landfall.runner import Outgoing
 from landfall.spark import create_spark_session
+from landfall.telemetry import record_spark_jobs
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -79,7 +80,8 @@ def spark_job_group(spark: SparkSession, description: str) -> Iterator[Callable[
     """Tag the Spark jobs run in the block; yields a function counting them so far.
 
     Stages report how many jobs (Spark actions) they run, the figure to watch when
-    making a stage do its work in fewer passes over the data.
+    making a stage do its work in fewer passes over the data; and each job becomes a
+    child span of the stage's span, so a slow stage can be explained from its trace.
     """
     context = spark.sparkContext
     group = f"landfall-{description}-{uuid.uuid4().hex[:12]}"
@@ -90,6 +92,10 @@ def spark_job_group(spark: SparkSession, description: str) -> Iterator[Callable[
         yield lambda: len(context.statusTracker().getJobIdsForGroup(group))
     finally:
         context.setLocalProperty("spark.jobGroup.id", enclosing)  # type: ignore[arg-type]
+        try:
+            record_spark_jobs(context, group)
+        except Exception as exc:  # noqa: BLE001 - tracing must never fail a stage
+            log.warning("could not trace the Spark jobs of %s: %s", description, exc)
 
 
 class StageContext:
@@ -113,8 +119,11 @@ class StageContext:
                 self._spark = create_spark_session(
                     self.settings.spark,
                     f"landfall-{self.service_name}",
-                    # The s3a connector and the store's settings, when the lake is there.
-                    lake_spark_conf(self.settings.lake_uri, self.settings.object_store),
+                    # The s3a connector and the store's settings, when the lake is there
+                    # (on HDFS: its user, if configured).
+                    lake_spark_conf(
+                        self.settings.lake_uri, self.settings.object_store, self.settings.hdfs
+                    ),
                 )
             return self._spark
 
@@ -187,7 +196,9 @@ class StageContext:
 
     def staged(self, dataset: str, zone: Zone, partition: str, run_id: str) -> PartitionOutput:
         """A fresh attempt folder for one output of this stage."""
-        # A replay redoes the run on purpose: its output replaces the run's earlier one.
+        # A replay redoes the work on purpose: usually as a new run, which the fencing
+        # orders after the earlier one; a run it redoes under its own id (an event
+        # the group had not handled yet, a redelivery inside the pass) replaces its own.
         return self.lake.stage_output(
             dataset,
             zone,

@@ -42,7 +42,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
-from opentelemetry.trace import Status
+from opentelemetry.trace import Status, StatusCode
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from landfall.config import Settings
@@ -63,6 +63,7 @@ __all__ = [
     "extract_context",
     "init_telemetry",
     "inject_context",
+    "record_spark_jobs",
     "redacted_span",
     "trace_exemplar",
     "tracer",
@@ -263,6 +264,65 @@ def trace_exemplar() -> dict[str, str] | None:
         "trace_id": trace.format_trace_id(context.trace_id),
         "span_id": trace.format_span_id(context.span_id),
     }
+
+
+# How long to wait for Spark's listener bus to record the end of a job the stage saw
+# finish: the bus is asynchronous, so the last job's end can arrive a moment later.
+_JOB_END_WAIT_S = 1.0
+
+
+def record_spark_jobs(spark_context: Any, job_group: str) -> int:
+    """Add a child span of the current span for each Spark job run under ``job_group``.
+
+    A stage's span then shows where its time went: each job with its own start and end
+    (from Spark's status store on the driver, so it holds on a cluster too), its status
+    and its task counts. The span name is fixed ("spark job"), the job's id and call
+    site are attributes. Returns how many spans were added (none outside a recording
+    span: nothing is asked of Spark then).
+    """
+    if not trace.get_current_span().is_recording():
+        return 0
+    job_ids = sorted(spark_context.statusTracker().getJobIdsForGroup(job_group))
+    if not job_ids:
+        return 0
+    store = spark_context._jsc.sc().statusStore()
+    deadline = time.monotonic() + _JOB_END_WAIT_S
+    added = 0
+    for job_id in job_ids:
+        try:
+            job = store.job(job_id)
+            while not job.completionTime().isDefined() and time.monotonic() < deadline:
+                time.sleep(0.05)
+                job = store.job(job_id)
+        except Exception as exc:  # noqa: BLE001 - evicted from the store, or Spark stopping
+            log.debug("no status for Spark job %s: %s", job_id, exc)
+            continue
+        submitted = job.submissionTime()
+        if not submitted.isDefined():
+            continue  # never submitted (skipped entirely): nothing ran
+        completed = job.completionTime()
+        end_ns = completed.get().getTime() * 1_000_000 if completed.isDefined() else time.time_ns()
+        status = str(job.status().toString())
+        span = tracer().start_span(
+            "spark job",
+            start_time=submitted.get().getTime() * 1_000_000,
+            attributes={
+                "spark.job.id": job_id,
+                "spark.job.group": job_group,
+                "spark.job.call_site": str(job.name()),
+                "spark.job.status": status,
+                "spark.job.stages": job.numCompletedStages() + job.numSkippedStages(),
+                "spark.job.tasks": job.numTasks(),
+                "spark.job.tasks.completed": job.numCompletedTasks(),
+                "spark.job.tasks.failed": job.numFailedTasks(),
+                "spark.job.tasks.skipped": job.numSkippedTasks(),
+            },
+        )
+        if status == "FAILED":
+            span.set_status(Status(StatusCode.ERROR, f"Spark job {job_id} failed"))
+        span.end(end_time=end_ns)
+        added += 1
+    return added
 
 
 def tracer() -> trace.Tracer:

@@ -14,6 +14,7 @@ from landfall.demo import DEMO_CONFIG
 from landfall.ports import free_port
 
 if TYPE_CHECKING:
+    from tests.hdfs import HdfsCluster
     from tests.object_store import S3Store
     from tests.spark_cluster import SparkCluster
 
@@ -74,6 +75,20 @@ def s3_endpoint() -> Iterator[S3Store]:
         return
     with moto_server() as store:
         yield store
+
+
+@pytest.fixture(scope="session")
+def hdfs_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HdfsCluster]:
+    """An HDFS: $LANDFALL_TEST_HDFS, else a MiniDFSCluster started here (`make hdfs`)."""
+    from tests.hdfs import MiniHdfs, configured_hdfs
+
+    configured = configured_hdfs()
+    if configured is not None:
+        yield configured
+        return
+    with MiniHdfs(tmp_path_factory.mktemp("hdfs")) as hdfs:
+        assert hdfs.cluster is not None
+        yield hdfs.cluster
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from landfall.contracts import EventCodec, EventType, new_event, partition_key
 from landfall.ingress import batch_id_for
 from landfall.ports import free_port
 from landfall.redact import write_private
-from landfall.results_db import RunKey
+from landfall.results import RunKey
 from landfall.run_ids import new_run_id
 
 DATASET = "demo"

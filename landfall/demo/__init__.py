@@ -12,6 +12,7 @@ import csv
 import io
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from landfall.config import Settings
+from landfall.errors import ConfigError
 from landfall.lake import Lake, LakePath, read_manifest
 
 __all__ = [
@@ -184,8 +186,14 @@ def run_demo(
     *,
     partition: str = "2026-11-01",
     timeout: float = 600.0,
+    on_running_stack: bool = False,
 ) -> dict[str, Any]:
-    """Run one batch through the whole pipeline on the local stack; return batch-reported."""
+    """Run one batch through the whole pipeline on the local stack; return batch-reported.
+
+    ``on_running_stack``: the services already run on the configured broker (compose's
+    seed service, or `landfall up` in another terminal): land, register and publish
+    there, and wait for the report, starting and stopping nothing.
+    """
     from landfall.contracts import EventType
     from landfall.events import EventWatcher, publish_data_landed
     from landfall.stack import LocalStack
@@ -198,14 +206,8 @@ def run_demo(
     print(f"landed {sample.rows} rows ({sample.bad_rows} bad) at {sample.path}", flush=True)
     version = register_demo_model(settings)
     print(f"registered model {DEMO_MODEL} version {version} as @champion", flush=True)
-    stack = LocalStack(settings)
-    try:
-        live = stack.start()
-        print(
-            f"broker at {live.kafka.bootstrap}; services: {', '.join(stack.processes)}", flush=True
-        )
-        for name, url in stack.metrics_urls().items():
-            print(f"  metrics of {name}: {url}", flush=True)
+
+    def publish_and_wait(live: Settings, alive: Callable[[], None] | None) -> dict[str, Any]:
         init_telemetry(live, "demo", metrics=False)  # the run's trace starts here
         watcher = EventWatcher(live, [live.kafka.topics.reported.name])
         try:
@@ -219,14 +221,32 @@ def run_demo(
                     kind is EventType.BATCH_REPORTED and rec["run_id"] == landed["run_id"]
                 ),
                 timeout,
-                alive=stack.check_alive,
+                alive=alive,
             )
         finally:
             watcher.close()
-    finally:
-        stack.stop()
+        return reported
+
+    if on_running_stack:
+        if not settings.kafka.bootstrap:
+            raise ConfigError("a demo on a running stack needs its broker: set kafka.bootstrap")
+        reported = publish_and_wait(settings, None)
+    else:
+        stack = LocalStack(settings)
+        try:
+            live = stack.start()
+            print(
+                f"broker at {live.kafka.bootstrap}; services: {', '.join(stack.processes)}",
+                flush=True,
+            )
+            for name, url in stack.metrics_urls().items():
+                print(f"  metrics of {name}: {url}", flush=True)
+            reported = publish_and_wait(live, stack.check_alive)
+        finally:
+            stack.stop()
     print(_summary(lake, reported, sample))
     if settings.telemetry.trace_dir is not None:
         print(f"  trace of the run: {settings.telemetry.trace_dir}/<service>.jsonl")
-    print(f"  demo took {time.monotonic() - started:.0f}s; everything it started is stopped")
+    stopped = "" if on_running_stack else "; everything it started is stopped"
+    print(f"  demo took {time.monotonic() - started:.0f}s{stopped}")
     return reported

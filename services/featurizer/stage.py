@@ -2,13 +2,13 @@
 
 Feature kinds (``landfall.datasets``): Spark SQL expressions, buckets, one-hot and
 ordinal encodings over a fixed vocabulary, and date parts; reference tables in the lake
-are joined first (as of the partition date) so features can use their columns. Every
-feature column is a double, keyed by the dataset's id column.
+(a landfall zone, or any folder, as of the partition date or static) are joined first
+so features can use their columns. Every feature column is a double, keyed by the
+dataset's id column; its name comes from the feature's ``output_names()``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import reduce
 from operator import add
@@ -28,6 +28,7 @@ from landfall.datasets import (
     OneHotFeature,
     OrdinalFeature,
     ReferenceJoin,
+    relative_to_lake,
 )
 from landfall.errors import StageFailedError
 from landfall.lake import RUNS_DIR, Lake, LakePath
@@ -48,10 +49,6 @@ class FeaturizationResult:
     schema: str
     references: dict[str, str]  # reference name -> the lake path used
     spark_jobs: int
-
-
-def _safe(value: str) -> str:
-    return re.sub(r"[^0-9A-Za-z]+", "_", value).strip("_").lower() or "blank"
 
 
 def _unseen(feature: OneHotFeature | OrdinalFeature, column: Column, known: Column) -> Column:
@@ -95,10 +92,8 @@ def feature_columns(feature: FeatureSpec) -> list[Column]:
     known = source.cast("string").isin(feature.vocabulary)
     if isinstance(feature, OneHotFeature):
         columns = [
-            F.coalesce((source.cast("string") == value).cast("double"), F.lit(0.0)).alias(
-                f"{feature.name}_{_safe(value)}"
-            )
-            for value in feature.vocabulary
+            F.coalesce((source.cast("string") == value).cast("double"), F.lit(0.0)).alias(name)
+            for value, name in zip(feature.vocabulary, feature.value_columns(), strict=True)
         ]
         if feature.unseen == "other":
             other = (source.isNotNull() & ~known).cast("double")
@@ -106,7 +101,7 @@ def feature_columns(feature: FeatureSpec) -> list[Column]:
         elif feature.unseen == "error":
             # Riding on the first column keeps the check inside the same single pass.
             guarded = F.coalesce(_unseen(feature, source, known), columns[0])
-            columns[0] = guarded.alias(f"{feature.name}_{_safe(feature.vocabulary[0])}")
+            columns[0] = guarded.alias(feature.value_columns()[0])
         return columns
     assert isinstance(feature, OrdinalFeature)
     positions = F.create_map(
@@ -118,25 +113,52 @@ def feature_columns(feature: FeatureSpec) -> list[Column]:
     return [position.cast("double").alias(feature.name)]
 
 
-def _reference_partition(lake: Lake, reference: ReferenceJoin, partition: str) -> LakePath:
-    """The newest partition of the reference table at or before the batch's partition."""
-    zone_dir = lake.root / reference.dataset / reference.zone
-    # Folders as written outside landfall (and landed ones): read as they are.
-    available = {
-        p.name: p
-        for p in zone_dir.iterdir()
-        if not p.name.startswith(("_", ".")) and p.is_dir() and not (p / RUNS_DIR).exists()
-    }
-    if reference.zone != "raw":  # landfall's own outputs: each partition's committed one
-        available |= lake.committed_partitions(reference.dataset, reference.zone)  # type: ignore[arg-type]
+def _reference_folder(lake: Lake, reference: ReferenceJoin, partition: str) -> LakePath:
+    """The folder a reference is read from for one batch: as of its partition, or static."""
+    if reference.path is not None:
+        template = relative_to_lake(reference.path, lake.uri)
+        if "{partition}" not in template:
+            static = lake.path(template)
+            if not static.is_dir():
+                raise StageFailedError(
+                    f"reference {reference.name!r}: {template} does not exist in the lake",
+                    retryable=True,  # it may land later
+                )
+            return static
+        available = lake.template_partitions(template)
+        where = template
+    elif reference.zone == "raw":  # landed data, where the dataset's raw_path puts it
+        available = lake.template_partitions(
+            lake.raw_path_template(reference.dataset or ""), dataset=reference.dataset or ""
+        )
+        where = f"{reference.dataset} (raw)"
+    else:
+        zone_dir = lake.root / f"{reference.dataset}" / reference.zone
+        # Folders written there outside landfall: read as they are.
+        available = {
+            p.name: p
+            for p in zone_dir.iterdir()
+            if not p.name.startswith(("_", ".")) and p.is_dir() and not (p / RUNS_DIR).exists()
+        }
+        # Landfall's own outputs: each partition's committed one.
+        available |= lake.committed_partitions(f"{reference.dataset}", reference.zone)  # type: ignore[arg-type]
+        where = f"{reference.dataset}/{reference.zone}"
     candidates = sorted(name for name in available if name <= partition)
     if not candidates:
         raise StageFailedError(
-            f"reference {reference.name!r}: no partition of {reference.dataset}/{reference.zone} "
-            f"at or before {partition}",
+            f"reference {reference.name!r}: no partition of {where} at or before {partition}",
             retryable=True,  # it may land later
         )
     return available[candidates[-1]]
+
+
+def _read_reference(spark: SparkSession, reference: ReferenceJoin, path: LakePath) -> DataFrame:
+    if reference.format == "csv":
+        # A reference's types come from its file: keys must compare with the batch's.
+        return spark.read.option("header", True).option("inferSchema", True).csv(str(path))
+    if reference.format == "json":
+        return spark.read.json(str(path))
+    return spark.read.parquet(str(path))
 
 
 def join_references(
@@ -149,8 +171,8 @@ def join_references(
     """Left-join each reference table on its keys; refuse references with duplicate keys."""
     used = {}
     for reference in references:
-        path = _reference_partition(lake, reference, partition)
-        table = spark.read.parquet(str(path))
+        path = _reference_folder(lake, reference, partition)
+        table = _read_reference(spark, reference, path)
         missing = [c for c in [*reference.keys, *reference.columns] if c not in table.columns]
         missing += [f"{c} (in the batch)" for c in reference.keys if c not in frame.columns]
         if missing:

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 if TYPE_CHECKING:
-    from landfall.config import ObjectStoreSettings
+    from landfall.object_store import StoreSettings
 
 from services.predictor.scorer import PREDICTION_COLUMN, ScorerPlan, load_for_scoring, score_frame
 
@@ -95,15 +95,21 @@ class TaskOutcome:
     measure: float = 0.0  # classifiers: rows they agree on; regressors: sum of |difference|
 
 
-def _filesystem(
-    location: str, store: ObjectStoreSettings | None = None
-) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and path for a local path or a lake URI (s3a:// with ``store``)."""
-    if location.startswith(("s3a://", "s3://")) and store is not None:
+def _filesystem(location: str, store: StoreSettings | None = None) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and path for a local path or a lake URI (s3a://, hdfs://, ``store``)."""
+    from landfall.config import HdfsSettings, ObjectStoreSettings
+
+    if location.startswith(("s3a://", "s3://")) and isinstance(store, ObjectStoreSettings):
         # The lake's own endpoint and credentials: pyarrow alone would ask AWS.
         from landfall.object_store import arrow_filesystem
 
         return arrow_filesystem(location, store)
+    if location.startswith("hdfs://"):
+        # WebHDFS: pyarrow's own HDFS filesystem would need libhdfs on every worker.
+        from landfall.object_store import arrow_filesystem
+
+        hdfs = store if isinstance(store, HdfsSettings) else None
+        return arrow_filesystem(location, ObjectStoreSettings(), hdfs)
     if "://" in location:
         return pafs.FileSystem.from_uri(location)
     return pafs.LocalFileSystem(), location
@@ -113,7 +119,7 @@ def plan_tasks(
     features: str,
     min_tasks: int,
     rows_per_task: int,
-    store: ObjectStoreSettings | None = None,
+    store: StoreSettings | None = None,
 ) -> tuple[list[ScoringTask], pa.Schema]:
     """Split the table's row groups into contiguous tasks of about equal rows.
 
@@ -154,7 +160,9 @@ def plan_tasks(
 
 
 def _uri(root: str, path: str) -> str:
-    scheme = root.split("://", 1)[0]
+    scheme, rest = root.split("://", 1)
+    if scheme == "hdfs":  # an absolute path on the NameNode the root names
+        return f"hdfs://{rest.split('/', 1)[0]}{path}"
     return f"{scheme}://{path}"
 
 
@@ -266,7 +274,7 @@ def run_task(
     batch_rows: int,
     compression: str,
     model_threads: int | None,
-    store: ObjectStoreSettings | None = None,
+    store: StoreSettings | None = None,
 ) -> TaskOutcome:
     """Score one task's row groups with every model and write its part file."""
     filesystem, directory = _filesystem(output, store)

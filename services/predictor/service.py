@@ -14,6 +14,7 @@ from typing import Any
 from landfall.config import ModelSpec
 from landfall.contracts import EventType
 from landfall.errors import StageFailedError
+from landfall.object_store import lake_store_settings
 from landfall.registry import (
     GateCheck,
     ResolvedModel,
@@ -71,7 +72,9 @@ class PredictorService(StageService):
                 challenger=challenger,
                 expected_rows=record.get("rows"),
                 scoring=ctx.settings.scoring,
-                store=None if ctx.lake.is_local else ctx.settings.object_store,
+                store=lake_store_settings(
+                    ctx.settings.lake_uri, ctx.settings.object_store, ctx.settings.hdfs
+                ),
             )
         skipped = skipped or result.challenger_skipped
         scored_challenger = challenger if skipped is None else None

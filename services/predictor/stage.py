@@ -34,11 +34,12 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException, PythonException
 
-from landfall.config import DatasetConfig, ObjectStoreSettings, ScoringSettings
+from landfall.config import DatasetConfig, ScoringSettings
 from landfall.errors import StageFailedError
 from landfall.lake import LakePath
+from landfall.object_store import StoreSettings
 from landfall.registry import ResolvedModel, translate_registry_errors
-from landfall.stage import schema_fingerprint
+from landfall.stage import schema_fingerprint, spark_job_group
 from services.predictor.arrow_tasks import (
     ModelShipment,
     TaskOutcome,
@@ -321,13 +322,14 @@ def score_partition(
     challenger: ResolvedModel | None = None,
     expected_rows: int | None = None,
     scoring: ScoringSettings | None = None,
-    store: ObjectStoreSettings | None = None,
+    store: StoreSettings | None = None,
 ) -> PredictionResult:
     """Score every feature row with the exact model version(s); one prediction per id.
 
     ``expected_rows`` (the feature table's row count, if the caller knows it) is what
     the predictions must number; otherwise the table is counted. ``store``: the object
-    store's settings when the lake is in one (the arrow engine's tasks reach it directly).
+    store's (or HDFS's) settings when the lake is in one (the arrow engine's tasks reach
+    it directly).
     """
     scoring = scoring or ScoringSettings()
     try:
@@ -359,14 +361,15 @@ def score_partition(
 
     kind = champion.plan.kind
     try:
-        if scoring.engine == "spark_udf":
-            rows, comparison = _score_with_spark_udf(
-                features, id_column, scorers, kind, predictions_path
-            )
-        else:
-            rows, comparison = _score_with_arrow_tasks(
-                spark, scoring, features_path, id_column, scorers, kind, predictions_path, store
-            )
+        with spark_job_group(spark, "predict"):
+            if scoring.engine == "spark_udf":
+                rows, comparison = _score_with_spark_udf(
+                    features, id_column, scorers, kind, predictions_path
+                )
+            else:
+                rows, comparison = _score_with_arrow_tasks(
+                    spark, scoring, features_path, id_column, scorers, kind, predictions_path, store
+                )
     except PythonException as exc:  # raised in the model's code, not by Spark itself
         raise _python_failure(exc) from exc
     # Counted from the parquet footers: no scan of the features.
@@ -446,7 +449,7 @@ def _score_with_arrow_tasks(
     scorers: Scorers,
     kind: str,
     predictions_path: LakePath | Path,
-    store: ObjectStoreSettings | None = None,
+    store: StoreSettings | None = None,
 ) -> tuple[int, Comparison | None]:
     """The arrow engine: one Spark job of pyarrow tasks, each writing its part file."""
     shipments = []

@@ -6,13 +6,19 @@ progress (stages reached, timings, figures) lives in the ``batch-progress`` tabl
 keyed by run id and backed by its changelog topic, so a restarted reporter knows what
 it saw. Once a run's predictions are committed, or a stage failed, the agent builds the
 report and publishes batch-reported, waits for the broker's acknowledgement, and only
-then records the run as reported in the table; the offset is committed after that.
+then records the run as reported in the table and acknowledges the event to faust,
+which commits its offset after that.
 
 Spark and the results database block, so :class:`BatchReporter` runs in one worker
 thread while the event loop keeps the consumer's heartbeats going. Faust shards a
 table by the partition of the event that writes it, so every source topic must have
 the table's partition count; all events of one partition carry the same key
 (``dataset/partition``) and so reach the same shard.
+
+Decoding, retries, batch-failed, metrics and the produce span are the shared runner's
+(:mod:`landfall.processing`); stopping follows landfall/shutdown.py: the first SIGTERM
+or SIGINT lets the report in flight finish within ``runner.shutdown_grace_s``, past
+it (or at a second signal) the report is abandoned and its event left uncommitted.
 """
 
 from __future__ import annotations
@@ -20,35 +26,42 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import copy_context
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
-import faust
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy.exc import OperationalError
 
 from landfall.config import Settings
-from landfall.contracts import EventType, follow_up, partition_key
+from landfall.contracts import EventType, partition_key
 from landfall.dead_letters import dead_letter
 from landfall.errors import ConfigError, InvalidEventError, RetryableError
+from landfall.faust_stop import GracefulStop, InFlightApp, wait_forever
 from landfall.kafka_clients import event_codec, faust_broker_credentials
-from landfall.redact import redact
-from landfall.runner import Outgoing
+from landfall.processing import (
+    Abandoned,
+    Outgoing,
+    batch_failed,
+    call_with_retries,
+    count_batch,
+    decode_incoming,
+    produce_span,
+    run_attributes,
+)
+from landfall.shutdown import ABANDON_WAIT_S, exit_without_stage
 from landfall.stage import StageContext
 from landfall.telemetry import (
-    BATCH_DURATION,
     BATCHES_IN_PROGRESS,
-    LAST_SUCCESS,
     PROCESSING_ERRORS,
-    RECORDS_PROCESSED,
     attached,
     dataset_label,
     extract_context,
-    inject_context,
-    trace_exemplar,
     tracer,
 )
 from services.reporter.service import (
@@ -63,6 +76,9 @@ __all__ = ["ReporterApp", "expired_runs"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+SERVICE = "reporter"
+STAGE = "reporting"
 
 # What the reporter accepts from each kind of topic.
 _ACCEPTED = {
@@ -118,21 +134,25 @@ class ReporterApp:
         counts = {getattr(topics, kind).partitions for kind in _ACCEPTED}
         if len(counts) != 1:
             raise ConfigError(
-                "the faust reporter needs the same partition count on "
+                "the reporter needs the same partition count on "
                 + ", ".join(getattr(topics, kind).name for kind in _ACCEPTED)
-                + f" (got {sorted(counts)}); align them or set reporting.engine: runner"
+                + f" (got {sorted(counts)}): its progress table is sharded like them; "
+                "set the same kafka.topics.<topic>.partitions on each"
             )
         partitions = counts.pop()
-        self.context = StageContext(settings, "reporter")
+        self.context = StageContext(settings, SERVICE)
         self.context.remove_abandoned_outputs()
         self.reporter = reporter or BatchReporter(self.context)
         self.codec = event_codec(settings)
-        self._ingress = topics.landed.name
         # One thread: Spark sessions and SQLite connections prefer not to be shared.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reporter-work")
+        self._stop = GracefulStop(SERVICE, settings.runner.shutdown_grace_s, work="report")
+        # Set when a stop's grace is over: the report in flight gives up.
+        self._interrupt = threading.Event()
+        self._abandoned_work: Future[Any] | None = None
         session_s = kafka.session_timeout_ms / 1000
-        self.app = faust.App(
-            f"{kafka.group_prefix}-reporter",
+        self.app = InFlightApp(
+            f"{kafka.group_prefix}-{SERVICE}",
             broker=[f"kafka://{address.strip()}" for address in kafka.bootstrap.split(",")],
             # kafka.security, as every other client of landfall takes it.
             broker_credentials=faust_broker_credentials(settings),
@@ -152,36 +172,52 @@ class ReporterApp:
         self.source = self.app.topic(
             *self._sources, partitions=partitions, key_type=bytes, value_type=bytes
         )
-        self.reported = self.app.topic(
-            topics.reported.name,
-            partitions=topics.reported.partitions,
-            key_type=bytes,
-            value_type=bytes,
-        )
-        self.dead_letters = self.app.topic(
-            topics.dead_letter.name, key_type=bytes, value_type=bytes
-        )
+        self._outputs = {
+            topic.name: self.app.topic(
+                topic.name, partitions=topic.partitions, key_type=bytes, value_type=bytes
+            )
+            for topic in (topics.reported, topics.failed, topics.dead_letter)
+        }
+        self._dead_letter_topic = topics.dead_letter.name
         self._dead_letter_topics = reporter_only_topics(topics)
         self.progress = self.app.Table(
             "batch-progress", default=None, partitions=partitions, key_type=str
         )
         self._swept_at: dict[int | None, float] = {}
         self.app.agent(self.source, name="landfall.reporter")(self._follow)
-        self.app.on_before_shutdown.connect(self._on_shutdown)
 
     # ------------------------------------------------------------------ the agent
 
     async def _follow(self, stream: Any) -> None:
-        async for event in stream.events():
+        # Acknowledged by hand: an event is acknowledged (and its offset committed by
+        # faust) only once it was handled, never because the agent was cancelled.
+        async for event in stream.noack().events():
+            if self._stop.requested:
+                return await wait_forever()  # taken as the stop came: left for the next owner
             message = event.message
-            await self.process(
-                message.topic,
-                event.value,
-                message.headers,
-                message.partition,
-                key=event.key,
-                offset=message.offset,
-            )
+            # Until the event is acknowledged, a stop waits (for the grace at most).
+            self.app.in_flight = True
+            try:
+                await self.process(
+                    message.topic,
+                    event.value,
+                    message.headers,
+                    message.partition,
+                    key=event.key,
+                    offset=message.offset,
+                )
+                await stream.ack(event)
+            except Abandoned:
+                log.warning(
+                    "abandoned %s/%s@%s on shutdown; it stays uncommitted",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                )
+            finally:
+                self.app.in_flight = False
+            if self._stop.requested:
+                return await wait_forever()
 
     async def process(
         self,
@@ -193,27 +229,18 @@ class ReporterApp:
         key: bytes | None = None,
         offset: int | None = None,
     ) -> None:
-        """Handle one message of a source topic (``partition``, ``offset``: the message's)."""
-        source = f"{topic}/{partition}@{offset}"
+        """Handle one message of a source topic (``partition``, ``offset``: the message's).
+
+        Raises :class:`Abandoned` when a stop's grace ran out before the report was done:
+        nothing of it was published.
+        """
         try:
-            size, limit = len(value or b""), self.settings.runner.max_message_bytes
-            if size > limit:  # not decoded at all, as the runner does
-                raise InvalidEventError(
-                    f"message on topic {topic!r} is {size} bytes, over "
-                    f"runner.max_message_bytes ({limit})"
-                )
-            event_type, record = self.codec.decode(
-                value, topic=topic, accept_json=topic == self._ingress
+            accepted = self._sources.get(topic, frozenset())
+            event_type, record = decode_incoming(
+                self.codec, self.settings, topic, value, accepted, SERVICE
             )
-            if event_type not in self._sources.get(topic, frozenset()):
-                raise InvalidEventError(
-                    f"topic {topic} carried a {event_type.short_name} event, but the "
-                    "reporter takes only "
-                    + ", ".join(sorted(t.short_name for t in self._sources.get(topic, ())))
-                    + " there"
-                )
         except InvalidEventError as exc:
-            await self._set_aside(topic, key, value, headers, source, str(exc))
+            await self._set_aside(topic, key, value, headers, f"{topic}/{partition}@{offset}", exc)
             return
         if not record.get("run_id") or not record.get("batch_id"):
             # A bare ingress event: the validator gives it its run id, and the reporter
@@ -221,51 +248,26 @@ class ReporterApp:
             return
         run_id = str(record["run_id"])
         progress = self.progress.get(run_id)
-        if event_type in FINISHING_EVENTS and self.reporter.already_reported(record, progress):
+        if self.reporter.already_reported(record, progress):
             log.info("run %s: %s already reported", run_id, event_type.short_name)
             return
-        dataset = dataset_label(self.settings, record.get("dataset"))
-        started = time.monotonic()
-        span_name = f"reporting {record.get('dataset')}/{record.get('partition')}"
         attributes = {
             "messaging.system": "kafka",
             "messaging.destination.name": topic,
-            "landfall.service": "reporter",
-            "landfall.event_type": event_type.value,
-            "landfall.dataset": str(record.get("dataset")),
-            "landfall.partition": str(record.get("partition")),
-            "landfall.run_id": run_id,
+            **run_attributes(SERVICE, event_type, record),
         }
         # The run's trace continues from the stage event's producer.
         with (
             attached(extract_context(_header_items(headers))),
             tracer().start_as_current_span(
-                span_name, kind=SpanKind.CONSUMER, attributes=attributes
+                f"{STAGE} {record.get('dataset')}/{record.get('partition')}",
+                kind=SpanKind.CONSUMER,
+                attributes=attributes,
             ) as span,
         ):
-            BATCHES_IN_PROGRESS.labels("reporter").inc()
-            try:
-                state = await self._work(self.reporter.observe, event_type, record, progress)
-                if event_type in FINISHING_EVENTS:
-                    outgoing, state = await self._work(
-                        self.reporter.report, event_type, record, state
-                    )
-                    await self._publish(outgoing)
-                    self._count(dataset, outgoing, time.monotonic() - started)
-                    span.set_attribute("landfall.status", str(outgoing.record["status"]))
-                    log.info("run %s reported %s", run_id, outgoing.record["status"])
-            except Exception as exc:
-                log.exception("run %s: reporting %s failed", run_id, event_type.short_name)
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
-                BATCH_DURATION.labels("reporter", dataset, "failed").observe(
-                    time.monotonic() - started, exemplar=trace_exemplar()
-                )
-                PROCESSING_ERRORS.labels("reporter", dataset, "batch_failed").inc()
-                await self._report_failure(event_type, record, exc)
-                return
-            finally:
-                BATCHES_IN_PROGRESS.labels("reporter").dec()
+            state = await self._follow_run(span, event_type, record, progress)
+        if state is None:
+            return
         self.progress[run_id] = {
             **state,
             _TOUCHED_AT: datetime.now(UTC).isoformat(),
@@ -274,6 +276,65 @@ class ReporterApp:
         if event_type in STAGE_EVENTS:
             log.info("run %s: %s done", run_id, STAGE_EVENTS[event_type])
         self._forget_old_runs(partition)
+
+    async def _follow_run(
+        self,
+        span: Any,
+        event_type: EventType,
+        record: dict[str, Any],
+        progress: dict[str, Any] | None,
+    ) -> dict[str, Any] | None:
+        """Fold the event into the run's progress; report the run if it is finished.
+
+        Returns the new progress, or None when the work failed (and was reported as
+        batch-failed when the event finished the run). A publish the broker does not
+        acknowledge raises: the event stays unacknowledged, and so uncommitted.
+        """
+        dataset = dataset_label(self.settings, record.get("dataset"))
+        started = time.monotonic()
+        BATCHES_IN_PROGRESS.labels(SERVICE).inc()
+        try:
+            try:
+                state, outgoing = await self._work(
+                    dataset, self.reporter.follow, event_type, record, progress
+                )
+            except Abandoned:
+                span.set_status(Status(StatusCode.ERROR, "abandoned on shutdown"))
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure of a report is reported
+                await self._failed(span, exc, event_type, record)
+                count_batch(SERVICE, dataset, [], True, time.monotonic() - started)
+                return None
+            if outgoing is not None:
+                await self._publish(outgoing)
+                count_batch(SERVICE, dataset, [outgoing], False, time.monotonic() - started)
+                span.set_attribute("landfall.status", str(outgoing.record["status"]))
+                log.info("run %s reported %s", record["run_id"], outgoing.record["status"])
+            return state
+        finally:
+            BATCHES_IN_PROGRESS.labels(SERVICE).dec()
+
+    async def _failed(
+        self, span: Any, exc: Exception, event_type: EventType, record: dict[str, Any]
+    ) -> None:
+        """A report that could not be built becomes batch-failed (which gets reported).
+
+        A stage's progress is also in its manifest, so failing to record it fails
+        nothing; and a failure's own report failing is not reported again.
+        """
+        log.exception("run %s: reporting %s failed", record["run_id"], event_type.short_name)
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
+        if event_type in FINISHING_EVENTS and event_type is not EventType.BATCH_FAILED:
+            failure = batch_failed(
+                exc,
+                event_type,
+                record,
+                settings=self.settings,
+                producer=self.context.producer,
+                stage=STAGE,
+            )
+            await self._publish(failure)
 
     def _forget_old_runs(self, partition: int | None) -> None:
         """Delete the progress of this partition's runs older than the retention.
@@ -295,44 +356,66 @@ class ReporterApp:
         if expired:
             log.info("forgot the progress of %d runs untouched since %s", len(expired), cutoff)
 
-    async def _work(self, function: Callable[..., T], *args: Any) -> T:
-        """Run blocking work in the worker thread, retrying transient faults with backoff."""
-        runner = self.settings.runner
-        loop = asyncio.get_running_loop()
-        for attempt in range(1, runner.max_attempts + 1):
-            try:
-                return await loop.run_in_executor(self._executor, function, *args)
-            except (RetryableError, OperationalError) as exc:
-                if attempt == runner.max_attempts:
-                    raise
-                delay = min(runner.retry_backoff_s * 2 ** (attempt - 1), runner.retry_backoff_max_s)
-                log.warning("attempt %d failed (%s); retrying in %.1fs", attempt, exc, delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable: the loop returns or raises")
+    # ------------------------------------------------------------------ the worker thread
 
-    def _count(self, dataset: str, outgoing: Outgoing, seconds: float) -> None:
-        """A report's metrics, once batch-reported was acknowledged."""
-        BATCH_DURATION.labels("reporter", dataset, "succeeded").observe(
-            seconds, exemplar=trace_exemplar()
+    async def _work(self, dataset: str, function: Callable[..., T], *args: Any) -> T:
+        """Run blocking work in the worker thread, with the runner's retries.
+
+        The event loop keeps the consumer alive meanwhile. Past a stop's grace the
+        work is interrupted (its Spark jobs cancelled, again at every round, as a cancel
+        reaches only the jobs running then) and :class:`Abandoned` raised, whatever it
+        returns; work that does not unwind within ABANDON_WAIT_S is left behind.
+        """
+
+        def attempt() -> T:
+            try:
+                return function(*args)
+            except OperationalError as exc:  # the results database away or locked
+                raise RetryableError(f"the results database: {exc}") from exc
+
+        retried = partial(
+            call_with_retries,
+            attempt,
+            self.settings,
+            service=SERVICE,
+            dataset=dataset,
+            interrupt=self._interrupt,
         )
-        LAST_SUCCESS.labels("reporter", dataset).set(time.time())
-        RECORDS_PROCESSED.labels("reporter", dataset).inc(outgoing.record.get("rows_scored") or 0)
+        # The worker sees this task's context: its spans are the report's span's children.
+        work: Future[T] = self._executor.submit(copy_context().run, retried)
+        future = asyncio.wrap_future(work)
+        abandoned_at: float | None = None
+        while not future.done():
+            await asyncio.wait([future], timeout=self.settings.runner.poll_timeout_s)
+            if future.done() or not self._stop.overdue:
+                continue
+            if abandoned_at is None:
+                abandoned_at = time.monotonic()
+                log.warning(
+                    "the reporter is stopping and its report in flight is past its grace "
+                    "period: cancelling %s; nothing of it is published or committed",
+                    STAGE,
+                )
+                self._interrupt.set()
+            elif time.monotonic() - abandoned_at > ABANDON_WAIT_S:
+                self._abandoned_work = work  # it does not unwind: the process goes without it
+                raise Abandoned()
+            self.context.cancel()
+        if abandoned_at is not None:
+            future.exception()  # read, so an error of the dropped work is not reported
+            raise Abandoned()
+        return future.result()
+
+    # ------------------------------------------------------------------ producing
 
     async def _publish(self, outgoing: Outgoing) -> None:
+        """Produce one event and wait for the broker's acknowledgement."""
         value = self.codec.encode(outgoing.event_type, outgoing.record, topic=outgoing.topic)
-        with tracer().start_as_current_span(
-            f"produce {outgoing.topic}",
-            kind=SpanKind.PRODUCER,
-            attributes={"messaging.system": "kafka", "messaging.destination.name": outgoing.topic},
-        ):
-            headers = [
-                *_header_items(inject_context()),
-                ("landfall.event_type", outgoing.event_type.value.encode()),
-            ]
-            pending = await self.reported.send(
-                key=partition_key(outgoing.record), value=value, headers=headers
+        with produce_span(outgoing.topic, outgoing.event_type) as headers:
+            pending = await self._outputs[outgoing.topic].send(
+                key=partition_key(outgoing.record), value=value, headers=_header_items(headers)
             )
-            await pending  # the broker's acknowledgement
+            await pending
 
     async def _set_aside(
         self,
@@ -341,7 +424,7 @@ class ReporterApp:
         value: bytes | None,
         headers: Any,
         source: str,
-        reason: str,
+        reason: InvalidEventError,
     ) -> None:
         """Dead-letter a message of a topic only the reporter reads; skip it otherwise.
 
@@ -353,55 +436,34 @@ class ReporterApp:
             log.info("skipping %s, dead-lettered by its stage: %s", source, reason)
             return
         log.warning("dead-lettering %s: %s", source, reason)
-        PROCESSING_ERRORS.labels("reporter", "unknown", "dead_letter").inc()
+        PROCESSING_ERRORS.labels(SERVICE, "unknown", "dead_letter").inc()
         letter = dead_letter(
             value,
             _header_items(headers),
-            reason=reason,
+            reason=str(reason),
             source=source,
-            service="reporter",
+            service=SERVICE,
             keep_bytes=self.settings.runner.dead_letter_max_bytes,
         )
-        pending = await self.dead_letters.send(key=key, value=letter.value, headers=letter.headers)
-        await pending
-
-    async def _report_failure(
-        self, event_type: EventType, record: dict[str, Any], exc: Exception
-    ) -> None:
-        """Turn a report that could not be built into batch-failed (which gets reported)."""
-        if event_type not in FINISHING_EVENTS or event_type is EventType.BATCH_FAILED:
-            return  # a stage's progress is also in its manifest; a failure report is best effort
-        failed = follow_up(
-            EventType.BATCH_FAILED,
-            record,
-            producer=self.context.producer,
-            stage="reporting",
-            reason=redact(f"{type(exc).__name__}: {exc}"),
-            retryable=isinstance(exc, RetryableError | OperationalError),
-            failed_event_type=event_type.value,
-        )
-        topic = self.settings.kafka.topics.failed.name
-        value = self.codec.encode(EventType.BATCH_FAILED, failed, topic=topic)
-        pending = await self.app.topic(topic, key_type=bytes, value_type=bytes).send(
-            key=partition_key(failed), value=value, headers=_header_items(inject_context())
+        pending = await self._outputs[self._dead_letter_topic].send(
+            key=key, value=letter.value, headers=letter.headers
         )
         await pending
-
-    async def _on_shutdown(self, *_args: Any, **_kwargs: Any) -> None:
-        # A report in progress is abandoned, not committed: it is redone after a restart.
-        self.context.cancel()
 
     # ------------------------------------------------------------------ running
 
     def run(self) -> None:
         """Run the app in a faust worker until SIGTERM or SIGINT, then release everything."""
-        from faust.worker import Worker
-
         # Start Spark before the first event so the first report does not pay for it.
         _ = self.context.spark
-        worker = Worker(self.app, loglevel="INFO", quiet=True)
+        worker = self._stop.worker(self.app)
         try:
             worker.execute_from_commandline()
         finally:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            left_running = self._abandoned_work is not None and not self._abandoned_work.done()
+            # An abandoned report still running is not waited for: see landfall/shutdown.py.
+            self._executor.shutdown(wait=not left_running, cancel_futures=True)
             self.reporter.close()
+            log.info("reporter stopped")
+            if left_running:
+                exit_without_stage(SERVICE)

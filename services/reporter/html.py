@@ -163,12 +163,25 @@ def _drift(report: Mapping[str, Any]) -> str:
     )
     flagged = drift.get("flagged") or []
     verdict = (
-        f'<p class="flag">Drifted (PSI over {threshold}): {escape(", ".join(flagged))}</p>'
+        f'<p class="flag">Drifted (PSI over its threshold): {escape(", ".join(flagged))}</p>'
         if flagged
-        else f"<p>No feature over the threshold {threshold}.</p>"
+        else "<p>No feature over its threshold.</p>"
     )
+    # The dataset's drift settings may give features their own threshold, or none.
+    own = [
+        f"{name} {features[name]['threshold']}"
+        for name in labels
+        if features[name].get("threshold", threshold) != threshold
+    ]
+    notes = f"Threshold {threshold}" + (f"; own thresholds: {', '.join(own)}" if own else "")
+    if drift.get("not_watched"):
+        notes += f"; not watched: {', '.join(drift['not_watched'])}"
     reference = ", ".join(drift.get("reference_partitions") or [])
-    return chart + verdict + f'<p class="muted">Compared with: {escape(reference)}.</p>'
+    return (
+        chart
+        + verdict
+        + f'<p class="muted">{escape(notes)}. Compared with: {escape(reference)}.</p>'
+    )
 
 
 def render_report_html(report: Mapping[str, Any]) -> str:

@@ -5,26 +5,26 @@ event into the run's *progress* (a JSON-able dict: stages reached, their timings
 figures) and records it in the results database; ``report`` builds the run's
 ``report.json`` and ``report.html`` once its predictions are committed or a stage
 failed, records the run and returns the batch-reported event. The faust app
-(:mod:`services.reporter.app`, the default) keeps progress in a faust table;
-:class:`ReporterService` runs the same logic on the shared runner (``reporting.engine:
-runner``), keeping progress in memory and the results database.
+(:mod:`services.reporter.app`) drives it and keeps each run's progress in its
+``batch-progress`` table; the results database is the record the job API reads.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlalchemy import Engine
 
 from landfall.config import Settings, Topics
 from landfall.contracts import EventType, follow_up
 from landfall.lake import write_json_atomically
 from landfall.redact import redact_tree
-from landfall.results_db import ResultsDb, RunKey
+from landfall.results import RunHistory, RunKey, RunRecorder, open_results_db
 from landfall.runner import Outgoing
-from landfall.stage import StageContext, StageService, Stopwatch
+from landfall.stage import StageContext, Stopwatch
 from landfall.telemetry import LAST_SUCCESS, RUNS_STUCK
 from services.reporter.html import render_report_html
 from services.reporter.stage import (
@@ -38,7 +38,6 @@ __all__ = [
     "FINISHING_EVENTS",
     "STAGE_EVENTS",
     "BatchReporter",
-    "ReporterService",
     "new_progress",
     "reporter_only_topics",
 ]
@@ -108,8 +107,8 @@ class StuckRunsGauge:
     ``interval_s``, is what the LandfallRunsStuck alert reads.
     """
 
-    def __init__(self, results: ResultsDb, settings: Settings, interval_s: float = 30.0) -> None:
-        self.results = results
+    def __init__(self, history: RunHistory, settings: Settings, interval_s: float = 30.0) -> None:
+        self.history = history
         self.after = timedelta(seconds=settings.reporting.stuck_after_s)
         self.datasets = list(settings.datasets)
         self.interval_s = interval_s
@@ -121,7 +120,7 @@ class StuckRunsGauge:
 
     def refresh(self) -> dict[str, int]:
         """Count now; every configured dataset gets a value (0 when none is stuck)."""
-        counts = self.results.stuck_runs(datetime.now(UTC) - self.after)
+        counts = self.history.stuck_runs(datetime.now(UTC) - self.after)
         for dataset in {*self.datasets, *counts}:
             RUNS_STUCK.labels(dataset).set(counts.get(dataset, 0))
         return counts
@@ -141,11 +140,12 @@ class StuckRunsGauge:
 class BatchReporter:
     """Progress, reports and results-database rows of batch runs (no Kafka here)."""
 
-    def __init__(self, context: StageContext, results: ResultsDb | None = None) -> None:
+    def __init__(self, context: StageContext, results: Engine | None = None) -> None:
         self.context = context
-        self.results = results or ResultsDb(context.settings.results_db_url)
+        self.results = results or open_results_db(context.settings.results_db_url)
+        self.recorder, self.history = RunRecorder(self.results), RunHistory(self.results)
         self._restore_last_success()
-        self._stuck = StuckRunsGauge(self.results, context.settings)
+        self._stuck = StuckRunsGauge(self.history, context.settings)
         self._stuck.start()
 
     def _restore_last_success(self) -> None:
@@ -155,7 +155,7 @@ class BatchReporter:
         must still say when the dataset last succeeded. A dataset never reported counts
         from now, so a dataset that never succeeds still alerts a day later.
         """
-        known = self.results.last_success_by_dataset()
+        known = self.history.last_success_by_dataset()
         now = datetime.now(UTC)
         for dataset in self.context.settings.datasets:
             at = known.get(dataset, now)
@@ -172,7 +172,7 @@ class BatchReporter:
         key = RunKey.of(record)
         if event_type is EventType.DATA_LANDED:
             state["submitted_at"] = state["submitted_at"] or _iso(record.get("occurred_at"))
-            self.results.record_submission(
+            self.recorder.record_submission(
                 key,
                 submitted_at=datetime.fromisoformat(state["submitted_at"]),
                 model_version=record.get("model_version"),
@@ -192,7 +192,7 @@ class BatchReporter:
             figures = {name: record.get(name) for name in _RUN_FIGURES.get(stage, ())}
             if event_type is EventType.BATCH_PREDICTED:
                 figures["rows_scored"] = record.get("rows")
-            self.results.record_stage(
+            self.recorder.record_stage(
                 key,
                 stage=stage,
                 finished_at=datetime.fromisoformat(entry["finished_at"]),
@@ -212,6 +212,19 @@ class BatchReporter:
     def already_reported(self, record: dict[str, Any], progress: dict[str, Any] | None) -> bool:
         """Whether this exact event was reported and announced before (a redelivery)."""
         return bool(progress) and progress.get("reported_for") == record.get("event_id")  # type: ignore[union-attr]
+
+    def follow(
+        self, event_type: EventType, record: dict[str, Any], progress: dict[str, Any] | None
+    ) -> tuple[dict[str, Any], Outgoing | None]:
+        """Fold one event into its run's progress; report the run if the event finishes it.
+
+        Returns the new progress and, for a finishing event, batch-reported to publish.
+        """
+        state = self.observe(event_type, record, progress)
+        if event_type not in FINISHING_EVENTS:
+            return state, None
+        reported, state = self.report(event_type, record, state)
+        return state, reported
 
     def report(
         self, event_type: EventType, record: dict[str, Any], progress: dict[str, Any]
@@ -233,6 +246,9 @@ class BatchReporter:
                 psi_threshold=reporting.psi_threshold,
                 reference_partitions=reporting.reference_partitions,
                 id_column=dataset.id_column if dataset is not None else "id",
+                drift_thresholds=(
+                    dataset.drift_thresholds(reporting.psi_threshold) if dataset else None
+                ),
             )
         manifests = report.pop("manifests", {})
         summaries = report.pop("feature_summaries", None)
@@ -254,7 +270,7 @@ class BatchReporter:
         report["submitted_at"] = progress.get("submitted_at")
         report["reported_at"] = finished.isoformat()
         self._write_report(record, report, watch, summaries)
-        self.results.record_report(report)
+        self.recorder.record_report(report)
         event = follow_up(
             EventType.BATCH_REPORTED,
             record,
@@ -326,75 +342,5 @@ class BatchReporter:
     def close(self) -> None:
         """Release the database, then the Spark session."""
         self._stuck.stop()
-        self.results.close()
+        self.results.dispose()
         self.context.close()
-
-
-class ReporterService(StageService):
-    """The reporter on the shared runner: the fallback to the faust app.
-
-    Progress lives in memory (the last few thousand runs) and, across restarts, in the
-    results database; a stage event consumed before a restart is then read back from
-    there, and the stage manifests fill in what is still missing.
-    """
-
-    name = "reporter"
-    stage = "reporting"
-    _REMEMBERED_RUNS = 5000
-
-    def __init__(self, context: StageContext) -> None:
-        super().__init__(context)
-        topics = context.topics
-        self.consumes = {
-            topics.validated.name: frozenset({EventType.BATCH_VALIDATED}),
-            topics.featurized.name: frozenset({EventType.BATCH_FEATURIZED}),
-            topics.predicted.name: frozenset({EventType.BATCH_PREDICTED}),
-            topics.failed.name: frozenset({EventType.BATCH_FAILED}),
-        }
-        self.dead_letter_topics = reporter_only_topics(topics)
-        self.reporter = BatchReporter(context)
-        self.results = self.reporter.results
-        self._progress: OrderedDict[str, dict[str, Any]] = OrderedDict()
-
-    def _recall(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        run_id = record["run_id"]
-        if run_id in self._progress:
-            return self._progress[run_id]
-        run = self.results.run(run_id)
-        if run is None:
-            return None
-        state = new_progress(record)
-        state["requested_model_version"] = run.get("requested_model_version")
-        for stage in run["stages"]:
-            if stage["stage"] == "reporting" or stage["finished_at"] is None:
-                continue
-            state["stages"][stage["stage"]] = {
-                "finished_at": stage["finished_at"].isoformat(),
-                "duration_ms": stage["duration_ms"],
-                "rows": stage["rows"],
-                "event_id": stage["event_id"],
-            }
-        return state
-
-    def _remember(self, state: dict[str, Any]) -> None:
-        self._progress[state["run_id"]] = state
-        self._progress.move_to_end(state["run_id"])
-        while len(self._progress) > self._REMEMBERED_RUNS:
-            self._progress.popitem(last=False)
-
-    def handle(self, event_type: EventType, record: dict[str, Any]) -> list[Outgoing]:
-        """Record the stage the event completes; report the run when it is finished."""
-        progress = self._recall(record)
-        if event_type in FINISHING_EVENTS and self.reporter.already_reported(record, progress):
-            return []
-        state = self.reporter.observe(event_type, record, progress)
-        outgoing: list[Outgoing] = []
-        if event_type in FINISHING_EVENTS:
-            reported, state = self.reporter.report(event_type, record, state)
-            outgoing.append(reported)
-        self._remember(state)
-        return outgoing
-
-    def close(self) -> None:
-        """Release the database, then the Spark session."""
-        self.reporter.close()

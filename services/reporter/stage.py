@@ -589,8 +589,13 @@ def feature_drift(
     references: int,
     threshold: float,
     exclude: set[str],
+    thresholds: Mapping[str, float | None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The PSI of each numeric feature against the previous partitions, flagged over threshold.
+
+    ``thresholds`` gives columns their own threshold (the dataset's ``drift``), None
+    for a column not watched: it is summarized (so it can be watched later) but has no
+    PSI and is never flagged. Columns not in it take ``threshold``.
 
     Bins are the reference's deciles (nulls a bin of their own), so a shift that moves
     rows between deciles shows up whatever the feature's scale. Also returns the
@@ -604,6 +609,10 @@ def feature_drift(
         "features": {},
         "flagged": [],
     }
+    own_thresholds = dict(thresholds or {})
+    off = sorted(c for c, limit in own_thresholds.items() if limit is None)
+    if off:
+        result["not_watched"] = off
     columns = _numeric_columns(spark.read.parquet(str(current)), exclude)
     summaries, keep = _reference_summaries(
         spark, lake, dataset, partition, previous, columns, exclude
@@ -618,6 +627,9 @@ def feature_drift(
         result["note"] = "no numeric features"
         return result, keep
     for column in columns:
+        limit = own_thresholds.get(column, threshold)
+        if limit is None:
+            continue
         kept = own["columns"][column]
         actual = {-1: kept["nulls"]}
         previous_count = 0
@@ -630,8 +642,8 @@ def feature_drift(
             _fractions([expected[column].get(b, 0.0) for b in bins]),
             _fractions([actual.get(b, 0) for b in bins]),
         )
-        flagged = psi > threshold
-        result["features"][column] = {"psi": round(psi, 6), "flagged": flagged}
+        flagged = psi > limit
+        result["features"][column] = {"psi": round(psi, 6), "flagged": flagged, "threshold": limit}
         if flagged:
             result["flagged"].append(column)
     return result, keep
@@ -749,8 +761,13 @@ def build_success_report(
     psi_threshold: float,
     reference_partitions: int,
     id_column: str = "id",
+    drift_thresholds: Mapping[str, float | None] | None = None,
 ) -> dict[str, Any]:
-    """The report of a batch run whose predictions are committed."""
+    """The report of a batch run whose predictions are committed.
+
+    ``drift_thresholds``: each feature column's own PSI threshold, None for one not
+    watched (``DatasetConfig.drift_thresholds``); others take ``psi_threshold``.
+    """
     dataset, partition, run_id = predicted["dataset"], predicted["partition"], predicted["run_id"]
     manifests = stage_manifests(lake, dataset, partition, run_id)
     # A newer run of the same partition may have replaced an earlier stage's output
@@ -782,6 +799,7 @@ def build_success_report(
             references=reference_partitions,
             threshold=psi_threshold,
             exclude={id_column},
+            thresholds=drift_thresholds,
         )
     return {
         "status": "SUCCEEDED",

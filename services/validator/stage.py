@@ -198,10 +198,12 @@ def _rule_check(rule: RuleSpec, frame: DataFrame) -> tuple[DataFrame, Check]:
     value = F.col(f"`{rule.column}`")
     if isinstance(rule, RangeRule):
         outside = F.lit(False)
-        if rule.min is not None:
-            outside = outside | (value < rule.min)
-        if rule.max is not None:
-            outside = outside | (value > rule.max)
+        if rule.lower is not None:
+            low, exclusive = rule.lower
+            outside = outside | ((value <= low) if exclusive else (value < low))
+        if rule.upper is not None:
+            high, exclusive = rule.upper
+            outside = outside | ((value >= high) if exclusive else (value > high))
         return frame, Check(rule.name, rule.severity, value.isNotNull() & outside)
     if isinstance(rule, AllowedValuesRule):
         return frame, Check(rule.name, rule.severity, value.isNotNull() & ~value.isin(rule.values))

@@ -52,7 +52,7 @@ from landfall.ingress import batch_id_for
 from landfall.kafka_clients import kafka_client_config
 from landfall.lake import COMMITS_DIR, INFLIGHT_DIR, RUNS_DIR, Lake, Zone, writer_alive
 from landfall.offset_notes import OffsetNote
-from landfall.results_db import ResultsDb
+from landfall.results import RunHistory
 from landfall.stack import LocalStack
 from tests.conftest import isolated_settings, topic_messages
 
@@ -196,7 +196,7 @@ def _committed_by(lake: Lake, service: str, partition: str, run_id: str) -> bool
     return any(c.run_id == run_id for c in commits)
 
 
-def _building_report(results: ResultsDb, run_id: str) -> bool:
+def _building_report(results: RunHistory, run_id: str) -> bool:
     """Whether the reporter recorded the run's prediction stage: it builds the report next.
 
     Its own output is written in a blink at the end; the report's Spark work (drift,
@@ -249,7 +249,7 @@ def _reach_point(
         finally:
             marks.close()
     if trial.point in ("mid", "sigterm"):
-        results = ResultsDb(settings.results_db_url)
+        results = RunHistory.open(settings.results_db_url)
 
         def writing() -> str | None:
             if _attempt_in_flight(lake, service, partition):
@@ -380,7 +380,7 @@ def _reported(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
-def _check(trial: Trial, lake: Lake, db: ResultsDb, reported: list[dict[str, Any]]) -> None:
+def _check(trial: Trial, lake: Lake, db: RunHistory, reported: list[dict[str, Any]]) -> None:
     """Count what the trial's batch lost, duplicated, left stuck or left behind."""
     notes = trial.notes
     runs = db.runs_of(batch_id_for(DATASET, trial.partition))
@@ -533,7 +533,7 @@ def test_killed_services_lose_duplicate_and_leave_nothing(
     finally:
         watcher.close()
     reported = _reported(settings)
-    db = ResultsDb(settings.results_db_url)
+    db = RunHistory.open(settings.results_db_url)
     try:
         for trial in trials:
             _check(trial, lake, db, reported.get(trial.run_id, []))

@@ -230,6 +230,26 @@ def test_jaeger_holds_one_trace_of_the_run_across_all_five_processes(
     assert prediction["landfall.rows"] == sample.rows - sample.bad_rows
     assert re.fullmatch(r"\d+", str(prediction["landfall.model_version"])), prediction
 
+    # The work inside Spark: each stage span has a child span per Spark job it ran,
+    # within the stage's own time, with the job's tasks counted.
+    for work in ("validation", "featurization", "prediction"):
+        stage_span = by_name[f"{work} demo/{PARTITION}"]
+        jobs = [
+            span
+            for span in spans
+            if span["operationName"] == "spark job" and _parent(span) == stage_span["spanID"]
+        ]
+        assert jobs, f"no Spark job spans under the {work} span"
+        stage_end = stage_span["startTime"] + stage_span["duration"]
+        for job in jobs:
+            tags = _tags(job)
+            assert tags["spark.job.status"] == "SUCCEEDED", (work, tags)
+            assert tags["spark.job.tasks"] >= 1 and tags["spark.job.tasks.failed"] == 0, tags
+            # Spark's clock has millisecond precision: allow that much either side.
+            assert job["startTime"] >= stage_span["startTime"] - 1000, (work, tags)
+            assert job["startTime"] + job["duration"] <= stage_end + 1000, (work, tags)
+        assert len({_tags(job)["spark.job.id"] for job in jobs}) == len(jobs), work
+
     if os.environ.get("LANDFALL_JAEGER_SCREENSHOT"):
         _screenshot(jaeger, trace_id, Path(os.environ["LANDFALL_JAEGER_SCREENSHOT"]))
 

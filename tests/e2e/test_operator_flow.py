@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ from landfall.errors import LandfallError
 from landfall.events import EventWatcher, publish_data_landed
 from landfall.kafka_clients import kafka_client_config
 from landfall.lake import Lake
+from landfall.run_ids import run_started_ms
 from landfall.stack import LocalStack, ServiceDied, running_services, stop_services
 from tests.conftest import isolated_settings, settings_for
 
@@ -68,7 +70,9 @@ def landfall(
 def _moves(stdout: str) -> dict[int, tuple[int | None, int]]:
     """``replay``'s output as partition -> (offset before, offset after)."""
     found = {}
-    for line in stdout.splitlines():
+    lines = stdout.splitlines()
+    assert lines and lines[-1].startswith("summary: "), stdout
+    for line in lines[:-1]:
         match = MOVE.match(line.strip())
         assert match, f"unexpected replay output line: {line!r}"
         before = match["before"]
@@ -238,11 +242,13 @@ def test_stop_the_predictor_replay_since_a_time_and_start_it_again(
         assert late.returncode == 0, late
         assert {p: after for p, (_b, after) in _moves(late.stdout).items()} == ends
 
+        replayed_at_ms = time.time_ns() // 1_000_000
         replay = landfall("replay", "predictor", "--since", between.isoformat(), env=cli_env)
         assert replay.returncode == 0, replay
         print(f"\nlandfall replay predictor --since {between.isoformat()}:\n{replay.stdout}")
         moves = _moves(replay.stdout)
-        assert all(line.startswith("moved ") for line in replay.stdout.splitlines())
+        assert all(line.startswith("moved ") for line in replay.stdout.splitlines()[:-1])
+        assert replay.stdout.splitlines()[-1].startswith(f"summary: moved {len(moves)} partition")
         assert {p: after for p, (_b, after) in moves.items()} == expected
         # Where the group was: one past each event it had scored, nothing the third.
         assert sum(before or 0 for before, _a in moves.values()) == 2
@@ -256,10 +262,21 @@ def test_stop_the_predictor_replay_since_a_time_and_start_it_again(
             text=True,
         )
         try:
-            # A new batch-predicted for each replayed event: the second batch scored
-            # twice, the third (never scored yet) once, the first not again.
-            wait_for(EventType.BATCH_PREDICTED, second["run_id"], count=2)
+            # The second batch, scored before the replay, is scored again as a new run
+            # of the same batch; the third (never scored yet) once, in its own run; the
+            # first not again.
+            _t, _k, rescored = watcher.wait_for(
+                lambda _t, k, r: (
+                    k is EventType.BATCH_PREDICTED
+                    and r["batch_id"] == second["batch_id"]
+                    and r["run_id"] != second["run_id"]
+                ),
+                timeout=300,
+                alive=stack.check_alive,
+            )
+            new_run = rescored["run_id"]
             wait_for(EventType.BATCH_PREDICTED, third["run_id"])
+            wait_for(EventType.BATCH_REPORTED, new_run)
             try:
                 watcher.wait_for(lambda *_: False, timeout=5, alive=stack.check_alive)
             except TimeoutError:
@@ -271,9 +288,24 @@ def test_stop_the_predictor_replay_since_a_time_and_start_it_again(
             )
             assert predicted == {
                 (first["run_id"], by_run[first["run_id"]]): 1,
-                (second["run_id"], by_run[second["run_id"]]): 2,
+                (second["run_id"], by_run[second["run_id"]]): 1,
+                (new_run, by_run[second["run_id"]]): 1,
                 (third["run_id"], by_run[third["run_id"]]): 1,
             }
+            # A run of its own, starting when the operator replayed: the lake's fencing
+            # makes its predictions the committed ones, and the earlier run keeps its own.
+            assert uuid.UUID(new_run).version == 7
+            assert run_started_ms(new_run) >= replayed_at_ms
+            commits = lake.commits("demo", "predictions", "2026-11-20")
+            assert [c.run_id for c in commits if c.succeeded] == [second["run_id"], new_run]
+            committed = lake.committed("demo", "predictions", "2026-11-20")
+            assert committed is not None and committed.run_id == new_run
+            reported = [
+                r
+                for _t, k, r in watcher.seen
+                if k is EventType.BATCH_REPORTED and r["batch_id"] == second["batch_id"]
+            ]
+            assert {r["run_id"] for r in reported} == {second["run_id"], new_run}
             assert "predictor" in running_services(settings)
             # The other services ran all along: the same processes, never restarted.
             assert stack.supervise() == []

@@ -19,7 +19,7 @@ from landfall.demo import write_sample_partition
 from landfall.events import EventWatcher, publish_data_landed
 from landfall.lake import Lake, read_manifest
 from landfall.registry import resolve_model_version
-from landfall.results_db import ResultsDb
+from landfall.results import RunHistory
 from landfall.stack import LocalStack
 from tests.e2e.conftest import wait_reported
 
@@ -81,7 +81,7 @@ def test_a_landed_partition_is_validated_featurized_scored_and_reported(
     assert reported["rows_scored"] == validated["rows_valid"]
     report = json.loads((lake.root / reported["report_path"]).read_text())
     assert report["rows"]["landed"] == sample.rows
-    db = ResultsDb(settings.results_db_url)
+    db = RunHistory.open(settings.results_db_url)
     try:
         (run,) = db.runs_of(landed["batch_id"])
         assert (run["run_id"], run["status"]) == (landed["run_id"], "SUCCEEDED")
@@ -180,3 +180,31 @@ def test_bad_inputs_fail_or_dead_letter_and_the_services_keep_running(
     predictions = pq.read_table(Lake(settings.lake).partition_dir("demo", "predictions", PARTITION))
     assert predictions.num_rows == validated["rows_valid"]
     local.check_alive()
+
+
+def test_the_demo_seeds_a_running_stack_and_waits_for_its_report(
+    stack: tuple[Settings, LocalStack],
+) -> None:
+    # What compose's one-shot seed service runs: land, register, publish and wait on
+    # the stack that is already there, starting and stopping nothing.
+    settings, local = stack
+    partition = "2026-09-30"
+    seeded = subprocess.run(
+        [sys.executable, "-m", "landfall", "demo", "--on-running-stack",
+         "--partition", partition, "--timeout", "400"],
+        env={**os.environ, "LANDFALL_CONFIG": str(local.log_dir / "stack-config.yaml")},
+        capture_output=True, text=True, timeout=500,
+    )  # fmt: skip
+    assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+    assert f"partition {partition}: SUCCEEDED" in seeded.stdout, seeded.stdout
+    assert "broker at" not in seeded.stdout  # it started no broker or services of its own
+    summary = re.search(r"landfall demo: batch (\S+) run (\S+)", seeded.stdout)
+    assert summary, seeded.stdout
+    local.check_alive()  # and stopped none of the stack's
+    db = RunHistory.open(settings.results_db_url)
+    try:
+        (run,) = db.runs_of(summary.group(1))
+        assert run["run_id"] == summary.group(2)
+        assert run["status"] == "SUCCEEDED" and run["rows_scored"] > 0
+    finally:
+        db.close()

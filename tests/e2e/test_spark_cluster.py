@@ -24,7 +24,7 @@ from landfall.events import EventWatcher, publish_data_landed
 from landfall.lake import Lake
 from landfall.operations import plan_backfill
 from landfall.ports import LOOPBACK
-from landfall.results_db import ResultsDb
+from landfall.results import RunHistory
 from landfall.serve import SERVICE_NAMES
 from landfall.stack import LocalStack
 from tests.api_support import new_token, write_token_file
@@ -128,7 +128,7 @@ def test_a_batch_runs_with_every_service_on_the_spark_cluster(
     assert page.status_code == 200 and page.json()["run_id"] == landed["run_id"]
     view = api.get(f"/batch/{landed['run_id']}").json()
     assert view["outputs"]["predictions"] == predicted["output_path"]
-    db = ResultsDb(settings.results_db_url)
+    db = RunHistory.open(settings.results_db_url)
     try:
         (run,) = db.runs_of(landed["batch_id"])
         assert (run["status"], run["rows_scored"]) == ("SUCCEEDED", validated["rows_valid"])

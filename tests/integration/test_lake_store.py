@@ -1,4 +1,4 @@
-"""The commit protocol on a local lake and on an S3-compatible store alike."""
+"""The commit protocol on a local lake, an S3-compatible store and HDFS alike."""
 
 from __future__ import annotations
 
@@ -14,15 +14,22 @@ from landfall.lake import MANIFEST_NAME, Lake, PartitionOutput, StaleCommitError
 from landfall.lake_gc import collect_garbage
 from landfall.run_ids import new_run_id
 from tests.conftest import settings_for
+from tests.hdfs import HdfsCluster
 from tests.object_store import S3Store
 
 PARTITION = "2026-11-01"
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "hdfs"])
 def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lake]:
     if request.param == "local":
         yield Lake.from_settings(settings_for(tmp_path))
+        return
+    if request.param == "hdfs":
+        hdfs: HdfsCluster = request.getfixturevalue("hdfs_cluster")
+        yield Lake.from_settings(
+            settings_for(tmp_path, LANDFALL_LAKE_ROOT=hdfs.lake_root(), **hdfs.environ())
+        )
         return
     store: S3Store = request.getfixturevalue("s3_endpoint")
     bucket: str = request.getfixturevalue("s3_bucket")

@@ -22,7 +22,7 @@ from landfall.config import ApiSettings, Settings
 from landfall.contracts import EventType
 from landfall.events import EventWatcher
 from landfall.ports import free_port
-from landfall.results_db import ResultsDb
+from landfall.results import RunHistory
 from landfall.serve import ensure_all_topics
 from tests.api_support import new_token, start_api, write_config, write_token_file
 from tests.conftest import topic_messages
@@ -70,7 +70,6 @@ def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     settings, config_file = live_settings(
         home, kafka_bootstrap, LANDFALL_REPORTING__API_PORT=str(free_port())
     )
-    assert settings.reporting.engine == "faust"
     ensure_all_topics(settings)
     reporter = LandfallProcess("reporter", config_file, home / "reporter.log")
     watcher = EventWatcher(settings, [settings.kafka.topics.reported.name])
@@ -99,7 +98,7 @@ def first_run(live: Live):  # type: ignore[no-untyped-def]
     run = write_run(lake, PARTITION, shift=2.0, seed=7)
     # One stage at a time, as the pipeline would: events on different topics have no
     # order between them, and the run's progress is seen in the results database.
-    db = ResultsDb(live.settings.results_db_url)
+    db = RunHistory.open(live.settings.results_db_url)
     try:
         for (event_type, record), expected in zip(
             _run_events(run)[:3], ["SUBMITTED", "validation", "featurization"], strict=True
@@ -112,7 +111,7 @@ def first_run(live: Live):  # type: ignore[no-untyped-def]
     return run, live.reported(run.run_id)
 
 
-def _wait_for_progress(live: Live, db: ResultsDb, run_id: str, expected: str) -> None:
+def _wait_for_progress(live: Live, db: RunHistory, run_id: str, expected: str) -> None:
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         live.reporter.check_alive()
@@ -139,7 +138,7 @@ def test_the_faust_reporter_follows_a_run_and_reports_it(live: Live, first_run) 
     assert report["prediction_distribution"]["reference_partitions"] == ["2026-11-01", "2026-11-02"]
     html = (live.settings.lake / reported["report_html_path"]).read_text()
     assert len(re.findall(r"<svg ", html)) >= 5
-    db = ResultsDb(live.settings.results_db_url)
+    db = RunHistory.open(live.settings.results_db_url)
     try:
         stored = db.run(run.run_id)
         assert stored is not None
@@ -165,7 +164,7 @@ def test_a_redelivery_is_reported_once_and_a_replay_is_one_more_run(
     # The replay's events follow the redelivered one on the same partition's key.
     live.reported(replay.run_id)
     assert live.reports_of(run.run_id) == 1
-    db = ResultsDb(live.settings.results_db_url)
+    db = RunHistory.open(live.settings.results_db_url)
     try:
         page = db.list_batches(dataset="demo", partition_from=PARTITION, partition_to=PARTITION)
         assert page.total == 1

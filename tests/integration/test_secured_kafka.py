@@ -34,7 +34,7 @@ from landfall.events import EventWatcher, publish_data_landed
 from landfall.kafka_clients import kafka_client_config, kafka_connection_config
 from landfall.lake import Lake
 from landfall.ports import free_port
-from landfall.results_db import ResultsDb
+from landfall.results import RunHistory
 from landfall.serve import ensure_all_topics
 from landfall.stack import LocalStack
 from landfall.topics import wait_for_broker
@@ -366,7 +366,7 @@ def test_the_pipeline_runs_end_to_end_through_sasl_ssl_and_no_password_leaks(
         assert succeeded["status"] == "SUCCEEDED"
         assert 0 < succeeded["rows_scored"] < sample.rows
         assert reported(match.group(1))["status"] == "FAILED"
-        db = ResultsDb(live.results_db_url)
+        db = RunHistory.open(live.results_db_url)
         try:
             (run,) = db.runs_of(landed["batch_id"])
             assert run["status"] == "SUCCEEDED"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from landfall.config import DatasetConfig
+from landfall.config import DatasetConfig, FeatureSpec
 from landfall.errors import StageFailedError
 from landfall.lake import Lake
 from services.featurizer.stage import featurize_partition
@@ -208,3 +208,96 @@ def test_unknown_feature_kinds_and_bad_splits_are_config_errors() -> None:
         _dataset([{"name": "f", "kind": "magic"}])
     with pytest.raises(ValueError, match="strictly ascending"):
         _dataset([{"name": "f", "kind": "bucketize", "column": "x", "splits": [3, 1]}])
+
+
+def test_one_hot_column_names_keep_the_value_s_case(spark, tmp_path: Path) -> None:
+    valid = tmp_path / "codes"
+    spark.createDataFrame(
+        [("a", "9E"), ("b", "9e"), ("c", "a b"), ("d", "zz")], "id string, store string"
+    ).write.parquet(str(valid))
+    feature = {"name": "code", "kind": "one_hot", "column": "store"}
+    dataset = TypeAdapter(DatasetConfig).validate_python(
+        {
+            "columns": [{"name": "id"}, {"name": "store"}],
+            "features": [{**feature, "vocabulary": ["9E", "a b", "Q-1"]}],
+            "model": {"uri": "models:/m@champion"},
+        }
+    )
+    rows, result = _features(spark, dataset, valid, tmp_path / "kept")
+    # A model trained on code_9E finds code_9E; matching the value stays exact.
+    assert result.features == ["code_9E", "code_a_b", "code_Q_1"]
+    assert {k: tuple(v[f] for f in result.features) for k, v in rows.items()} == {
+        "a": (1.0, 0.0, 0.0),
+        "b": (0.0, 0.0, 0.0),
+        "c": (0.0, 1.0, 0.0),
+        "d": (0.0, 0.0, 0.0),
+    }
+    lowered = dataset.model_copy(
+        update={
+            "features": [
+                TypeAdapter(FeatureSpec).validate_python(
+                    {**feature, "vocabulary": ["9E", "a b"], "name_case": "lower"}
+                )
+            ]
+        }
+    )
+    rows, result = _features(spark, lowered, valid, tmp_path / "lowered")
+    assert result.features == ["code_9e", "code_a_b"]
+    assert rows["a"]["code_9e"] == 1.0 and rows["b"]["code_9e"] == 0.0
+
+
+def _stores(spark, folder: Path, rows: list[tuple], fmt: str = "parquet") -> None:
+    frame = spark.createDataFrame(rows, "store string, region_size double")
+    if fmt == "csv":
+        frame.coalesce(1).write.option("header", True).csv(str(folder))
+    else:
+        frame.write.parquet(str(folder))
+
+
+def test_a_static_reference_is_read_from_any_path_in_the_lake(
+    spark, validated: Path, tmp_path: Path
+) -> None:
+    lake = Lake(tmp_path / "lake")
+    _stores(spark, tmp_path / "lake" / "ref" / "stores", [("s1", 5.0), ("s2", 6.0)], "csv")
+    reference = {**REFERENCE, "dataset": None, "path": "ref/stores", "format": "csv"}
+    dataset = _dataset(
+        [{"name": "size", "expr": "store_region_size"}], feature_set={"references": [reference]}
+    )
+    rows, result = _features(
+        spark, dataset, validated, tmp_path / "f", lake=lake, partition="2026-11-15"
+    )
+    assert {k: v["size"] for k, v in rows.items()} == {"a": 5.0, "b": 6.0, "c": 5.0, "d": None}
+    assert result.references == {"stores": "ref/stores"}
+    missing = {**reference, "path": "ref/nowhere"}
+    with pytest.raises(StageFailedError, match="'stores': ref/nowhere does not exist") as caught:
+        featurize_partition(
+            spark,
+            _dataset([{"name": "size", "expr": "store_region_size"}],
+                     feature_set={"references": [missing]}),
+            validated, tmp_path / "g", lake=lake, partition="2026-11-15",
+        )  # fmt: skip
+    assert caught.value.retryable
+
+
+def test_a_reference_path_template_is_read_as_of_the_partition(
+    spark, validated: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "lake" / "ref" / "rates"
+    _stores(spark, root / "date=2026-10-01", [("s1", 10.0), ("s2", 20.0)])
+    _stores(spark, root / "date=2026-11-01", [("s1", 11.0), ("s2", 21.0)])
+    _stores(spark, root / "date=2026-12-01", [("s1", 99.0), ("s2", 99.0)])  # the future
+    (root / "date=latest").mkdir()  # not a partition: never chosen
+    reference = {**REFERENCE, "dataset": None, "path": "ref/rates/date={partition}"}
+    dataset = _dataset(
+        [{"name": "size", "expr": "store_region_size"}], feature_set={"references": [reference]}
+    )
+    lake = Lake(tmp_path / "lake")
+    rows, result = _features(
+        spark, dataset, validated, tmp_path / "f", lake=lake, partition="2026-11-15"
+    )
+    assert {k: v["size"] for k, v in rows.items()} == {"a": 11.0, "b": 21.0, "c": 11.0, "d": None}
+    assert result.references == {"stores": "ref/rates/date=2026-11-01"}
+    with pytest.raises(StageFailedError, match="no partition of ref/rates/date=.partition. at or"):
+        featurize_partition(
+            spark, dataset, validated, tmp_path / "g", lake=lake, partition="2026-09-30"
+        )

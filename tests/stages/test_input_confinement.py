@@ -18,10 +18,10 @@ from landfall.demo import write_sample_partition
 from landfall.errors import ConfigError, PathOutsideLakeError
 from landfall.ingress import batch_id_for, complete_landed_event
 from landfall.lake import Lake
-from landfall.results_db import ResultsDb
+from landfall.results import RunHistory
 from landfall.stage import StageContext
 from services.featurizer.service import FeaturizerService
-from services.reporter.service import ReporterService
+from services.reporter.service import BatchReporter
 from services.validator.service import ValidatorService
 
 PARTITION = "2026-11-05"
@@ -185,11 +185,13 @@ def test_a_failure_of_an_unknown_dataset_is_recorded_but_writes_nothing_in_the_l
     )
     lake_root = Path(settings.lake)
     lake_root.mkdir(parents=True, exist_ok=True)
-    service = ReporterService(StageContext(settings, "reporter", spark=spark))
+    reporter = BatchReporter(StageContext(settings, "reporter", spark=spark))
     try:
-        (reported,) = service.handle(EventType.BATCH_FAILED, failed)
+        _, reported = reporter.follow(EventType.BATCH_FAILED, failed, None)
     finally:
-        service.close()
+        reporter.close()
+
+    assert reported is not None
 
     assert not (lake_root / "nosuch").exists()
     event = reported.record
@@ -199,7 +201,7 @@ def test_a_failure_of_an_unknown_dataset_is_recorded_but_writes_nothing_in_the_l
         None,
     )
     assert "unknown dataset 'nosuch'" in event["failure_reason"]
-    db = ResultsDb(settings.results_db_url)
+    db = RunHistory.open(settings.results_db_url)
     try:
         stored = db.run(failed["run_id"])
         assert stored is not None

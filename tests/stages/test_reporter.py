@@ -10,9 +10,10 @@ import pytest
 
 from landfall.config import Settings
 from landfall.contracts import EventType
-from landfall.results_db import ResultsDb
+from landfall.results import RunHistory
+from landfall.runner import Outgoing
 from landfall.stage import StageContext
-from services.reporter.service import BatchReporter, ReporterService
+from services.reporter.service import BatchReporter
 from tests.reporting_support import failed_event, write_run
 
 PARTITION = "2026-11-04"
@@ -26,6 +27,22 @@ def _run_events(run) -> list[tuple[EventType, dict]]:  # type: ignore[no-untyped
         (EventType.BATCH_FEATURIZED, run.featurized),
         (EventType.BATCH_PREDICTED, run.predicted),
     ]
+
+
+def _follow(
+    reporter: BatchReporter,
+    events: list[tuple[EventType, dict]],
+    progress: dict | None = None,
+) -> tuple[dict | None, list[Outgoing]]:
+    """Feed one run's events to ``reporter`` as the faust app does, with ``progress``
+    standing in for the run's entry in its table; return it and what was published."""
+    published = []
+    for event_type, record in events:
+        if reporter.already_reported(record, progress):
+            continue
+        progress, reported = reporter.follow(event_type, record, progress)
+        published.extend([reported] if reported else [])
+    return progress, published
 
 
 def _report_of(settings: Settings, event: dict) -> dict:
@@ -50,7 +67,7 @@ def test_a_scored_run_gets_a_report_with_plots_quality_and_drift(spark, settings
         assert progress is not None
         reported, state = reporter.report(EventType.BATCH_PREDICTED, run.predicted, progress)
     finally:
-        reporter.results.close()
+        reporter.results.dispose()
 
     event = reported.record
     assert reported.event_type is EventType.BATCH_REPORTED
@@ -88,7 +105,7 @@ def test_a_scored_run_gets_a_report_with_plots_quality_and_drift(spark, settings
     assert len(re.findall(r"<svg ", html)) >= 5
     assert "Drifted" in html and "f1" in html
 
-    db = ResultsDb(settings.results_db_url)
+    db = RunHistory.open(settings.results_db_url)
     try:
         stored = db.run(run.run_id)
         assert stored is not None
@@ -109,28 +126,30 @@ def test_a_scored_run_gets_a_report_with_plots_quality_and_drift(spark, settings
 
 def test_a_replay_adds_a_run_and_a_redelivery_adds_nothing(spark, settings: Settings) -> None:
     first = write_run(settings.lake, PARTITION, seed=1)
-    service = ReporterService(StageContext(settings, "reporter", spark=spark))
+    reporter = BatchReporter(StageContext(settings, "reporter", spark=spark))
     try:
-        for event_type, record in _run_events(first)[:2]:
-            assert service.handle(event_type, record) == []
-        (reported,) = service.handle(EventType.BATCH_PREDICTED, first.predicted)
-        # The same event again (a redelivery): already reported, nothing new.
-        assert service.handle(EventType.BATCH_PREDICTED, first.predicted) == []
-        assert service.handle(EventType.BATCH_VALIDATED, first.validated) == []
+        progress, published = _follow(reporter, _run_events(first)[:2])
+        assert published == []
+        progress, (reported,) = _follow(
+            reporter, [(EventType.BATCH_PREDICTED, first.predicted)], progress
+        )
+        # The same events again (a redelivery): already reported, nothing new.
+        assert _follow(reporter, _run_events(first), progress)[1] == []
     finally:
-        service.close()
-    # After a restart the service has forgotten, reports again, and still adds nothing.
-    restarted = ReporterService(StageContext(settings, "reporter", spark=spark))
+        reporter.close()
+    # Once the run's progress is forgotten (past reporting.progress_retention_hours) the
+    # reporter reports again, and still adds nothing: the report written stands.
+    restarted = BatchReporter(StageContext(settings, "reporter", spark=spark))
     try:
-        (again,) = restarted.handle(EventType.BATCH_PREDICTED, first.predicted)
+        _, (again,) = _follow(restarted, [(EventType.BATCH_PREDICTED, first.predicted)])
         replay = write_run(settings.lake, PARTITION, seed=2)
-        for event_type, record in _run_events(replay):
-            restarted.handle(event_type, record)
+        _, replayed = _follow(restarted, _run_events(replay))
     finally:
         restarted.close()
     assert again.record["report_path"] == reported.record["report_path"]
+    assert [out.record["run_id"] for out in replayed] == [replay.run_id]
 
-    db = ResultsDb(settings.results_db_url)
+    db = RunHistory.open(settings.results_db_url)
     try:
         page = db.list_batches()
         assert page.total == 1
@@ -141,7 +160,7 @@ def test_a_replay_adds_a_run_and_a_redelivery_adds_nothing(spark, settings: Sett
         assert [r["run_id"] for r in runs] == [first.run_id, replay.run_id]
         stored = db.run(first.run_id)
         assert stored is not None
-        # Stage timings from before the restart come back from the database.
+        # Stage timings recorded before the progress was forgotten are kept.
         assert len(stored["stages"]) == 4
         metrics = db.metrics()
         assert metrics["batches"] == {"total": 1, "by_status": {"SUCCEEDED": 1}}
@@ -152,11 +171,11 @@ def test_a_replay_adds_a_run_and_a_redelivery_adds_nothing(spark, settings: Sett
 
 def test_a_failed_run_is_reported_and_recorded(spark, settings: Settings, tmp_path: Path) -> None:
     failed = failed_event("2026-11-02")
-    service = ReporterService(StageContext(settings, "reporter", spark=spark))
+    reporter = BatchReporter(StageContext(settings, "reporter", spark=spark))
     try:
-        (reported,) = service.handle(EventType.BATCH_FAILED, failed)
+        _, (reported,) = _follow(reporter, [(EventType.BATCH_FAILED, failed)])
     finally:
-        service.close()
+        reporter.close()
     event = reported.record
     assert (event["status"], event["failed_stage"]) == ("FAILED", "validation")
     assert event["failure_reason"].startswith("partition not found")
@@ -167,7 +186,7 @@ def test_a_failed_run_is_reported_and_recorded(spark, settings: Settings, tmp_pa
         ("validation", "FAILED"),
         ("reporting", "SUCCEEDED"),
     ]
-    db = ResultsDb(settings.results_db_url)
+    db = RunHistory.open(settings.results_db_url)
     try:
         stored = db.run(failed["run_id"])
         assert stored is not None
@@ -190,7 +209,7 @@ def test_null_fractions_are_computed_when_the_validator_gives_none(
     try:
         reported, _ = reporter.report(EventType.BATCH_PREDICTED, run.predicted, {"stages": {}})
     finally:
-        reporter.results.close()
+        reporter.results.dispose()
     report = _report_of(settings, reported.record)
     assert report["null_fractions_of"].startswith("valid rows")
     assert report["null_fractions"]["feature1"] == 0.0
@@ -250,25 +269,53 @@ def test_a_restarted_reporter_knows_when_each_dataset_last_succeeded(
         return REGISTRY.get_sample_value("last_success_timestamp_seconds", labels)
 
     started = time.time()
-    ReporterService(StageContext(settings, "reporter", spark=spark)).close()
+    BatchReporter(StageContext(settings, "reporter", spark=spark)).close()
     gauge = last_success()
     assert gauge is not None and started <= gauge <= time.time()  # never reported: from now
 
     run = write_run(settings.lake, PARTITION, seed=4)
-    service = ReporterService(StageContext(settings, "reporter", spark=spark))
+    reporter = BatchReporter(StageContext(settings, "reporter", spark=spark))
     try:
-        reported = [out for event in _run_events(run) for out in service.handle(*event)]
+        _, reported = _follow(reporter, _run_events(run))
     finally:
-        service.close()
+        reporter.close()
     assert [out.record["status"] for out in reported] == ["SUCCEEDED"]
     LAST_SUCCESS.labels("reporter", "demo").set(0)  # what a new process would start from
 
-    ReporterService(StageContext(settings, "reporter", spark=spark)).close()
+    BatchReporter(StageContext(settings, "reporter", spark=spark)).close()
 
-    db = ResultsDb(settings.results_db_url)
+    db = RunHistory.open(settings.results_db_url)
     try:
         stored = db.run(run.run_id)
     finally:
         db.close()
     assert stored is not None
     assert last_success() == pytest.approx(stored["reported_at"].timestamp())
+
+
+def test_drift_thresholds_are_the_dataset_s_per_feature(spark, tmp_path: Path) -> None:
+    from tests.conftest import settings_for
+
+    # f1 drifts but is not watched; f2 barely moves, over its own tiny threshold.
+    drift = "{features: {f1: {enabled: false}, f2: {threshold: 0.0001}}}"
+    settings = settings_for(tmp_path, LANDFALL_DATASETS__DEMO__DRIFT=drift)
+    for seed, partition in enumerate(PREVIOUS):
+        write_run(settings.lake, partition, seed=seed)
+    run = write_run(settings.lake, PARTITION, shift=2.0, seed=9)
+    reporter = BatchReporter(StageContext(settings, "reporter", spark=spark))
+    try:
+        reported, _ = reporter.report(EventType.BATCH_PREDICTED, run.predicted, {"stages": {}})
+    finally:
+        reporter.results.dispose()
+
+    assert reported.record["drifted_features"] == ["f2"]
+    report = _report_of(settings, reported.record)
+    drift_report = report["drift"]
+    assert drift_report["not_watched"] == ["f1"]
+    assert "f1" not in drift_report["features"]
+    assert drift_report["features"]["f2"]["threshold"] == 0.0001
+    assert drift_report["features"]["f2"]["flagged"] is True
+    others = {c: f for c, f in drift_report["features"].items() if c != "f2"}
+    assert others and all(f["threshold"] == 0.2 for f in others.values())  # the global one
+    html = (settings.lake / reported.record["report_html_path"]).read_text()
+    assert "own thresholds: f2 0.0001" in html and "not watched: f1" in html

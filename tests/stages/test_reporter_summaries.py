@@ -142,7 +142,7 @@ def test_reports_store_summaries_and_carry_those_of_older_partitions(
             report = json.loads((folder / "report.json").read_text())
             assert "feature_summaries" not in report and report["drift"]["features"]
     finally:
-        reporter.results.close()
+        reporter.results.dispose()
     # The first report made the references' summaries from their tables and kept them.
     assert sorted(stored[0]["partitions"]) == [*PREVIOUS, PARTITION]
     # The next one found them all with that report (or its own partition's): it keeps

@@ -10,8 +10,8 @@ from landfall.contracts import EventType, new_event
 from landfall.errors import LandfallError, RetryableError, StageFailedError
 from landfall.ingress import batch_id_for
 from landfall.lake import Lake
+from landfall.processing import failure_of
 from landfall.run_ids import new_run_id
-from landfall.runner import failure_of
 from landfall.stage import StageContext
 from services.validator.service import ValidatorService
 from tests.conftest import settings_for

@@ -248,3 +248,25 @@ def test_empty_partition_directory_fails(spark, tmp_path: Path) -> None:
     (tmp_path / "raw").mkdir()
     with pytest.raises(StageFailedError, match="no data files"):
         _run(spark, dataset(), tmp_path / "raw", tmp_path)
+
+
+def test_exclusive_range_bounds_leave_the_bound_itself_out(spark, tmp_path: Path) -> None:
+    raw = _csv(
+        tmp_path / "raw",
+        "id,amount,count,label\na,1,0,x\nb,1,1,x\nc,1,9,x\nd,1,10,x\ne,1,,x\n",
+    )
+    rules = [
+        {"name": "inclusive", "kind": "range", "column": "count", "min": 0, "max": 10},
+        {"name": "exclusive", "kind": "range", "column": "count", "min_exclusive": 0,
+         "max_exclusive": 10},
+        {"name": "above_zero", "kind": "range", "column": "count", "min_exclusive": 0},
+        {"name": "below_ten", "kind": "range", "column": "count", "max_exclusive": 10,
+         "severity": "warn"},
+    ]  # fmt: skip
+    result = _run(spark, dataset(rules=rules), raw, tmp_path)
+    failures = {name: result.failures_by_rule[name] for name in [r["name"] for r in rules]}
+    assert failures == {"inclusive": 0, "exclusive": 2, "above_zero": 1, "below_ten": 1}
+    assert _quarantine(spark, tmp_path) == {
+        "a": ("exclusive", "above_zero"),
+        "d": ("exclusive", "below_ten"),
+    }

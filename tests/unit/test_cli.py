@@ -22,7 +22,8 @@ def test_help_lists_the_commands() -> None:
     result = _landfall("--help")
     assert result.returncode == 0
     for command in (
-        "demo", "up", "serve", "publish", "backfill", "replay", "reconcile", "gc", "model"
+        "demo", "up", "serve", "publish", "backfill", "replay", "reconcile", "gc", "model",
+        "dlq",
     ):  # fmt: skip
         assert f" {command} " in result.stdout
 

@@ -25,16 +25,18 @@ from landfall.lake import Lake, LakePath
 
 crash_at, root, run_id = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 writes = 0
-original = LakePath.write_bytes
+def dying(original):
+    def write_then_maybe_die(self, data):
+        global writes
+        writes += 1
+        if writes == crash_at:
+            os._exit(9)  # before this write: what kill -9 leaves
+        original(self, data)
+    return write_then_maybe_die
 
-def write_then_maybe_die(self, data):
-    global writes
-    writes += 1
-    if writes == crash_at:
-        os._exit(9)  # before this write: what kill -9 leaves
-    original(self, data)
-
-LakePath.write_bytes = write_then_maybe_die
+# Every write: the output's files and manifest, and the pointer (created, never replaced).
+LakePath.write_bytes = dying(LakePath.write_bytes)
+LakePath.create_new = dying(LakePath.create_new)
 lake = Lake(root)
 output = lake.stage_output("demo", "features", "2026-11-01", run_id, writer="featurizer")
 output.staging.mkdir(parents=True)

@@ -150,7 +150,7 @@ def test_object_store_defaults_reach_aws_with_its_own_credential_chain() -> None
     [
         ("endpoint: 127.0.0.1:9000", r"object_store\.endpoint must look like http://host:port"),
         ("endpoint: ftp://store", r"object_store\.endpoint must look like"),
-        ("endpoint: http://store:9000/lake", r"object_store\.endpoint is the store's address"),
+        ("endpoint: http://store:9000/lake", r"object_store\.endpoint is the server's address"),
         ("endpoint: 'http://me:hunter22@store'", r"carries user:password@"),
         ("access_key_id: AKIAEXAMPLEKEY", "access_key_id and object_store.secret_access_key go"),
         ("secret_access_key: s3cr3t-s3cr3t", "go together"),

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
 
 from landfall.contracts import EventType, follow_up, new_event
-from landfall.deliveries import current_replay, replaying
+from landfall.deliveries import current_replay, new_replay_pass, replayed_run_id, replaying
 from landfall.ingress import complete_landed_event
 from landfall.offset_notes import OffsetNote
+from landfall.run_ids import new_run_id, run_started_ms
 
 
 def _landed(**fields: object) -> dict:
@@ -91,6 +93,36 @@ def test_offset_notes_round_trip_and_say_which_offsets_a_replay_covers() -> None
     assert note.after(118) == OffsetNote(replay=replay_id, replay_end=120)
     assert note.after(119) == OffsetNote()  # the next offset is the end: replay over
     assert note.with_starts(0).format() == f"landfall:replay={replay_id}@120"
+
+
+def test_a_note_says_which_replayed_offsets_the_group_had_handled_before() -> None:
+    replay_id = new_replay_pass()
+    note = OffsetNote(replay=replay_id, replay_end=120, replay_done=100)
+    assert note.format() == f"landfall:replay={replay_id}@120;done=100"
+    assert OffsetNote.parse(note.format()) == note
+    assert note.redoes(99) and not note.redoes(100) and not note.redoes(120)
+    assert note.after(50) == note  # carried with every commit until the replay is over
+    assert note.after(119) == OffsetNote()
+    # A note of an earlier release (no done=) redoes its whole replay as new runs.
+    assert OffsetNote(replay=replay_id, replay_end=120).redoes(110)
+    # done= without a replay says nothing.
+    assert OffsetNote.parse("landfall:done=5") == OffsetNote()
+
+
+def test_a_replayed_run_is_new_starts_at_the_replay_and_is_the_same_within_a_pass() -> None:
+    before_ms = time.time_ns() // 1_000_000
+    replay_id = new_replay_pass()
+    assert len(replay_id) == 32 and OffsetNote.parse(f"landfall:replay={replay_id}@1").replay
+    old_run = new_run_id(before_ms - 86_400_000)
+    new_run = replayed_run_id(old_run, replay_id)
+    assert new_run != old_run and uuid.UUID(new_run).version == 7
+    assert run_started_ms(new_run) == run_started_ms(replay_id) >= before_ms
+    assert replayed_run_id(old_run, replay_id) == new_run  # every delivery in the pass
+    assert replayed_run_id(new_run_id(), replay_id) != new_run  # another run
+    assert replayed_run_id(old_run, new_replay_pass()) != new_run  # another pass
+    # A pass id of an earlier release (uuid4) carries no time: the run starts now.
+    legacy = replayed_run_id(old_run, uuid.uuid4().hex)
+    assert run_started_ms(legacy) >= before_ms
 
 
 @pytest.mark.parametrize(

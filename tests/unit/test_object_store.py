@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pyarrow import fs as pafs
 
-from landfall.config import ObjectStoreSettings
+from landfall.config import HdfsSettings, ObjectStoreSettings, load_settings
 from landfall.errors import ConfigError, RetryableError, StageFailedError
 from landfall.object_store import (
     S3A_JARS_ENV,
@@ -55,7 +55,9 @@ def test_a_local_root_is_an_absolute_path(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("hdfs://namenode:8020/lake", "hdfs:// is not supported by the arrow side yet"),
+        ("hdfs:///lake", "names no NameNode"),
+        ("hdfs://namenode:8020", "names no folder"),
+        ("hdfs://namenode:8020/", "names no folder"),
         ("gs://bucket/lake", "the scheme gs:// is not supported"),
         ("s3a:///lake", "names no bucket"),
         ("file://otherhost/lake", "names host 'otherhost'"),
@@ -65,6 +67,44 @@ def test_unsupported_roots_are_config_errors_naming_lake_root(uri: str, message:
     with pytest.raises(ConfigError, match=message) as caught:
         arrow_filesystem(uri, STORE)
     assert "lake_root" in str(caught.value)
+
+
+def test_an_hdfs_root_is_a_path_on_the_namenodes_webhdfs() -> None:
+    from landfall.webhdfs import handler_of
+
+    filesystem, path = arrow_filesystem("hdfs://namenode.example:8020/data/lake/", STORE)
+    handler = handler_of(filesystem)
+    assert handler is not None and path == "/data/lake"
+    # Hadoop 3's default HTTP port on the NameNode's host, unless configured.
+    assert handler.client.base_url == "http://namenode.example:9870"
+
+    configured = HdfsSettings(webhdfs="https://nn-http.example:50470", user="etl")
+    handler = handler_of(arrow_filesystem("hdfs://nn:8020/lake", STORE, configured)[0])
+    assert handler is not None
+    assert handler.client.base_url == "https://nn-http.example:50470"
+    assert handler.client.user == "etl"
+
+
+def test_hdfs_settings_come_from_the_environment_and_are_checked() -> None:
+    settings = load_settings(
+        environ={
+            "LANDFALL_LAKE_ROOT": "hdfs://nn:8020/lake/",
+            "LANDFALL_HDFS__WEBHDFS": "http://nn:9870/",
+            "LANDFALL_HDFS__USER": "0123",  # verbatim: a user name is never YAML
+        }
+    )
+    assert settings.lake_uri == "hdfs://nn:8020/lake"
+    assert (settings.hdfs.webhdfs, settings.hdfs.user) == ("http://nn:9870", "0123")
+    with pytest.raises(ConfigError, match=r"hdfs\.webhdfs must look like http://namenode:9870"):
+        load_settings(environ={"LANDFALL_HDFS__WEBHDFS": "nn:9870/webhdfs/v1"})
+    with pytest.raises(ConfigError, match="names no NameNode"):
+        load_settings(environ={"LANDFALL_LAKE_ROOT": "hdfs:///lake"})
+
+
+def test_spark_acts_as_the_configured_hdfs_user() -> None:
+    assert lake_spark_conf("hdfs://nn:8020/lake", STORE, HdfsSettings()) == {}
+    conf = lake_spark_conf("hdfs://nn:8020/lake", STORE, HdfsSettings(user="etl"))
+    assert conf == {"spark.driver.extraJavaOptions": "-DHADOOP_USER_NAME=etl"}
 
 
 def test_spark_reaches_the_same_store_through_s3a() -> None:
@@ -166,3 +206,24 @@ def test_the_lake_s_class_path_is_joined_with_the_configured_one() -> None:
     assert merged["spark.driver.extraClassPath"] == ":".join([*map(str, JARS), "/opt/extra.jar"])
     assert merged["spark.executor.extraClassPath"] == ":".join(map(str, JARS))
     assert merged["spark.hadoop.fs.s3a.path.style.access"] == "false"  # the config wins
+
+
+def test_hdfs_failures_name_the_hdfs_settings() -> None:
+    uri = "hdfs://nn:8020/lake"
+    down = store_failure(ConnectionError("WebHDFS at http://nn:9870 is unreachable"), uri, STORE)
+    denied = store_failure(PermissionError("WebHDFS MKDIRS /lake: AccessControlException"), uri)
+
+    assert isinstance(down, RetryableError) and "hdfs.webhdfs" in str(down)
+    assert isinstance(denied, StageFailedError) and not denied.retryable
+    assert "hdfs.user" in str(denied)
+    assert store_failure(FileNotFoundError("/lake/x"), uri) is None
+
+
+def test_the_hdfs_user_joins_the_configured_driver_options() -> None:
+    from landfall.spark import _with_extra
+
+    lake = lake_spark_conf("hdfs://nn:8020/lake", STORE, HdfsSettings(user="etl"))
+
+    merged = _with_extra({"spark.driver.extraJavaOptions": "-Dx=1"}, lake)
+    assert merged["spark.driver.extraJavaOptions"] == "-DHADOOP_USER_NAME=etl -Dx=1"
+    assert _with_extra({}, lake) == lake

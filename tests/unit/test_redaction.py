@@ -35,7 +35,7 @@ from landfall.redact import (
     settings_secrets,
     write_private,
 )
-from landfall.results_db import ResultsDb
+from landfall.results import open_results_db
 
 
 def _planted(label: str) -> str:
@@ -309,7 +309,7 @@ def test_a_private_file_is_created_for_its_owner_alone(tmp_path: Path) -> None:
 def test_a_results_db_url_whose_driver_cannot_load_is_a_masked_config_error() -> None:
     password = _planted("Db")
     with pytest.raises(ConfigError) as caught:
-        ResultsDb(f"nosuchdialect+nodriver://landfall:{password}@db/results")
+        open_results_db(f"nosuchdialect+nodriver://landfall:{password}@db/results")
     assert "results_db.url" in str(caught.value)
     assert password not in str(caught.value)
 
@@ -317,7 +317,7 @@ def test_a_results_db_url_whose_driver_cannot_load_is_a_masked_config_error() ->
 def test_an_unreachable_results_db_fails_retryably_without_its_password() -> None:
     password = _planted("Db")
     with pytest.raises(RetryableError) as caught:
-        ResultsDb(f"postgresql+psycopg://landfall:{password}@127.0.0.1:{free_port()}/results")
+        open_results_db(f"postgresql+psycopg://landfall:{password}@127.0.0.1:{free_port()}/results")
     assert password not in str(caught.value)
     assert "unusable" in str(caught.value)
 
