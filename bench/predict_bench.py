@@ -35,10 +35,8 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,8 +44,10 @@ from typing import Any
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.bench_support import load_registered_model, print_result
+from bench.bench_support import run_child as run_way
 
 PARTITION = "2026-11-01"
 WARMUP_PARTITION = "2026-10-31"
@@ -56,7 +56,6 @@ FEATURES = ["f1", "f2", "f1_times_f2", "is_red"]
 FILES = 4  # the featurizer's output is a few part files, as Spark writes them
 ROW_GROUP = 256 * 1024
 WAYS = ("stage", "stage_udf", "plain", "naive")
-RESULT = "BENCH-RESULT "
 NAIVE_CONF = {"spark.driver.memory": "3g", "spark.driver.maxResultSize": "2g"}
 
 
@@ -117,78 +116,6 @@ def tables_dir(workdir: Path, rows: int) -> Path:
 def features_dir(workdir: Path, partition: str) -> Path:
     """Where a partition's features live in the bench lake."""
     return workdir / "lake" / "demo" / "features" / partition
-
-
-# ----------------------------------------------------------------- peak memory
-
-
-def _tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    found, pending = [], [root]
-    while pending:
-        pid = pending.pop()
-        found.append(pid)
-        pending.extend(children.get(pid, []))
-    return found
-
-
-def _rss_kib(pid: int) -> tuple[int, int]:
-    """Resident and high-water resident memory of one process, from its status counters."""
-    rss = hwm = 0
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1])
-                elif line.startswith("VmHWM:"):
-                    hwm = int(line.split()[1])
-    except OSError:
-        pass
-    return rss, hwm
-
-
-class TreeMemory:
-    """Samples the summed RSS of a process and all its descendants; keeps the peak.
-
-    RSS, not PSS: reading PSS (smaps) walks page tables under the process's memory
-    lock and slowed the JVM it measured by a third. Pages shared between forked Python
-    workers are counted once per worker, so the Spark figures lean high.
-    """
-
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
-        self.pid, self.interval = pid, interval
-        self.peak_kib = 0
-        self.peak_processes = 0
-        self.high_water_kib: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            pids = _tree(self.pid)
-            total = 0
-            for pid in pids:
-                rss, hwm = _rss_kib(pid)
-                total += rss
-                self.high_water_kib[pid] = max(self.high_water_kib.get(pid, 0), hwm)
-            if total > self.peak_kib:
-                self.peak_kib, self.peak_processes = total, len(pids)
-            self._stop.wait(self.interval)
-
-    def stop(self) -> None:
-        """Stop sampling."""
-        self._stop.set()
-        self._thread.join()
 
 
 # ------------------------------------------------------------------- the children
@@ -323,16 +250,6 @@ def child_stage(
     return result
 
 
-def _load_model(settings: Any) -> tuple[Any, Any, Any]:
-    from landfall.registry import configure_mlflow, resolve_model_version
-    from services.predictor.scorer import load_for_scoring, plan_scorer
-
-    configure_mlflow(settings)
-    version = resolve_model_version(settings, settings.dataset("demo").model)
-    model, raw = load_for_scoring(version.uri)
-    return version, plan_scorer(model, []), (model, raw)
-
-
 def child_plain(workdir: Path, rows: int, repeat: int, conf: dict[str, str], breakdown: bool):
     """One Python process: pyarrow read, the same scorer, pyarrow write."""
     import pyarrow as pa
@@ -342,7 +259,7 @@ def child_plain(workdir: Path, rows: int, repeat: int, conf: dict[str, str], bre
 
     started = time.perf_counter()
     settings = bench_settings(workdir)
-    version, plan, (model, raw) = _load_model(settings)
+    version, plan, (model, raw) = load_registered_model(settings, "demo")
     out = workdir / "plain-out"
     inputs = [c.name for c in plan.inputs]
     timings: dict[str, float] = {}
@@ -394,7 +311,7 @@ def child_naive(workdir: Path, rows: int, repeat: int, conf: dict[str, str], bre
     # service's (the demo config's 768m dies at 5M rows): that is part of its cost.
     settings = bench_settings(workdir, {**NAIVE_CONF, **conf})
     spark = create_spark_session(settings.spark, "bench-naive")
-    version, plan, (model, raw) = _load_model(settings)
+    version, plan, (model, raw) = load_registered_model(settings, "demo")
     out = workdir / "naive-out"
     inputs = [c.name for c in plan.inputs]
 
@@ -446,23 +363,8 @@ def run_child(
     command += [f"--conf={c}" for c in conf]
     if not breakdown:
         command.append("--no-breakdown")
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    memory = TreeMemory(process.pid)
-    stdout, stderr = process.communicate()
-    memory.stop()
-    if process.returncode != 0:
-        raise RuntimeError(f"{way} at {rows} rows failed:\n{stderr[-4000:]}")
-    line = next(line for line in stdout.splitlines() if line.startswith(RESULT))
-    result = json.loads(line[len(RESULT) :])
-    result.update(
-        way=way,
-        rows=rows,
-        rows_per_s=rows / result["seconds"],
-        peak_mib=memory.peak_kib / 1024,
-        peak_processes=memory.peak_processes,
-        process_seconds=time.perf_counter() - started,
-    )
+    result = run_way(command, f"{way} at {rows} rows")
+    result.update(way=way, rows=rows, rows_per_s=rows / result["seconds"])
     return result
 
 
@@ -540,7 +442,7 @@ def main() -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(tables_dir(args.workdir, rows), target_is_directory=True)
         result = CHILDREN[args.child](args.workdir, rows, args.repeat, conf, not args.no_breakdown)
-        print(RESULT + json.dumps(result), flush=True)
+        print_result(result)
         return
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="landfall-predict-bench-"))

@@ -1,0 +1,1 @@
+"""Benchmarks, each beside its baseline (bench/README.md); run as scripts."""
