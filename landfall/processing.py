@@ -253,6 +253,8 @@ def produce_span(topic: str, event_type: EventType) -> Iterator[Headers]:
     attributes: Mapping[str, str] = {
         "messaging.system": "kafka",
         "messaging.destination.name": topic,
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "produce",
         "landfall.event_type": event_type.value,
     }
     with tracer().start_as_current_span(

@@ -281,10 +281,13 @@ class Runner:
         topic = message.topic() or ""
         inbound = message.headers()
         attributes: dict[str, str | int] = {
+            # OpenTelemetry's messaging semantic conventions (Kafka).
             "messaging.system": "kafka",
             "messaging.destination.name": topic,
-            "messaging.kafka.destination.partition": message.partition() or 0,
-            "messaging.kafka.message.offset": message.offset() or 0,
+            "messaging.destination.partition.id": str(message.partition() or 0),
+            "messaging.kafka.offset": message.offset() or 0,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "consume",
             "messaging.consumer.group.name": f"{self.settings.kafka.group_prefix}-"
             f"{self.service.name}",
         }
@@ -449,8 +452,9 @@ class Runner:
         """The stage's work, in the worker thread, as a span of the consume span's trace."""
         with (
             attached(parent),
+            # One name per stage (the batch is in the attributes): bounded cardinality.
             tracer().start_as_current_span(
-                f"{self.service.stage} {record.get('dataset')}/{record.get('partition')}",
+                self.service.stage,
                 attributes=run_attributes(self.service.name, event_type, record),
             ) as span,
         ):

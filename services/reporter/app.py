@@ -251,16 +251,21 @@ class ReporterApp:
         if self.reporter.already_reported(record, progress):
             log.info("run %s: %s already reported", run_id, event_type.short_name)
             return
-        attributes = {
+        attributes: dict[str, str | int] = {
             "messaging.system": "kafka",
             "messaging.destination.name": topic,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "consume",
             **run_attributes(SERVICE, event_type, record),
         }
+        if partition is not None and offset is not None:
+            attributes["messaging.destination.partition.id"] = str(partition)
+            attributes["messaging.kafka.offset"] = offset
         # The run's trace continues from the stage event's producer.
         with (
             attached(extract_context(_header_items(headers))),
             tracer().start_as_current_span(
-                f"{STAGE} {record.get('dataset')}/{record.get('partition')}",
+                STAGE,  # one name for every batch: the batch is in the attributes
                 kind=SpanKind.CONSUMER,
                 attributes=attributes,
             ) as span,

@@ -189,7 +189,7 @@ def test_jaeger_holds_one_trace_of_the_run_across_all_five_processes(
     by_id = {span["spanID"]: span for span in spans}
     by_name = {span["operationName"]: span for span in spans}
     roots = [span for span in spans if _parent(span) is None]
-    assert [r["operationName"] for r in roots] == [f"publish data-landed demo/{PARTITION}"]
+    assert [r["operationName"] for r in roots] == ["publish data-landed"]
     assert service_of[roots[0]["processID"]] == "landfall-cli"
     topics = settings.kafka.topics
     # Each stage consumes what the one before produced on the topic between them.
@@ -213,7 +213,7 @@ def test_jaeger_holds_one_trace_of_the_run_across_all_five_processes(
             assert parent["operationName"] == f"produce {topic}", stage
     for stage, work in (("validator", "validation"), ("featurizer", "featurization"),
                         ("predictor", "prediction")):  # fmt: skip
-        span = by_name[f"{work} demo/{PARTITION}"]
+        span = by_name[work]
         assert service_of[span["processID"]] == f"landfall-{stage}"
         assert by_id[_parent(span) or ""]["operationName"].startswith("consume "), work
         tags = _tags(span)
@@ -223,17 +223,17 @@ def test_jaeger_holds_one_trace_of_the_run_across_all_five_processes(
     assert service_of[reported["processID"]] == "landfall-reporter"
 
     # The batch's facts as attributes: row counts and the exact model version.
-    validation = _tags(by_name[f"validation demo/{PARTITION}"])
+    validation = _tags(by_name["validation"])
     assert validation["landfall.rows_landed"] == sample.rows
     assert validation["landfall.rows_quarantined"] == sample.bad_rows
-    prediction = _tags(by_name[f"prediction demo/{PARTITION}"])
+    prediction = _tags(by_name["prediction"])
     assert prediction["landfall.rows"] == sample.rows - sample.bad_rows
     assert re.fullmatch(r"\d+", str(prediction["landfall.model_version"])), prediction
 
     # The work inside Spark: each stage span has a child span per Spark job it ran,
     # within the stage's own time, with the job's tasks counted.
     for work in ("validation", "featurization", "prediction"):
-        stage_span = by_name[f"{work} demo/{PARTITION}"]
+        stage_span = by_name[work]
         jobs = [
             span
             for span in spans
@@ -330,13 +330,13 @@ def test_up_with_jaeger_starts_it_points_the_services_and_publish_at_it_and_stop
                 for t in found
                 for s in t["spans"]
             }
-            if ("landfall-validator", f"validation demo/{PARTITION}") in names:
+            if ("landfall-validator", "validation") in names:
                 break
             assert up.poll() is None, output.read_text(errors="replace")
             assert time.monotonic() < deadline, f"the validator's spans never came: {names}"
             time.sleep(1)
         assert len(found) == 1
-        assert ("landfall-cli", f"publish data-landed demo/{PARTITION}") in names
+        assert ("landfall-cli", "publish data-landed") in names
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=90)
