@@ -313,6 +313,26 @@ def _best(run: Any, repeat: int) -> tuple[dict[str, float], list[float]]:
     return runs[int(np.argmin(totals))], totals
 
 
+def _warm_then_best(
+    workdir: Path, partition: str, run: Any, repeat: int
+) -> tuple[dict[str, float], list[float]]:
+    """A baseline's untimed warm-up partition (if landed), then its best of ``repeat``."""
+    if raw_dir(workdir, WARMUP_PARTITION).exists():
+        run(WARMUP_PARTITION)
+    return _best(lambda: run(partition), repeat)
+
+
+def _stage_seconds(
+    started: float, validated: float, featurized: float, predicted: float
+) -> dict[str, float]:
+    """A baseline's seconds per stage, from the clock read at each stage's end."""
+    return {
+        "validation": validated - started,
+        "featurization": featurized - validated,
+        "prediction": predicted - featurized,
+    }
+
+
 def child_plain(workdir: Path, partition: str, repeat: int) -> dict[str, Any]:
     """The single process: pyarrow read, validate, featurize; the predictor's scorer; writes."""
     from services.predictor.scorer import score_frame
@@ -342,16 +362,9 @@ def child_plain(workdir: Path, partition: str, repeat: int) -> dict[str, Any]:
                               ("model_uri", version.uri)):  # fmt: skip
             table = table.append_column(column, pa.array([value] * table.num_rows, pa.string()))
         pq.write_table(table, out / "predictions" / "part-00000.parquet")
-        predicted = time.perf_counter()
-        return {
-            "validation": validated - clock,
-            "featurization": featurized - validated,
-            "prediction": predicted - featurized,
-        }
+        return _stage_seconds(clock, validated, featurized, time.perf_counter())
 
-    if raw_dir(workdir, WARMUP_PARTITION).exists():
-        run(WARMUP_PARTITION)
-    stages, runs = _best(lambda: run(partition), repeat)
+    stages, runs = _warm_then_best(workdir, partition, run, repeat)
     return {"seconds": sum(stages.values()), "runs": runs, "stages": stages}
 
 
@@ -393,16 +406,9 @@ def child_seed(workdir: Path, partition: str, repeat: int, conf: dict[str, str])
             F.lit(version.version).alias("model_version"),
             F.lit(version.uri).alias("model_uri"),
         ).write.mode("overwrite").parquet(str(out / "predictions"))
-        predicted = time.perf_counter()
-        return {
-            "validation": validated - clock,
-            "featurization": featurized - validated,
-            "prediction": predicted - featurized,
-        }
+        return _stage_seconds(clock, validated, featurized, time.perf_counter())
 
-    if raw_dir(workdir, WARMUP_PARTITION).exists():
-        run(WARMUP_PARTITION)
-    stages, runs = _best(lambda: run(partition), repeat)
+    stages, runs = _warm_then_best(workdir, partition, run, repeat)
     spark.stop()
     return {"seconds": sum(stages.values()), "runs": runs, "stages": stages, "conf": conf}
 

@@ -114,6 +114,20 @@ class StaleCommitError(StageFailedError):
     """A newer run of the partition committed first: this older run's output is refused."""
 
 
+def _complete_temporary(target: str, data: bytes) -> str:
+    """``data`` written whole to a hidden temporary file beside local ``target``; its path.
+
+    What the caller then moves into place in one step (a rename, or a link that refuses
+    an existing target), so no reader ever sees half a file.
+    """
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    folder, name = posixpath.split(target)
+    temporary = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+    return temporary
+
+
 class LakePath:
     """A file or folder in the lake, with the few pathlib operations landfall uses.
 
@@ -393,12 +407,7 @@ class Lake:
         """Replace a file whole: a temporary file and a rename locally, one PUT on a store."""
         target = self.fs_path(rel)
         if self.is_local:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            folder, name = posixpath.split(target)
-            temporary = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-            os.replace(temporary, target)
+            os.replace(_complete_temporary(target, data), target)
             return
         with self.fs.open_output_stream(target) as stream:
             stream.write(data)
@@ -414,11 +423,7 @@ class Lake:
         """
         target = self.fs_path(rel)
         if self.is_local:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            folder, name = posixpath.split(target)
-            temporary = f"{folder}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
-            with open(temporary, "wb") as handle:
-                handle.write(data)
+            temporary = _complete_temporary(target, data)
             try:
                 os.link(temporary, target)
             finally:
