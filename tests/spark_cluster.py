@@ -187,7 +187,9 @@ def _wait_for_worker(cluster: SparkCluster, deadline: float) -> None:
                 )
         try:
             status = cluster.status()
-        except OSError:
+        except (OSError, ValueError):
+            # Not listening yet, or (seen once in CI) answering with an empty body while
+            # its web UI is still starting: JSON that does not parse is "not yet" too.
             status = {}
         if any(w.get("state") == "ALIVE" for w in status.get("workers", [])):
             return
