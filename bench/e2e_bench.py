@@ -518,7 +518,12 @@ class LandfallRunner:
 
 
 def run_landfall(
-    settings: Any, sizes: list[tuple[int, str]], repeat: int, warmup: bool, timeout: float
+    settings: Any,
+    sizes: list[tuple[int, str]],
+    repeat: int,
+    warmup: bool,
+    timeout: float,
+    idle_settle_s: float,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Every size through the warm stack ``repeat`` times; the stack's figures and each size's."""
     runner = LandfallRunner(settings)
@@ -546,7 +551,7 @@ def run_landfall(
                 "rows_landed": best["rows_landed"],
                 "rows_scored": best["rows_scored"],
                 "peak_rss_mib": {name: kib / 1024 for name, kib in peaks.items()},
-                "idle_rss_mib": runner.idle_rss_mib(2.0),
+                "idle_rss_mib": runner.idle_rss_mib(idle_settle_s),
             }
     finally:
         runner.close()
@@ -731,7 +736,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             found = run_baseline(way, workdir, partition, args.repeat, args.seed_conf)
             baselines[way][partition] = found
             print(f"  {way:>8} {rows:>10,} rows: {found['seconds']:.2f} s", flush=True)
-    stack, landfall = run_landfall(settings, sizes, args.repeat, args.warmup_rows > 0, args.timeout)
+    stack, landfall = run_landfall(
+        settings, sizes, args.repeat, args.warmup_rows > 0, args.timeout, args.idle_settle_s
+    )
     results = []
     for rows, partition in sizes:
         lf, plain, seed = (
@@ -803,6 +810,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="spark conf k=v for the seed's way")  # fmt: skip
     parser.add_argument("--bootstrap", help="use this Kafka (own topics) instead of a local one")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for a batch")
+    # Idle is a while after a batch, not the moment after: the services' JVMs give heap
+    # back on G1's periodic collection (landfall/spark.py), some seconds after the work.
+    parser.add_argument(
+        "--idle-settle-s",
+        type=float,
+        default=30.0,
+        help="seconds after each size's last batch before idle RSS is read",
+    )
     parser.add_argument("--workdir", type=Path, help="keep data and outputs here")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--child", choices=("plain", "seed"), help=argparse.SUPPRESS)

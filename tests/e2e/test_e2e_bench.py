@@ -30,7 +30,7 @@ def test_the_e2e_bench_reports_every_figure_and_matching_outputs(
 ) -> None:
     results = tmp_path / "e2e.json"
     command = [sys.executable, str(REPO / "bench" / "e2e_bench.py"), "--rows", "1000"]
-    command += ["--repeat", "1", "--warmup-rows", "0", "--timeout", "600"]
+    command += ["--idle-settle-s", "2", "--repeat", "1", "--warmup-rows", "0", "--timeout", "600"]
     command += ["--bootstrap", kafka_bootstrap, "--workdir", str(tmp_path / "work")]
     command += ["--json", str(results)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
