@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from bench import e2e_bench
+from bench import e2e_checks, e2e_dataset
 from tests.conftest import REPO
 
 SERVICES = {"validator", "featurizer", "predictor", "reporter"}
@@ -43,14 +43,14 @@ def test_the_e2e_bench_reports_every_figure_and_matching_outputs(
     (size,) = result["sizes"]
     # 7 of every 500 rows are bad: 14 of 1000, each bad in its own known way.
     assert (size["rows"], size["bad_rows"]) == (1000, 14)
-    for way in e2e_bench.WAYS:
+    for way in e2e_checks.WAYS:
         figures = size[way]
         assert figures["seconds"] > 0 and figures["rows_per_s"] > 0
         assert len(figures["runs"]) == 1
     for way in ("plain", "seed"):  # their time is their stages'
         assert size[way]["seconds"] == pytest.approx(sum(size[way]["stages"].values()))
-    assert set(size["landfall"]["stages"]) == set(e2e_bench.STAGES)
-    assert set(size["plain"]["stages"]) == set(size["seed"]["stages"]) == set(e2e_bench.STAGES[:3])
+    assert set(size["landfall"]["stages"]) == set(e2e_checks.STAGES)
+    assert set(size["plain"]["stages"]) == set(size["seed"]["stages"]) == set(e2e_checks.STAGES[:3])
     landfall = size["landfall"]
     # The stages and the hops between them fill the time from data-landed to reported.
     inside = sum(landfall["stages"].values()) + sum(landfall["hops_ms"][0].values()) / 1000
@@ -61,7 +61,7 @@ def test_the_e2e_bench_reports_every_figure_and_matching_outputs(
     assert all(mib > 100 for mib in landfall["peak_rss_mib"].values())
     assert size["plain"]["peak_rss_mib"] > 0 and size["seed"]["peak_rss_mib"] > 0
     (hops,) = landfall["hops_ms"]
-    assert set(hops) == set(e2e_bench.HOPS)
+    assert set(hops) == set(e2e_checks.HOPS)
     assert result["hops"]["count"] == 4
     assert result["hops"]["p50_ms"] <= result["hops"]["p99_ms"] <= result["hops"]["max_ms"]
     ratios = size["ratios"]
@@ -85,7 +85,7 @@ def test_the_e2e_bench_reports_every_figure_and_matching_outputs(
             "not_null:x1": 2,
             "x0_range": 2,
         }
-        assert checks["max_probability_difference"] <= e2e_bench.PROBABILITY_TOLERANCE
+        assert checks["max_probability_difference"] <= e2e_checks.PROBABILITY_TOLERANCE
 
 
 def _write_outputs(root: Path, valid: pa.Table, quarantined: pa.Table, scored: pa.Table) -> dict:
@@ -101,7 +101,7 @@ def _write_outputs(root: Path, valid: pa.Table, quarantined: pa.Table, scored: p
 def test_the_bench_check_catches_a_probability_off_by_more_than_the_tolerance(
     tmp_path: Path,
 ) -> None:
-    valid, quarantined = e2e_bench.plain_validate(e2e_bench.synthetic_rows(1000, seed=1))
+    valid, quarantined = e2e_dataset.plain_validate(e2e_dataset.synthetic_rows(1000, seed=1))
     ids = valid.column("id")
     probability = pa.array([0.25] * len(ids))
     scored = pa.table(
@@ -109,11 +109,11 @@ def test_the_bench_check_catches_a_probability_off_by_more_than_the_tolerance(
     )
     expected = _write_outputs(tmp_path / "expected", valid, quarantined, scored)
     same = _write_outputs(tmp_path / "same", valid, quarantined, scored)
-    assert e2e_bench.compare_outputs(expected, same)["match"] is True
+    assert e2e_checks.compare_outputs(expected, same)["match"] is True
 
     nudged = scored.set_column(2, "probability_0", pc.add(probability, 1e-5))
     off = _write_outputs(tmp_path / "off", valid, quarantined, nudged)
-    checks = e2e_bench.compare_outputs(expected, off)
+    checks = e2e_checks.compare_outputs(expected, off)
     assert checks["match"] is False and checks["probabilities_equal"] is False
     assert checks["max_probability_difference"] == pytest.approx(1e-5)
 
@@ -123,4 +123,4 @@ def test_the_bench_check_catches_a_probability_off_by_more_than_the_tolerance(
         quarantined.num_columns - 1, "_quarantine_reasons", pa.array(reasons)
     )
     wrong = _write_outputs(tmp_path / "wrong", valid, relabelled, scored)
-    assert e2e_bench.compare_outputs(expected, wrong)["quarantine_equal"] is False
+    assert e2e_checks.compare_outputs(expected, wrong)["quarantine_equal"] is False
