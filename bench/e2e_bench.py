@@ -337,6 +337,45 @@ def run_landfall(
     return stack, found
 
 
+def _size_figures(
+    settings: Any,
+    workdir: Path,
+    rows: int,
+    partition: str,
+    bad_rows: int,
+    landfall: dict[str, dict[str, Any]],
+    baselines: dict[str, dict[str, dict[str, Any]]],
+) -> dict[str, Any]:
+    """One size's figures: the three ways, their ratios, and whether the outputs match."""
+    lf, plain, seed = (
+        landfall[partition],
+        baselines["plain"][partition],
+        baselines["seed"][partition],
+    )
+    for figures in (lf, plain, seed):
+        figures["rows_per_s"] = rows / figures["seconds"]
+    expected = baseline_outputs(workdir, "plain", partition)
+    outputs = {
+        "landfall": compare_outputs(expected, landfall_outputs(settings, partition, lf["run_id"])),
+        "seed": compare_outputs(expected, baseline_outputs(workdir, "seed", partition)),
+    }
+    return {
+        "rows": rows,
+        "partition": partition,
+        "bad_rows": bad_rows,
+        "landfall": lf,
+        "plain": plain,
+        "seed": seed,
+        "ratios": {
+            "landfall_vs_plain": lf["seconds"] / plain["seconds"],
+            "landfall_vs_seed": lf["seconds"] / seed["seconds"],
+            "seed_vs_landfall": seed["seconds"] / lf["seconds"],
+        },
+        "outputs": outputs,
+        "outputs_match": all(o["match"] for o in outputs.values()),
+    }
+
+
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Land, train, run the three ways, compare; return every figure."""
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="landfall-e2e-bench-"))
@@ -362,39 +401,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     stack, landfall = run_landfall(
         settings, sizes, args.repeat, args.warmup_rows > 0, args.timeout, args.idle_settle_s
     )
-    results = []
-    for rows, partition in sizes:
-        lf, plain, seed = (
-            landfall[partition],
-            baselines["plain"][partition],
-            baselines["seed"][partition],
-        )
-        for figures in (lf, plain, seed):
-            figures["rows_per_s"] = rows / figures["seconds"]
-        expected = baseline_outputs(workdir, "plain", partition)
-        outputs = {
-            "landfall": compare_outputs(
-                expected, landfall_outputs(settings, partition, lf["run_id"])
-            ),
-            "seed": compare_outputs(expected, baseline_outputs(workdir, "seed", partition)),
-        }
-        results.append(
-            {
-                "rows": rows,
-                "partition": partition,
-                "bad_rows": bad[partition],
-                "landfall": lf,
-                "plain": plain,
-                "seed": seed,
-                "ratios": {
-                    "landfall_vs_plain": lf["seconds"] / plain["seconds"],
-                    "landfall_vs_seed": lf["seconds"] / seed["seconds"],
-                    "seed_vs_landfall": seed["seconds"] / lf["seconds"],
-                },
-                "outputs": outputs,
-                "outputs_match": all(o["match"] for o in outputs.values()),
-            }
-        )
+    results = [
+        _size_figures(settings, workdir, rows, partition, bad[partition], landfall, baselines)
+        for rows, partition in sizes
+    ]
     result = {
         "started_at": datetime.now(UTC).isoformat(),
         "machine": {

@@ -167,6 +167,38 @@ def _three_columns(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         )
 
 
+def _udf_breakdown(features: Any, out: Path, repeat: int) -> dict[str, float]:
+    """Where a pandas UDF's time goes: reading and writing, the Arrow round trip, outputs."""
+    from pyspark.sql import functions as F
+
+    columns = FEATURES
+
+    nothing = F.pandas_udf(_first_column, "double")  # type: ignore[call-overload]
+    three = F.pandas_udf(  # type: ignore[call-overload]
+        _three_columns, "prediction double, probability_0 double, probability_1 double"
+    )
+
+    def io_only() -> None:
+        features.select("id", *columns).write.mode("overwrite").parquet(str(out))
+
+    def arrow_round_trip() -> None:
+        features.select("id", nothing(F.struct(*columns)).alias("p")).write.mode(
+            "overwrite"
+        ).parquet(str(out))
+
+    def three_outputs() -> None:
+        scored = features.select("id", three(F.struct(*columns)).alias("s"))
+        scored.select("id", "s.*").write.mode("overwrite").parquet(str(out))
+
+    arrow_round_trip()  # their own worker start-up is not what we measure
+    three_outputs()
+    return {
+        "read_write_only": _best(io_only, repeat)[0],
+        "arrow_round_trip": _best(arrow_round_trip, repeat)[0],
+        "three_outputs": _best(three_outputs, repeat)[0],
+    }
+
+
 def child_stage(
     workdir: Path,
     rows: int,
@@ -176,7 +208,6 @@ def child_stage(
     engine: str = "arrow",
 ):
     """landfall's predictor service, handling batch-featurized events."""
-    from pyspark.sql import functions as F
 
     from landfall.contracts import EventType
     from landfall.stage import StageContext
@@ -220,33 +251,7 @@ def child_stage(
         )
         result["tasks"] = len(tasks)
     if breakdown and engine == "spark_udf":
-        out = workdir / "breakdown"
-        columns = FEATURES
-
-        nothing = F.pandas_udf(_first_column, "double")  # type: ignore[call-overload]
-        three = F.pandas_udf(  # type: ignore[call-overload]
-            _three_columns, "prediction double, probability_0 double, probability_1 double"
-        )
-
-        def io_only() -> None:
-            features.select("id", *columns).write.mode("overwrite").parquet(str(out))
-
-        def arrow_round_trip() -> None:
-            features.select("id", nothing(F.struct(*columns)).alias("p")).write.mode(
-                "overwrite"
-            ).parquet(str(out))
-
-        def three_outputs() -> None:
-            scored = features.select("id", three(F.struct(*columns)).alias("s"))
-            scored.select("id", "s.*").write.mode("overwrite").parquet(str(out))
-
-        arrow_round_trip()  # their own worker start-up is not what we measure
-        three_outputs()
-        result["breakdown"] = {
-            "read_write_only": _best(io_only, repeat)[0],
-            "arrow_round_trip": _best(arrow_round_trip, repeat)[0],
-            "three_outputs": _best(three_outputs, repeat)[0],
-        }
+        result["breakdown"] = _udf_breakdown(features, workdir / "breakdown", repeat)
     return result
 
 

@@ -12,7 +12,7 @@ Spark session, after an untimed warm-up round:
 - **old**: the reporter before drift summaries: the current and reference feature
   tables stacked, ``approxQuantile`` over the reference, every row exploded into one
   row per feature and aggregated;
-- **new, cold**: :func:`services.reporter.stage.feature_drift` on a lake whose reports
+- **new, cold**: :func:`services.reporter.drift.feature_drift` on a lake whose reports
   carry no summaries (an older lake): each reference's summary is made from its table;
 - **new, warm**: the same once the references' reports carry their summaries (every
   report after the first): only the current table is read.
@@ -43,17 +43,19 @@ from pyspark.sql import functions as F
 from landfall.config import SparkSettings
 from landfall.lake import MANIFEST_NAME, Lake
 from landfall.spark import create_spark_session
-from services.reporter import stage as reporter
-from services.reporter.stage import (
+from services.reporter import drift as reporter
+from services.reporter.drift import (
     _DRIFT_BINS,
-    _fractions,
     _numeric_columns,
     feature_drift,
     population_stability_index,
+    write_feature_summaries,
+)
+from services.reporter.stage import (
+    as_fractions,
     prediction_distribution,
     prediction_summary,
     previous_partitions,
-    write_feature_summaries,
 )
 
 DATASET = "bench"
@@ -174,8 +176,8 @@ def old_feature_drift(spark: SparkSession, lake: Lake, partition: str) -> dict[s
     psi = {}
     for i, column in enumerate(columns):
         bins = sorted({b for (_, f, b) in counts if f == i})
-        expected = _fractions([counts.get((False, i, b), 0) for b in bins])
-        actual = _fractions([counts.get((True, i, b), 0) for b in bins])
+        expected = as_fractions([counts.get((False, i, b), 0) for b in bins])
+        actual = as_fractions([counts.get((True, i, b), 0) for b in bins])
         psi[column] = round(population_stability_index(expected, actual), 6)
     return psi
 

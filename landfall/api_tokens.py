@@ -282,6 +282,29 @@ class TokenStore:
                 found = known.principal
         return found
 
+    def form_token(self, session: str) -> str | None:
+        """The console's CSRF token for a valid session cookie; None for any other value.
+
+        Signed with the key that signs the session itself, over the whole session
+        value: it is bound to that one session (a new login, a new token), never
+        derivable without the token behind it, and ends with the session.
+        """
+        known = self._session_known(session)
+        return None if known is None else _sign(known.session_key, f"form\0{session}")
+
+    def form_token_matches(self, session: str, presented: str) -> bool:
+        """Whether ``presented`` is the CSRF token of this (valid) session cookie."""
+        expected = self.form_token(session)
+        return expected is not None and hmac.compare_digest(
+            expected.encode(), presented.encode("utf-8", "surrogateescape")
+        )
+
+    def _session_known(self, value: str) -> _Known | None:
+        parts = value.split(".")
+        if len(parts) != 4 or self.session_principal(value) is None:
+            return None
+        return next((k for k in self._all() if k.token_id == parts[2]), None)
+
 
 def _sign(key: bytes, payload: str) -> str:
     return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()

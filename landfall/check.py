@@ -34,7 +34,7 @@ from landfall.lake import Lake
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["CheckReport", "Finding", "check_dataset", "signature_problems"]
+__all__ = ["CheckReport", "Finding", "check_dataset"]
 
 # Formats a sample file may have, by its suffix.
 _SAMPLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".json": "json", ".jsonl": "json"}
@@ -84,35 +84,6 @@ class CheckReport:
             "model": self.model,
             "scored": self.scored,
         }
-
-
-def signature_problems(inputs: list[Any], features: dict[str, str]) -> list[str]:
-    """Each way the feature table (name -> Spark type) misses the model's inputs.
-
-    A missing input whose name matches a feature column but for its case gets a "did
-    you mean" (one-hot column names keep the value's case; a model trained elsewhere
-    may not). Feature columns the model does not take are named too: harmless to
-    scoring, usually a sign of a renamed feature.
-    """
-    by_folded: dict[str, list[str]] = {}
-    for name in features:
-        by_folded.setdefault(name.casefold(), []).append(name)
-    wanted = {column.name for column in inputs}
-    problems = []
-    for column in inputs:
-        if column.name in features:
-            continue
-        if not column.required:
-            continue
-        near = [n for n in by_folded.get(column.name.casefold(), []) if n not in wanted]
-        hint = f" (did you mean {' or '.join(near)}? only the case differs)" if near else ""
-        problems.append(f"the model's input {column.name} is not a feature column{hint}")
-    return problems
-
-
-def _unused(inputs: list[Any], features: dict[str, str], id_column: str) -> list[str]:
-    wanted = {column.name for column in inputs}
-    return [name for name in features if name not in wanted and name != id_column]
 
 
 @contextmanager
@@ -261,7 +232,8 @@ def _check_model(
     score_rows: int,
 ) -> None:
     from landfall.registry import enforce_gate, resolve_model_version
-    from services.predictor.stage import check_signature, prepare_scorer, score_partition
+    from services.predictor.fit import signature_problems, unused_columns
+    from services.predictor.stage import check_signature, prepare_scorer
 
     spec = dataset.model
     try:
@@ -293,24 +265,36 @@ def _check_model(
     except LandfallError as exc:
         report.failed("signature", _reason(exc))
         return
-    unused = _unused(scorer.plan.inputs, types, dataset.id_column)
+    unused = unused_columns(scorer.plan.inputs, types, dataset.id_column)
     report.passed(
         "signature",
         f"{len(scorer.plan.inputs)} inputs match"
         + (f"; feature columns the model does not take: {', '.join(unused)}" if unused else ""),
     )
+    _score_a_few(report, settings, spark, dataset, model, features, scratch, score_rows)
+
+
+def _score_a_few(
+    report: CheckReport,
+    settings: Settings,
+    spark: SparkSession,
+    dataset: Any,
+    model: Any,
+    features: DataFrame,
+    scratch: Path,
+    score_rows: int,
+) -> None:
+    """Score the first rows of the feature table as the predictor would; show them."""
+    from services.predictor.stage import score_partition
+
     few = features.limit(score_rows)
     few.write.parquet(str(scratch / "few"))
     try:
         scored = score_partition(
-            spark,
-            dataset,
-            model,
-            scratch / "few",
-            scratch / "predictions",
+            spark, dataset, model, scratch / "few", scratch / "predictions",
             scoring=settings.scoring,
             store=None,  # the scratch folder is local, whatever the lake is
-        )
+        )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - the model's own code may raise anything
         report.failed("scoring", _reason(exc))
         return

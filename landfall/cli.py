@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import signal
-import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from landfall.cli_common import (
     ConfigOption,
     DatasetArgument,
-    ModelVersionOption,
     cli_settings,
     fail,
-    publishing_settings,
 )
 from landfall.dlq_cli import app as dlq_app
 from landfall.errors import LandfallError
+
+if TYPE_CHECKING:
+    from landfall.config import Settings
+    from landfall.stack import LocalStack
 from landfall.model_cli import app as model_app
+from landfall.operate_cli import app as operate_app
+from landfall.schemas_cli import app as schemas_app
 
 app = typer.Typer(
     help="landfall: event-driven batch prediction on Kafka, Spark and MLflow.",
@@ -34,17 +34,12 @@ app = typer.Typer(
 
 
 def _configure_logging(name: str) -> None:
-    from landfall.redact import install_redaction
+    from landfall.logs import configure_logging
 
-    # Every log line and traceback of the process, whoever's handler writes it.
-    install_redaction()
-    logging.basicConfig(
-        level=os.environ.get("LANDFALL_LOG_LEVEL", "INFO"),
-        format=f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("py4j", "mlflow", "alembic", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        configure_logging(name)
+    except LandfallError as exc:
+        fail(exc)
 
 
 @app.command()
@@ -98,10 +93,6 @@ def _scale(values: list[str] | None) -> dict[str, int]:
     return scale
 
 
-JsonOption = Annotated[
-    bool, typer.Option("--json", help="JSON Lines for scripts: one object per step, then a summary")
-]
-
 ServicesOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -109,6 +100,64 @@ ServicesOption = Annotated[
         help="run only this service (repeatable): validator, featurizer, predictor, reporter, api",
     ),
 ]
+
+
+def _chosen_services(only: list[str] | None, without: list[str] | None) -> tuple[str, ...]:
+    """The services `up` runs: --only these, or every one --without those."""
+    from landfall.stack import ALL_SERVICES
+
+    if only and without:
+        raise LandfallError("say --only or --without, not both")
+    unknown = sorted(set(without or []) - set(ALL_SERVICES))
+    if unknown:
+        raise LandfallError(
+            f"unknown service {', '.join(unknown)}; choose from {', '.join(ALL_SERVICES)}"
+        )
+    services = tuple(only or [s for s in ALL_SERVICES if s not in (without or [])])
+    if not services:
+        raise LandfallError("--without leaves no service to run")
+    return services
+
+
+def _say_where_everything_is(stack: LocalStack, live: Settings, jaeger_ui: str | None) -> None:
+    where = f"broker {live.kafka.bootstrap}"
+    if stack.broker is not None:
+        where += f" (Apache Kafka, log in {stack.broker.data_dir})"
+    typer.echo(f"landfall is up: {where}; services {', '.join(stack.processes)}")
+    typer.echo(f"logs in {stack.log_dir}")
+    if stack.api_url:
+        typer.echo(f"status page and job API: {stack.api_url}/ (OpenAPI at /docs)")
+        if stack.api_token_file is not None:
+            typer.echo(
+                f"API operator token: in {stack.api_token_file} (`landfall api-token` prints it)"
+            )
+    for name, url in stack.metrics_urls().items():
+        typer.echo(f"metrics of {name}: {url}")
+    if live.telemetry.trace_dir is not None:
+        typer.echo(f"traces: {live.telemetry.trace_dir}/<service>.jsonl")
+    if jaeger_ui:
+        typer.echo(f"Jaeger: {jaeger_ui}/ (query API at {jaeger_ui}/api/traces)")
+    if live.telemetry.otlp_endpoint:
+        typer.echo(f"spans exported over OTLP to {live.telemetry.otlp_endpoint}")
+    typer.echo("stop one service with: landfall stop SERVICE; start it again with: "
+               "landfall up --only SERVICE")  # fmt: skip
+
+
+def _supervise_until_stopped(stack: LocalStack, stop_requested: threading.Event) -> int:
+    """Restart crashed services until asked to stop; 1 if `up` gave up on one."""
+    try:
+        while not stop_requested.is_set():
+            for line in stack.supervise():
+                typer.echo(line)
+            if not stack.running and stack.broker is None:
+                typer.echo("every service has stopped")
+                break
+            time.sleep(0.5)
+    except LandfallError as exc:
+        # Only a service that kept crashing ends up here: `up` gave up on it.
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        return 1
+    return 0
 
 
 @app.command()
@@ -137,8 +186,9 @@ def up(
     on one that keeps crashing. Ctrl-C or SIGTERM stops every service, each stage in
     flight getting runner.shutdown_grace_s to finish; a second one abandons them at once.
     """
+    # Long: its typer options take a third of its lines.
     from landfall.jaeger import LocalJaeger, jaeger_for_stack, with_local_jaeger
-    from landfall.stack import ALL_SERVICES, LocalStack
+    from landfall.stack import LocalStack
 
     _configure_logging("up")
     jaeger_ui: str | None = None
@@ -148,16 +198,7 @@ def up(
     # stack stopped while starting stops what it started (see LocalStack.start).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        if only and without:
-            raise LandfallError("say --only or --without, not both")
-        unknown = sorted(set(without or []) - set(ALL_SERVICES))
-        if unknown:
-            raise LandfallError(
-                f"unknown service {', '.join(unknown)}; choose from {', '.join(ALL_SERVICES)}"
-            )
-        services = tuple(only or [s for s in ALL_SERVICES if s not in (without or [])])
-        if not services:
-            raise LandfallError("--without leaves no service to run")
+        services = _chosen_services(only, without)
         settings = cli_settings(config)
         if jaeger:
             settings, jaeger_ui, started_jaeger = jaeger_for_stack(settings)
@@ -172,40 +213,10 @@ def up(
         raise typer.Exit(code=130) from None
     # From here on a signal asks the loop to stop the stack in order.
     stop_requested = _stop_on_signal()
-    where = f"broker {live.kafka.bootstrap}"
-    if stack.broker is not None:
-        where += f" (Apache Kafka, log in {stack.broker.data_dir})"
-    typer.echo(f"landfall is up: {where}; services {', '.join(stack.processes)}")
-    typer.echo(f"logs in {stack.log_dir}")
-    if stack.api_url:
-        typer.echo(f"status page and job API: {stack.api_url}/ (OpenAPI at /docs)")
-        if stack.api_token_file is not None:
-            typer.echo(
-                f"API operator token: in {stack.api_token_file} (`landfall api-token` prints it)"
-            )
-    for name, url in stack.metrics_urls().items():
-        typer.echo(f"metrics of {name}: {url}")
-    if live.telemetry.trace_dir is not None:
-        typer.echo(f"traces: {live.telemetry.trace_dir}/<service>.jsonl")
-    if jaeger_ui:
-        typer.echo(f"Jaeger: {jaeger_ui}/ (query API at {jaeger_ui}/api/traces)")
-    if live.telemetry.otlp_endpoint:
-        typer.echo(f"spans exported over OTLP to {live.telemetry.otlp_endpoint}")
-    typer.echo("stop one service with: landfall stop SERVICE; start it again with: "
-               "landfall up --only SERVICE")  # fmt: skip
+    _say_where_everything_is(stack, live, jaeger_ui)
     code = 0
     try:
-        while not stop_requested.is_set():
-            for line in stack.supervise():
-                typer.echo(line)
-            if not stack.running and stack.broker is None:
-                typer.echo("every service has stopped")
-                break
-            time.sleep(0.5)
-    except LandfallError as exc:
-        # Only a service that kept crashing ends up here: `up` gave up on it.
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        code = 1
+        code = _supervise_until_stopped(stack, stop_requested)
     finally:
         typer.echo("stopping...")
         # A second Ctrl-C or SIGTERM: the services abandon their stages in flight now.
@@ -347,15 +358,6 @@ def api_token(config: ConfigOption = None) -> None:
         fail(exc)
 
 
-def _data_format(value: str | None) -> str | None:
-    """Refuse a format the validator cannot read, before anything is published."""
-    from landfall.contracts import DATA_FORMATS
-
-    if value is not None and value not in DATA_FORMATS:
-        raise typer.BadParameter(f"takes one of {', '.join(DATA_FORMATS)}, got {value!r}")
-    return value
-
-
 @app.command()
 def check(
     dataset: DatasetArgument,
@@ -410,340 +412,11 @@ def check(
     raise typer.Exit(code=0 if report.ok else 1)
 
 
-@app.command()
-def publish(
-    dataset: DatasetArgument,
-    partition: Annotated[str, typer.Argument(help="YYYY-MM-DD or YYYY-MM-DDTHH")],
-    path: Annotated[
-        str | None, typer.Option(help="raw files, relative to the lake root (default: raw zone)")
-    ] = None,
-    data_format: Annotated[
-        str | None,
-        typer.Option(
-            "--format", help="csv | parquet | json (default: config)", callback=_data_format
-        ),
-    ] = None,
-    model_version: ModelVersionOption = None,
-    config: ConfigOption = None,
-) -> None:
-    """Publish a data-landed event for a dataset partition, as an upstream system would."""
-    from landfall.events import publish_data_landed
-    from landfall.telemetry import init_telemetry
-
-    try:
-        settings = publishing_settings(config, "publish")
-        settings.dataset(dataset)
-        init_telemetry(settings, "cli", metrics=False)  # the run's trace starts here
-        record = publish_data_landed(
-            settings,
-            dataset,
-            partition,
-            path=path,
-            data_format=data_format,
-            model_version=model_version,
-        )
-    except LandfallError as exc:
-        fail(exc)
-    typer.echo(
-        f"published data-landed {dataset}/{partition}: batch {record['batch_id']} "
-        f"run {record['run_id']}"
-    )
-
-
-@app.command()
-def backfill(
-    dataset: DatasetArgument,
-    first: Annotated[str, typer.Argument(help="the first partition, YYYY-MM-DD")],
-    last: Annotated[str, typer.Argument(help="the last partition, included")],
-    hourly: Annotated[
-        bool, typer.Option(help="hourly partitions: YYYY-MM-DDTHH to YYYY-MM-DDTHH")
-    ] = False,
-    missing_only: Annotated[
-        bool, typer.Option(help="skip partitions whose predictions are already committed")
-    ] = False,
-    model_version: ModelVersionOption = None,
-    dry_run: Annotated[
-        bool, typer.Option(help="say what would be published, publish nothing")
-    ] = False,
-    as_json: JsonOption = False,
-    config: ConfigOption = None,
-) -> None:
-    """Publish a data-landed event for every landed partition of a date range.
-
-    Each partition is shown as it is published (a progress bar on a terminal, one line
-    each otherwise, JSON Lines with --json), then a summary. The first partition that
-    cannot be published stops the backfill; those before it stay published and counted.
-    """
-    from landfall.operations import BackfillStopped, plan_backfill
-    from landfall.operations import backfill as publish_backfill
-    from landfall.progress import Progress, progress_mode
-    from landfall.telemetry import init_telemetry
-
-    shown = Progress(progress_mode(as_json))
-    try:
-        settings = cli_settings(config)
-        plan = plan_backfill(
-            settings, dataset, first, last, hourly=hourly, missing_only=missing_only
-        )
-    except LandfallError as exc:
-        fail(exc)
-    skipped = len(plan.not_landed) + len(plan.already_scored)
-    if plan.not_landed:
-        shown.note(
-            f"not landed, skipped: {', '.join(plan.not_landed)}",
-            event="skipped", reason="not landed", partitions=plan.not_landed,
-        )  # fmt: skip
-    if plan.already_scored:
-        shown.note(
-            f"already scored, skipped: {', '.join(plan.already_scored)}",
-            event="skipped", reason="already scored", partitions=plan.already_scored,
-        )  # fmt: skip
-    if dry_run or not plan.publish:
-        shown.note(
-            f"would publish {len(plan.publish)}: {', '.join(plan.publish) or '-'}",
-            event="plan", publish=plan.publish,
-        )  # fmt: skip
-        shown.summary(
-            f"would publish {len(plan.publish)}, skipped {skipped}",
-            dry_run=True, published=0, would_publish=len(plan.publish), skipped=skipped, failed=0,
-        )  # fmt: skip
-        return
-    total = len(plan.publish)
-
-    def published_one(record: dict[str, object]) -> None:
-        done = shown.counts["published"] + 1
-        shown.step(
-            "published",
-            f"published data-landed {dataset}/{record['partition']}: run {record['run_id']} "
-            f"({done}/{total})",
-            partition=record["partition"], run_id=record["run_id"],
-            batch_id=record["batch_id"],
-        )  # fmt: skip
-
-    stopped: BackfillStopped | None = None
-    try:
-        settings = publishing_settings(config, "backfill")
-        init_telemetry(settings, "cli", metrics=False)
-        with shown.running(total, f"backfill {dataset}"):
-            publish_backfill(
-                settings, plan, model_version=model_version, on_published=published_one
-            )
-    except BackfillStopped as exc:
-        stopped = exc
-        shown.step("failed", f"failed {dataset}/{exc.partition}: {exc.reason}",
-                   partition=exc.partition, reason=exc.reason)  # fmt: skip
-    except LandfallError as exc:
-        fail(exc)
-    published = shown.counts["published"]
-    failed = 1 if stopped else 0
-    remaining = stopped.remaining if stopped else []
-    shown.summary(
-        f"published {published}, skipped {skipped}, failed {failed}"
-        + (f", not attempted {len(remaining)}" if remaining else ""),
-        published=published, skipped=skipped, failed=failed, not_attempted=remaining,
-    )  # fmt: skip
-    if stopped is not None:
-        fail(stopped)
-
-
-@app.command()
-def replay(
-    service: Annotated[str, typer.Argument(help="validator | featurizer | predictor | reporter")],
-    from_beginning: Annotated[
-        bool, typer.Option("--from-beginning", help="go back to the start of each topic")
-    ] = False,
-    offset: Annotated[
-        int | None, typer.Option(help="go back to this offset in every partition")
-    ] = None,
-    since: Annotated[
-        datetime | None,
-        typer.Option(help="go back to the first event at or after this time (UTC if no zone)"),
-    ] = None,
-    topic: Annotated[
-        list[str] | None, typer.Option(help="only this topic (repeatable; default: all it read)")
-    ] = None,
-    dry_run: Annotated[bool, typer.Option(help="show the moves, make none")] = False,
-    as_json: JsonOption = False,
-    config: ConfigOption = None,
-) -> None:
-    """Move a stopped service's consumer group back so it processes those events again.
-
-    One line per topic partition moved (JSON Lines with --json), then a summary. Every
-    event the service had handled is redone as a new run of its batch.
-    """
-    from landfall.operations import replay as move_group
-    from landfall.progress import Progress
-    from landfall.serve import SERVICE_NAMES
-
-    try:
-        settings = publishing_settings(config, "replay")
-        if service not in SERVICE_NAMES:
-            raise LandfallError(
-                f"unknown service {service!r}; choose from {', '.join(SERVICE_NAMES)}"
-            )
-        if sum(x is not None and x is not False for x in (from_beginning, offset, since)) != 1:
-            raise LandfallError("say where to go back to: --from-beginning, --offset or --since")
-        if since is not None and since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-        moves = move_group(
-            settings,
-            service,
-            offset=0 if from_beginning else offset,
-            since=since,
-            topics=topic or None,
-            dry_run=dry_run,
-        )
-    except LandfallError as exc:
-        fail(exc)
-    # The moves are made in one request: there is no partial state to show as it goes.
-    shown = Progress("json" if as_json else "lines")
-    verb = "would move" if dry_run else "moved"
-    for move in moves:
-        before = "nothing committed" if move.before is None else f"offset {move.before}"
-        shown.step(
-            "would_move" if dry_run else "moved",
-            f"{verb} {move.topic}/{move.partition}: {before} -> offset {move.after}",
-            topic=move.topic, partition=move.partition, before=move.before,
-            after=move.after, end=move.end,
-        )  # fmt: skip
-    redo = sum(move.end - move.after for move in moves)
-    shown.summary(
-        f"{verb} {len(moves)} partition(s) of {service}; {redo} event(s) to "
-        f"{'be redone' if dry_run else 'redo'}",
-        service=service, dry_run=dry_run, partitions=len(moves), events_to_redo=redo,
-    )  # fmt: skip
-
-
-@app.command()
-def groups(
-    service: Annotated[
-        list[str] | None, typer.Argument(help="the services to show (default: all four)")
-    ] = None,
-    config: ConfigOption = None,
-) -> None:
-    """Show each service's consumer group: state, members, their partitions, and lag."""
-    from landfall.consumer_groups import describe_service_groups
-    from landfall.serve import SERVICE_NAMES
-
-    try:
-        settings = publishing_settings(config, "groups")
-        unknown = set(service or []) - set(SERVICE_NAMES)
-        if unknown:
-            raise LandfallError(
-                f"unknown service {', '.join(sorted(unknown))}; "
-                f"choose from {', '.join(SERVICE_NAMES)}"
-            )
-        statuses = describe_service_groups(settings, list(service or SERVICE_NAMES))
-    except LandfallError as exc:
-        fail(exc)
-    for status in statuses:
-        typer.echo(
-            f"{status.service}: group {status.group} {status.state}, "
-            f"{len(status.members)} member(s), lag {status.lag}"
-        )
-        for member in status.members:
-            owned = ", ".join(member.partitions) or "no partitions"
-            typer.echo(f"  {member.client_id} on {member.host}: {owned}")
-        for lag in status.partitions:
-            if lag.lag:
-                typer.echo(
-                    f"  {lag.topic}/{lag.partition}: committed {lag.committed}, "
-                    f"end {lag.end}, lag {lag.lag}"
-                )
-
-
-@app.command()
-def reconcile(
-    dataset: DatasetArgument,
-    first: Annotated[str, typer.Argument(help="the first partition, YYYY-MM-DD")],
-    last: Annotated[str, typer.Argument(help="the last partition, included")],
-    hourly: Annotated[
-        bool, typer.Option(help="hourly partitions: YYYY-MM-DDTHH to YYYY-MM-DDTHH")
-    ] = False,
-    stuck_after: Annotated[
-        float, typer.Option(help="minutes without progress after which a run is stuck")
-    ] = 60.0,
-    dry_run: Annotated[bool, typer.Option(help="show the plan, publish nothing")] = False,
-    config: ConfigOption = None,
-) -> None:
-    """Re-drive every landed partition whose batch never finished, from where it stopped."""
-    from datetime import timedelta
-
-    from landfall.reconcile import plan_reconcile
-    from landfall.reconcile import reconcile as publish_repairs
-    from landfall.telemetry import init_telemetry
-
-    try:
-        settings = cli_settings(config)
-        repairs = plan_reconcile(
-            settings,
-            dataset,
-            first,
-            last,
-            hourly=hourly,
-            stuck_after=timedelta(minutes=stuck_after),
-        )
-        for repair in repairs:
-            typer.echo(f"{dataset}/{repair.partition}: {repair.found} -> {repair.action}")
-        if dry_run or not repairs:
-            done = f"would re-drive {len(repairs)} partition(s)" if dry_run else "nothing to do"
-            typer.echo(done)
-            return
-        settings = publishing_settings(config, "reconcile")
-        init_telemetry(settings, "cli", metrics=False)
-        publish_repairs(settings, repairs)
-    except LandfallError as exc:
-        fail(exc)
-    typer.echo(f"re-drove {len(repairs)} partition(s)")
-
-
-@app.command()
-def gc(
-    keep_days: Annotated[
-        float, typer.Option(help="keep every run committed within this many days")
-    ] = 7.0,
-    staging_hours: Annotated[
-        float,
-        typer.Option(help="remove uncommitted outputs nothing wrote to for this many hours"),
-    ] = 24.0,
-    dry_run: Annotated[
-        bool, typer.Option(help="say what would be removed, remove nothing")
-    ] = False,
-    config: ConfigOption = None,
-) -> None:
-    """Remove old runs' outputs and what crashed writers left in the lake.
-
-    Each partition keeps its committed output and its newest attempt, whatever their age.
-    """
-    from landfall.lake import Lake
-    from landfall.lake_gc import collect_garbage
-
-    try:
-        settings = cli_settings(config)
-        plan = collect_garbage(
-            Lake.from_settings(settings),
-            sorted(settings.datasets),
-            keep_days=keep_days,
-            staging_grace_hours=staging_hours,
-            dry_run=dry_run,
-        )
-    except LandfallError as exc:
-        fail(exc)
-    except OSError as exc:  # the store: unreachable, refused
-        fail(LandfallError(f"cannot sweep the lake {settings.lake_uri}: {exc}"))
-    verb = "would remove" if dry_run else "removed"
-    for rel in plan.old_runs:
-        typer.echo(f"{verb} old run {rel}")
-    for rel in plan.abandoned:
-        typer.echo(f"{verb} abandoned {rel}")
-    typer.echo(
-        f"{verb} {len(plan.old_runs)} old run(s) and {len(plan.abandoned)} abandoned "
-        f"output(s); kept {plan.kept}"
-    )
-
-
+# The operators' commands (publish, backfill, replay, groups, reconcile, gc), at the top level.
+app.add_typer(operate_app)
 app.add_typer(model_app, name="model")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(schemas_app, name="schemas")
 
 
 def main() -> None:

@@ -1,23 +1,16 @@
-"""Event contracts: event types <-> Avro schemas, wire encoding.
+"""Event contracts: event types <-> Avro schemas, and the rules every event keeps.
 
 Every event is an Avro record whose schema lives in ``schemas/`` (one ``<snake_name>.avsc``
 per :class:`EventType`; the versions released before it under ``schemas/history``, whose
-compatibility rules live in :mod:`landfall.schema_history`). This module is the only place
-that turns events into bytes and back. Three wire forms exist (see DESIGN.md section 2):
+compatibility rules live in :mod:`landfall.schema_history`). This module loads those
+schemas, builds events (:func:`new_event`, :func:`follow_up`) and checks records against
+the contract (:func:`check_record`, :func:`check_semantics`). Turning events into bytes
+and back is :class:`landfall.codec.EventCodec`'s.
 
-* Avro single-object encoding (``C3 01`` + 8-byte little-endian CRC-64-AVRO fingerprint +
-  Avro binary body) when no schema registry is configured; writer schemas are found by
-  fingerprint among ``schemas/**/*.avsc``, so older versions kept under ``schemas/history``
-  stay readable.
-* Confluent Schema Registry framing (``00`` + 4-byte big-endian schema id + Avro body) when a
-  registry URL is configured, with the TopicNameStrategy subject ``<topic>-value``.
-* On the ingress topic only, the Avro JSON encoding of ``DataLanded``, also in the plain form
-  a person types (missing optional fields, bare values for nullable unions).
-
-Decoded records and records built here share one representation: plain dicts with every
+Records built here and decoded ones share one representation: plain dicts with every
 schema field present, ``event_id`` as ``str`` and ``occurred_at`` as a timezone-aware UTC
 :class:`datetime.datetime` with millisecond precision (``None`` when an ingress event
-omits it). Anything that cannot be decoded or breaks the contract raises
+omits it). A record that breaks the contract raises
 :class:`~landfall.errors.InvalidEventError` with a message saying what and where.
 """
 
@@ -27,36 +20,38 @@ import datetime as dt
 import enum
 import functools
 import importlib.resources
-import io
 import json
 import re
-import struct
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import fastavro
-from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
 from landfall.deliveries import follow_up_id
-from landfall.errors import ConfigError, InvalidEventError, RetryableError
-from landfall.redact import redact_tree
+from landfall.errors import ConfigError, InvalidEventError
 
 __all__ = [
     "DATA_FORMATS",
     "SCHEMA_DIR",
-    "EventCodec",
     "EventType",
+    "check_record",
+    "check_semantics",
+    "field_names",
+    "fingerprint_of",
     "follow_up",
+    "full_name",
     "load_schema",
     "new_event",
+    "parse_record_schema",
     "partition_key",
+    "raw_schema",
     "read_schema_file",
     "schema_fingerprint",
     "validate_partition",
+    "with_defaults",
 ]
 
 
@@ -74,8 +69,6 @@ def _schema_dir() -> Path:
 SCHEMA_DIR: Path = _schema_dir()
 
 _NAMESPACE = "landfall.events"
-_SINGLE_OBJECT_MARKER = b"\xc3\x01"
-_CONFLUENT_MAGIC = 0
 # ASCII digits only, matched in full: `\d` would take other scripts' digits and `$`
 # a trailing newline, and either would become a lake folder.
 _PARTITION_RE = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})(?:T([0-9]{2}))?")
@@ -127,25 +120,28 @@ def read_schema_file(path: Path, event_type: EventType) -> dict[str, Any]:
         raise ConfigError(
             f"cannot read schema of {event_type.short_name} at {path}: {exc}"
         ) from exc
-    name = _full_name(raw) if isinstance(raw, dict) else None
+    name = full_name(raw) if isinstance(raw, dict) else None
     if name != event_type.value:
         raise ConfigError(f"{path} defines {name!r}, expected {event_type.value!r}")
     return dict(raw)
 
 
 @functools.cache
-def _raw_schema(event_type: EventType) -> dict[str, Any]:
+def raw_schema(event_type: EventType) -> dict[str, Any]:
+    """The current schema of ``event_type`` as its file's JSON (cached; do not mutate)."""
     return read_schema_file(event_type.schema_file, event_type)
 
 
-def _parse(raw: Any) -> dict[str, Any]:
+def parse_record_schema(raw: Any) -> dict[str, Any]:
+    """fastavro's parsed form of an event schema; TypeError unless it is a record."""
     parsed = parse_schema(raw)
     if not isinstance(parsed, dict):
         raise TypeError("an event schema must be an Avro record")
     return parsed
 
 
-def _full_name(raw: Mapping[str, Any]) -> str:
+def full_name(raw: Mapping[str, Any]) -> str:
+    """The namespaced name of a schema's record, e.g. ``landfall.events.DataLanded``."""
     name = str(raw.get("name", ""))
     namespace = raw.get("namespace")
     return name if "." in name or not namespace else f"{namespace}.{name}"
@@ -154,41 +150,20 @@ def _full_name(raw: Mapping[str, Any]) -> str:
 @functools.cache
 def load_schema(event_type: EventType) -> dict[str, Any]:
     """The current parsed schema of ``event_type`` (cached; do not mutate)."""
-    return _parse(_raw_schema(event_type))
+    return parse_record_schema(raw_schema(event_type))
 
 
 @functools.cache
 def schema_fingerprint(event_type: EventType) -> bytes:
     """8-byte little-endian CRC-64-AVRO fingerprint of the schema's Parsing Canonical Form."""
-    return _fingerprint(load_schema(event_type))
+    return fingerprint_of(load_schema(event_type))
 
 
-def _fingerprint(schema: Any) -> bytes:
+def fingerprint_of(schema: Any) -> bytes:
+    """The single-object encoding's 8-byte fingerprint of any (parsed) schema."""
     # fastavro already returns the hex of the little-endian bytes the Avro spec's
     # single-object encoding puts on the wire.
     return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
-
-
-@functools.cache
-def _writers_by_fingerprint() -> dict[bytes, tuple[EventType, dict[str, Any]]]:
-    # Every schema file under schemas/ (history included) can have written data we must read.
-    if not SCHEMA_DIR.is_dir():
-        raise ConfigError(f"no schema folder at {SCHEMA_DIR}: landfall is installed without it")
-    known = {t.value: t for t in EventType}
-    writers: dict[bytes, tuple[EventType, dict[str, Any]]] = {}
-    for path in sorted(SCHEMA_DIR.rglob("*.avsc")):
-        try:
-            parsed = _parse(json.loads(path.read_text(encoding="utf-8")))
-        except Exception as exc:  # a broken schema file is a deployment fault, not bad input
-            raise ConfigError(f"cannot parse schema file {path}: {exc}") from exc
-        event_type = known.get(str(parsed.get("name")))
-        if event_type is None:
-            continue
-        fp = _fingerprint(parsed)
-        # The current version reuses load_schema's dict so _read_body can skip resolution.
-        current = fp == schema_fingerprint(event_type)
-        writers[fp] = (event_type, load_schema(event_type) if current else dict(parsed))
-    return writers
 
 
 # --------------------------------------------------------------------------- validation
@@ -221,11 +196,12 @@ def validate_partition(partition: object) -> None:
         ) from None
 
 
-def _field_names(event_type: EventType) -> list[str]:
+def field_names(event_type: EventType) -> list[str]:
+    """The fields of ``event_type``'s current schema, in order."""
     return [f["name"] for f in load_schema(event_type)["fields"]]
 
 
-def _check_semantics(event_type: EventType, record: Mapping[str, Any], where: str) -> None:
+def check_semantics(event_type: EventType, record: Mapping[str, Any], where: str) -> None:
     """Contract rules Avro types cannot express."""
     try:
         validate_partition(record.get("partition"))
@@ -249,11 +225,11 @@ def _check_semantics(event_type: EventType, record: Mapping[str, Any], where: st
             )
 
 
-def _check_record(event_type: EventType, record: Mapping[str, Any], where: str) -> None:
+def check_record(event_type: EventType, record: Mapping[str, Any], where: str) -> None:
     """Full contract check of a record about to be written."""
     if not isinstance(record, Mapping):
         raise InvalidEventError(f"{where}: expected a dict, got {type(record).__name__}")
-    unknown = sorted(set(record) - set(_field_names(event_type)))
+    unknown = sorted(set(record) - set(field_names(event_type)))
     if unknown:
         raise InvalidEventError(
             f"{where}: unknown field(s) {', '.join(unknown)} for {event_type.short_name}"
@@ -273,7 +249,7 @@ def _check_record(event_type: EventType, record: Mapping[str, Any], where: str) 
             raise InvalidEventError(
                 f"{where}: field 'event_id' is {record['event_id']!r}, not a UUID"
             ) from None
-    _check_semantics(event_type, record, where)
+    check_semantics(event_type, record, where)
 
 
 def _describe_validation_error(exc: ValidationError) -> str:
@@ -313,7 +289,7 @@ def _now_millis() -> dt.datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def _with_defaults(event_type: EventType, record: Mapping[str, Any]) -> dict[str, Any]:
+def with_defaults(event_type: EventType, record: Mapping[str, Any]) -> dict[str, Any]:
     """``record`` in schema field order with absent defaulted fields filled in."""
     complete: dict[str, Any] = {}
     for field in load_schema(event_type)["fields"]:
@@ -358,8 +334,8 @@ def new_event(
         record["causation_id"] = causation_id
     # Explicit fields win, so replay tooling can keep an original event_id or occurred_at.
     record.update(fields)
-    record = _with_defaults(event_type, record)
-    _check_record(event_type, record, where)
+    record = with_defaults(event_type, record)
+    check_record(event_type, record, where)
     return record
 
 
@@ -370,7 +346,7 @@ def follow_up(
     event_type = EventType(event_type)
     carried: dict[str, Any] = {name: upstream.get(name) for name in _CARRIED_FIELDS}
     carried["causation_id"] = upstream.get("event_id")
-    target_fields = set(_field_names(event_type))
+    target_fields = set(field_names(event_type))
     for name in _PROPAGATED_FIELDS:
         if name in target_fields and upstream.get(name) is not None:
             carried[name] = upstream[name]
@@ -397,312 +373,3 @@ def partition_key(record: Mapping[str, Any]) -> bytes:
         return f"{record['dataset']}/{record['partition']}".encode()
     except (KeyError, TypeError) as exc:
         raise InvalidEventError(f"cannot build a Kafka key: record lacks {exc}") from None
-
-
-# --------------------------------------------------------------------------- Avro bodies
-
-
-def _write_body(schema: dict[str, Any], record: Mapping[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, schema, dict(record))
-    return buf.getvalue()
-
-
-def _read_body(
-    writer: dict[str, Any], reader: dict[str, Any], body: bytes, where: str
-) -> dict[str, Any]:
-    buf = io.BytesIO(body)
-    try:
-        # No reader schema when they are the same: fastavro then skips resolution.
-        record = fastavro.schemaless_reader(buf, writer, None if writer is reader else reader)
-    except SchemaResolutionError as exc:
-        raise InvalidEventError(f"{where}: writer schema cannot be read as ours: {exc}") from None
-    # Corrupt input surfaces as EOFError, struct.error, ValueError, IndexError, MemoryError...
-    # depending on where it breaks; none of it may escape as anything but InvalidEventError.
-    except Exception as exc:  # noqa: BLE001
-        raise InvalidEventError(
-            f"{where}: Avro body of {len(body)} bytes is corrupt or truncated "
-            f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
-        ) from None
-    if buf.tell() != len(body):
-        raise InvalidEventError(
-            f"{where}: {len(body) - buf.tell()} unexpected trailing bytes after the Avro body"
-        )
-    if not isinstance(record, dict):
-        raise InvalidEventError(f"{where}: Avro body is not a record")
-    # fastavro returns uuid.UUID for logicalType uuid; the rest of landfall uses str ids.
-    return {k: str(v) if isinstance(v, uuid.UUID) else v for k, v in record.items()}
-
-
-# --------------------------------------------------------------------------- JSON ingress
-
-
-# A data-landed event in JSON is a flat object of a few short fields (a union value
-# adds one level): anything far bigger or deeper is not one, and is refused before
-# the parser spends time or stack on it.
-_JSON_MAX_BYTES = 64 * 1024
-_JSON_MAX_DEPTH = 8
-
-
-def _json_too_deep(text: bytes, limit: int) -> bool:
-    """Whether brackets outside strings nest deeper than ``limit`` (one linear pass)."""
-    depth, in_string, escaped = 0, False, False
-    for byte in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x7B, 0x5B):  # { [
-            depth += 1
-            if depth > limit:
-                return True
-        elif byte in (0x7D, 0x5D):  # } ]
-            depth -= 1
-    return False
-
-
-def _decode_json(text: bytes, where: str) -> dict[str, Any]:
-    """Decode DataLanded from Avro JSON or the plain JSON a person types."""
-    event_type = EventType.DATA_LANDED
-    if len(text) > _JSON_MAX_BYTES:
-        raise InvalidEventError(
-            f"{where}: JSON message of {len(text)} bytes is over the {_JSON_MAX_BYTES} a "
-            "data-landed event can need"
-        )
-    if _json_too_deep(text, _JSON_MAX_DEPTH):
-        raise InvalidEventError(f"{where}: JSON nests deeper than {_JSON_MAX_DEPTH} levels")
-    try:
-        obj = json.loads(text.decode("utf-8-sig"))
-    except RecursionError:  # belt and braces: the depth check should have caught it
-        raise InvalidEventError(f"{where}: JSON nests too deep to parse") from None
-    except UnicodeDecodeError as exc:
-        raise InvalidEventError(f"{where}: JSON message is not UTF-8: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidEventError(f"{where}: invalid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise InvalidEventError(f"{where}: JSON message must be an object")
-    where = f"{where}: JSON {event_type.short_name}"
-    schema = load_schema(event_type)
-    unknown = sorted(set(obj) - set(_field_names(event_type)))
-    if unknown:
-        # Rejecting beats ignoring: a misspelt "path" would silently read the default location.
-        raise InvalidEventError(f"{where} has unknown field(s) {', '.join(unknown)}")
-    record: dict[str, Any] = {}
-    for field in schema["fields"]:
-        name = field["name"]
-        if name not in obj:
-            if "default" not in field:
-                raise InvalidEventError(f"{where} is missing required field {name!r}")
-            record[name] = field["default"]
-            continue
-        value = _unwrap_union(field["type"], obj[name])
-        if name == "occurred_at" and isinstance(value, str):
-            value = _parse_timestamp(value, where)
-        record[name] = value
-    _check_record(event_type, record, where)
-    # A binary round trip gives JSON events exactly the representation of Avro ones.
-    return _read_body(schema, schema, _write_body(schema, record), where)
-
-
-def _unwrap_union(field_type: Any, value: Any) -> Any:
-    # Avro JSON tags a non-null union value with its branch: {"string": "x"}; also take bare x.
-    if isinstance(field_type, list) and isinstance(value, dict) and len(value) == 1:
-        branch, inner = next(iter(value.items()))
-        if branch in {n for t in field_type for n in _branch_names(t)}:
-            return inner
-    return value
-
-
-def _branch_names(schema: Any) -> Iterator[str]:
-    if isinstance(schema, str):
-        yield schema
-        yield schema.rsplit(".", 1)[-1]
-    elif isinstance(schema, dict):
-        yield from _branch_names(schema.get("name") or schema.get("type"))
-
-
-def _parse_timestamp(value: str, where: str) -> dt.datetime:
-    # Convenience for shell users (`date -Is`); Avro JSON itself uses epoch milliseconds.
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidEventError(
-            f"{where}: occurred_at {value!r} is neither epoch milliseconds nor ISO-8601"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-# --------------------------------------------------------------------------- codec
-
-# One client per registry URL and config: mock:// clients keep their schemas in the client
-# object, so sharing it is what makes two codecs on one mock URL see the same registry.
-_REGISTRY_CLIENTS: dict[str, Any] = {}
-
-
-def _registry_client(url: str, config: Mapping[str, Any]) -> Any:
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-
-    key = json.dumps({"url": url, **config}, sort_keys=True, default=repr)
-    if key not in _REGISTRY_CLIENTS:
-        _REGISTRY_CLIENTS[key] = SchemaRegistryClient.new_client({**config, "url": url})
-    return _REGISTRY_CLIENTS[key]
-
-
-class EventCodec:
-    """Encodes events to bytes and decodes bytes to events for one service.
-
-    Without a registry URL it writes Avro single-object encoding; with one it writes
-    Confluent framing. It decodes both (single-object bytes need no registry), so a
-    deployment can move to a registry without draining its topics first.
-    """
-
-    def __init__(
-        self, schema_registry_url: str | None = None, registry_config: dict[str, Any] | None = None
-    ) -> None:
-        self._registry: Any = (
-            _registry_client(schema_registry_url, registry_config or {})
-            if schema_registry_url
-            else None
-        )
-        self._ids: dict[tuple[str, EventType], int] = {}
-        self._writers: dict[int, tuple[EventType, dict[str, Any]]] = {}
-
-    def encode(self, event_type: EventType, record: Mapping[str, Any], *, topic: str) -> bytes:
-        """Validate ``record`` as ``event_type`` and frame it for ``topic``."""
-        event_type = EventType(event_type)
-        _check_record(event_type, record, f"{event_type.short_name} for topic {topic!r}")
-        # Every event landfall publishes is encoded here: no string of it leaves the
-        # process with a configured secret or a URL's password in it.
-        record = redact_tree(record)
-        body = _write_body(load_schema(event_type), _with_defaults(event_type, record))
-        if self._registry is None:
-            return _SINGLE_OBJECT_MARKER + schema_fingerprint(event_type) + body
-        schema_id = self._schema_id(event_type, topic)
-        return struct.pack(">bI", _CONFLUENT_MAGIC, schema_id) + body
-
-    def decode(
-        self, data: bytes | None, *, topic: str, accept_json: bool = False
-    ) -> tuple[EventType, dict[str, Any]]:
-        """Decode one Kafka message value into its event type and record."""
-        where = f"message on topic {topic!r}"
-        if not data:
-            raise InvalidEventError(f"{where}: value is empty (null or zero bytes)")
-        data = bytes(data)
-        if data.lstrip(b" \t\r\n").startswith((b"{", b"\xef\xbb\xbf{")):
-            if not accept_json:
-                raise InvalidEventError(
-                    f"{where}: JSON is accepted only on the ingress topic; this topic takes Avro"
-                )
-            record = _decode_json(data, where)
-            return EventType.DATA_LANDED, record
-        if data.startswith(_SINGLE_OBJECT_MARKER):
-            event_type, writer, body = self._single_object_writer(data, where)
-        elif data[0] == _CONFLUENT_MAGIC:
-            event_type, writer, body = self._confluent_writer(data, where)
-        else:
-            raise InvalidEventError(
-                f"{where}: unknown framing (first byte 0x{data[0]:02x}); expected Avro "
-                "single-object (C3 01), Confluent (00)"
-                + (" or a JSON object" if accept_json else "")
-            )
-        where = f"{where}: {event_type.short_name}"
-        record = _read_body(writer, load_schema(event_type), body, where)
-        _check_semantics(event_type, record, where)
-        return event_type, record
-
-    def _single_object_writer(
-        self, data: bytes, where: str
-    ) -> tuple[EventType, dict[str, Any], bytes]:
-        header = len(_SINGLE_OBJECT_MARKER) + 8
-        if len(data) < header:
-            raise InvalidEventError(
-                f"{where}: single-object message of {len(data)} bytes is shorter than its "
-                f"{header}-byte header"
-            )
-        fp = data[len(_SINGLE_OBJECT_MARKER) : header]
-        found = _writers_by_fingerprint().get(fp)
-        if found is None:
-            raise InvalidEventError(
-                f"{where}: unknown schema fingerprint {fp.hex()}; no schema in schemas/ matches"
-            )
-        return found[0], found[1], data[header:]
-
-    def _confluent_writer(self, data: bytes, where: str) -> tuple[EventType, dict[str, Any], bytes]:
-        if self._registry is None:
-            raise InvalidEventError(
-                f"{where}: Confluent-framed message but no schema registry is configured"
-            )
-        if len(data) < 5:
-            raise InvalidEventError(
-                f"{where}: Confluent message of {len(data)} bytes is shorter than its 5-byte header"
-            )
-        (schema_id,) = struct.unpack(">I", data[1:5])
-        if schema_id not in self._writers:
-            self._writers[schema_id] = self._fetch_writer(schema_id, where)
-        event_type, writer = self._writers[schema_id]
-        return event_type, writer, data[5:]
-
-    def _fetch_writer(self, schema_id: int, where: str) -> tuple[EventType, dict[str, Any]]:
-        from confluent_kafka.schema_registry import SchemaRegistryError
-
-        try:
-            schema = self._registry.get_schema(schema_id)
-        except SchemaRegistryError as exc:
-            if exc.http_status_code == 404:
-                raise InvalidEventError(
-                    f"{where}: schema id {schema_id} is not in the registry"
-                ) from None
-            raise _registry_fault(f"fetching schema id {schema_id}", exc) from exc
-        except Exception as exc:
-            raise RetryableError(
-                f"schema registry unreachable fetching id {schema_id}: {exc}"
-            ) from exc
-        if (schema.schema_type or "AVRO") != "AVRO":
-            raise InvalidEventError(
-                f"{where}: schema id {schema_id} is {schema.schema_type}, not Avro"
-            )
-        try:
-            writer = _parse(json.loads(schema.schema_str))
-        except Exception as exc:  # noqa: BLE001 - fastavro's parse errors share no base class
-            raise InvalidEventError(
-                f"{where}: schema id {schema_id} is not a valid Avro schema: {exc}"
-            ) from None
-        name = str(writer.get("name"))
-        try:
-            return EventType(name), writer
-        except ValueError:
-            raise InvalidEventError(
-                f"{where}: schema id {schema_id} is {name!r}, not a landfall event"
-            ) from None
-
-    def _schema_id(self, event_type: EventType, topic: str) -> int:
-        key = (topic, event_type)
-        if key not in self._ids:
-            from confluent_kafka.schema_registry import Schema, SchemaRegistryError
-
-            subject = f"{topic}-value"
-            schema = Schema(json.dumps(_raw_schema(event_type)), "AVRO")
-            try:
-                self._ids[key] = int(self._registry.register_schema(subject, schema))
-            except SchemaRegistryError as exc:
-                raise _registry_fault(
-                    f"registering {event_type.short_name} under {subject!r}", exc
-                ) from exc
-            except Exception as exc:
-                raise RetryableError(
-                    f"schema registry unreachable registering {subject!r}: {exc}"
-                ) from exc
-        return self._ids[key]
-
-
-def _registry_fault(action: str, exc: Any) -> Exception:
-    # 5xx and throttling pass; other 4xx (auth, incompatible schema) need a human.
-    status = int(getattr(exc, "http_status_code", 0) or 0)
-    if status >= 500 or status in (408, 429) or status <= 0:
-        return RetryableError(f"schema registry failed {action}: {exc}")
-    return ConfigError(f"schema registry refused {action}: {exc}")

@@ -208,8 +208,13 @@ def _partitions(consumer: Consumer, topic: str) -> list[int] | None:
     return sorted(found.partitions)
 
 
-def read_dead_letters(settings: Settings) -> Iterator[DeadLetterMessage]:
-    """Every message on the dead-letter topic, partition by partition, oldest first."""
+def read_dead_letters(
+    settings: Settings, *, newest: int | None = None
+) -> Iterator[DeadLetterMessage]:
+    """Every message on the dead-letter topic, partition by partition, oldest first.
+
+    ``newest``: only the last that many of each partition (a page shows a bounded few).
+    """
     topic = settings.kafka.topics.dead_letter.name
     consumer = _consumer(settings)
     try:
@@ -224,7 +229,8 @@ def read_dead_letters(settings: Settings) -> Iterator[DeadLetterMessage]:
             )
             if high > low:
                 ends[partition] = high
-                starts.append(TopicPartition(topic, partition, low))
+                first = low if newest is None else max(low, high - newest)
+                starts.append(TopicPartition(topic, partition, first))
         if not starts:
             return
         consumer.assign(starts)
@@ -421,26 +427,36 @@ def redrive(
     idempotent producer) before this returns.
     """
     results: list[Redriven] = []
-    producer = (
-        None
-        if dry_run
-        else Producer({**kafka_client_config(settings), "acks": "all", "enable.idempotence": True})
+    to_send: list[tuple[DeadLetterMessage, str]] = []
+    for letter in letters:
+        refusal = redrive_refusal(letter)
+        source = redact(letter.source or "")
+        if refusal is not None:
+            results.append(Redriven(letter.ref, source, refused=refusal))
+        elif dry_run:
+            topic, partition, _offset = letter.source_place  # type: ignore[misc]
+            results.append(Redriven(letter.ref, source, redriven_to=f"{topic}/{partition}"))
+        else:
+            to_send.append((letter, source))
+    if to_send:
+        results.extend(_produce_redrives(settings, to_send))
+    order = {letter.ref: i for i, letter in enumerate(letters)}
+    return sorted(results, key=lambda r: order[r.ref])
+
+
+def _produce_redrives(
+    settings: Settings, to_send: list[tuple[DeadLetterMessage, str]]
+) -> list[Redriven]:
+    """Produce each letter to where it came from and wait for the broker's answers."""
+    producer = Producer(
+        {**kafka_client_config(settings), "acks": "all", "enable.idempotence": True}
     )
     delivered: dict[str, str] = {}
     errors: dict[str, str] = {}
-    pending: list[tuple[DeadLetterMessage, str]] = []
     dlq_topic = settings.kafka.topics.dead_letter.name
     try:
-        for letter in letters:
-            refusal = redrive_refusal(letter)
-            source = redact(letter.source or "")
-            if refusal is not None:
-                results.append(Redriven(letter.ref, source, refused=refusal))
-                continue
+        for letter, _source in to_send:
             topic, partition, _offset = letter.source_place  # type: ignore[misc]
-            if producer is None:
-                results.append(Redriven(letter.ref, source, redriven_to=f"{topic}/{partition}"))
-                continue
             stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
             headers: list[tuple[str, str | bytes | None]] = [
                 *letter.original_headers(),
@@ -462,21 +478,19 @@ def redrive(
                 headers=headers,
                 on_delivery=on_delivery,
             )
-            pending.append((letter, source))
             producer.poll(0)
-        if producer is not None:
-            deadline = time.monotonic() + _READ_TIMEOUT_S
-            while producer.flush(1.0) and time.monotonic() < deadline:
-                pass
+        deadline = time.monotonic() + _READ_TIMEOUT_S
+        while producer.flush(1.0) and time.monotonic() < deadline:
+            pass
     except KafkaException as exc:
         raise LandfallError(f"cannot redrive to the source topics: {exc}") from exc
     finally:
         del producer
-    for letter, source in pending:
+    results = []
+    for letter, source in to_send:
         if letter.ref in delivered:
             results.append(Redriven(letter.ref, source, redriven_to=delivered[letter.ref]))
         else:
             reason = errors.get(letter.ref, f"not acknowledged within {_READ_TIMEOUT_S:g}s")
             results.append(Redriven(letter.ref, source, refused=f"the broker refused it: {reason}"))
-    order = {letter.ref: i for i, letter in enumerate(letters)}
-    return sorted(results, key=lambda r: order[r.ref])
+    return results

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from landfall.cli_common import ConfigOption, fail, publishing_settings
 from landfall.errors import LandfallError
+
+if TYPE_CHECKING:
+    from landfall.config import Settings
+    from landfall.dlq import DeadLetterMessage, Redriven
 
 app = typer.Typer(
     help="The dead-letter topic: list its messages, show one decoded, redrive them after a fix.",
@@ -164,7 +168,6 @@ def redrive(
     plus landfall.redrive.ref and landfall.redrive.at; the dead letter stays where it
     is. A message whose value was cut is refused. Exit 2 if any is refused.
     """
-    from landfall.dlq import read_dead_letters, read_one, redrive_refusal
     from landfall.dlq import redrive as produce_again
 
     chosen = sum((bool(refs), reason_contains is not None, all_))
@@ -175,24 +178,40 @@ def redrive(
                 "--reason-contains TEXT or --all (one of them)"
             )
         settings = publishing_settings(config, "dlq redrive")
-        if refs:
-            letters = [read_one(settings, ref) for ref in dict.fromkeys(refs)]
-            # Named one by one: a message that cannot go stops them all, before any goes.
-            refused = [(m.ref, redrive_refusal(m)) for m in letters if redrive_refusal(m)]
-            if refused:
-                raise LandfallError(
-                    "nothing redriven: "
-                    + "; ".join(f"{ref} cannot be redriven: {why}" for ref, why in refused)
-                )
-        else:
-            letters = [
-                letter
-                for letter in read_dead_letters(settings)
-                if _selected(letter.reason, reason_contains)
-            ]
+        letters = _letters_to_redrive(settings, refs, reason_contains)
         results = produce_again(settings, letters, dry_run=dry_run)
     except LandfallError as exc:
         fail(exc)
+    _say_redriven(results, dry_run=dry_run, as_json=as_json, matched=bool(letters))
+    if any(r.refused is not None for r in results):
+        raise typer.Exit(code=2)
+
+
+def _letters_to_redrive(
+    settings: Settings, refs: list[str] | None, reason_contains: str | None
+) -> list[DeadLetterMessage]:
+    """The letters named one by one, or all those whose reason matches (all if no text)."""
+    from landfall.dlq import read_dead_letters, read_one, redrive_refusal
+
+    if not refs:
+        return [
+            letter
+            for letter in read_dead_letters(settings)
+            if _selected(letter.reason, reason_contains)
+        ]
+    letters = [read_one(settings, ref) for ref in dict.fromkeys(refs)]
+    # Named one by one: a message that cannot go stops them all, before any goes.
+    refused = [(m.ref, redrive_refusal(m)) for m in letters if redrive_refusal(m)]
+    if refused:
+        raise LandfallError(
+            "nothing redriven: "
+            + "; ".join(f"{ref} cannot be redriven: {why}" for ref, why in refused)
+        )
+    return letters
+
+
+def _say_redriven(results: list[Redriven], *, dry_run: bool, as_json: bool, matched: bool) -> None:
+    """What was (or would be) redriven and what was refused, as lines or JSON."""
     done = [r for r in results if r.redriven_to is not None]
     refused_ = [r for r in results if r.refused is not None]
     verb = "would redrive" if dry_run else "redrove"
@@ -216,7 +235,5 @@ def redrive(
                 typer.echo(f"refused {result.ref} (from {result.source}): {result.refused}")
         typer.echo(
             f"summary: {verb} {len(done)}, refused {len(refused_)}"
-            + ("" if letters else " (no dead letter matched)")
+            + ("" if matched else " (no dead letter matched)")
         )
-    if refused_:
-        raise typer.Exit(code=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +22,41 @@ from landfall.processing import Headers
 from landfall.run_ids import new_run_id
 from landfall.telemetry import inject_context, tracer
 
-__all__ = ["EventWatcher", "featurized_event", "publish_data_landed", "publish_event"]
+__all__ = [
+    "EventProducer",
+    "EventWatcher",
+    "data_landed_event",
+    "featurized_event",
+    "publish_data_landed",
+    "publish_event",
+]
+
+
+def data_landed_event(
+    dataset: str,
+    partition: str,
+    *,
+    path: str | None = None,
+    data_format: str | None = None,
+    run_id: str | None = None,
+    model_version: str | None = None,
+    producer_name: str = f"landfall-cli/{landfall.__version__}",
+) -> dict[str, Any]:
+    """A new data-landed event, as an upstream system would announce a partition.
+
+    ``model_version`` pins the version of the dataset's model that scores this batch.
+    """
+    return new_event(
+        EventType.DATA_LANDED,
+        dataset=dataset,
+        partition=partition,
+        batch_id=batch_id_for(dataset, partition),
+        run_id=run_id or new_run_id(),
+        producer=producer_name,
+        path=path,
+        format=data_format,
+        model_version=model_version,
+    )
 
 
 def publish_data_landed(
@@ -35,20 +70,15 @@ def publish_data_landed(
     model_version: str | None = None,
     producer_name: str = f"landfall-cli/{landfall.__version__}",
 ) -> dict[str, Any]:
-    """Publish a data-landed event as an upstream system would; return the event.
-
-    ``model_version`` pins the version of the dataset's model that scores this batch.
-    """
-    record = new_event(
-        EventType.DATA_LANDED,
-        dataset=dataset,
-        partition=partition,
-        batch_id=batch_id_for(dataset, partition),
-        run_id=run_id or new_run_id(),
-        producer=producer_name,
+    """Publish a data-landed event (:func:`data_landed_event`); return the event."""
+    record = data_landed_event(
+        dataset,
+        partition,
         path=path,
-        format=data_format,
+        data_format=data_format,
+        run_id=run_id,
         model_version=model_version,
+        producer_name=producer_name,
     )
     return publish_event(settings, EventType.DATA_LANDED, settings.kafka.topics.landed.name, record)
 
@@ -56,54 +86,100 @@ def publish_data_landed(
 def publish_event(
     settings: Settings, event_type: EventType, topic: str, record: dict[str, Any]
 ) -> dict[str, Any]:
-    """Publish one event and wait until the broker acknowledged it; return the event.
+    """Publish one event with a producer of its own; return the event.
 
-    Raises RetryableError naming ``kafka.bootstrap`` when no acknowledgement comes.
+    For one-off publishers (the CLI, reconciliation); a long-lived one (the job API)
+    keeps an :class:`EventProducer` instead of paying a connection per event.
     """
-    codec = event_codec(settings)
-    errors: list[KafkaError] = []
-    producer = Producer({**kafka_client_config(settings), "acks": "all"})
-    dataset, partition = record["dataset"], record["partition"]
-    # Publishing data-landed roots the run's trace: every service's spans descend from it.
-    # Span names stay few (no partition in them): the batch is in the attributes.
-    with tracer().start_as_current_span(
-        f"publish {_kebab(event_type)}",
-        kind=SpanKind.PRODUCER,
-        attributes={
-            "messaging.system": "kafka",
-            "messaging.destination.name": topic,
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "publish",
-            "landfall.dataset": dataset,
-            "landfall.partition": partition,
-            "landfall.run_id": record["run_id"],
-        },
-    ):
-        producer.produce(
-            topic,
-            key=partition_key(record),
-            value=codec.encode(event_type, record, topic=topic),
-            headers=inject_context(),
-            on_delivery=lambda err, _msg: errors.append(err) if err else None,
-        )
-        # Flushed in short steps: a refused login or TLS handshake is raised by the
-        # client's error callback at the end of a step, not after the whole wait.
-        deadline = time.monotonic() + 30
-        try:
-            while producer.flush(1.0) and time.monotonic() < deadline:
-                pass
-            unacknowledged = len(producer)
-        finally:
-            # An error raised out of flush keeps this frame, and so the client, alive
-            # in its traceback; the client would go on dialling the broker.
-            del producer
-        if unacknowledged or errors:
-            raise RetryableError(
-                f"the broker at {settings.kafka.bootstrap} did not acknowledge the "
-                f"{_kebab(event_type)} event within 30s (kafka.bootstrap): "
-                f"{errors or 'no answer'}"
+    producer = EventProducer(settings)
+    try:
+        return producer.publish(event_type, topic, record)
+    finally:
+        producer.close()
+
+
+class EventProducer:
+    """One Kafka producer for many events; each publish waits for its acknowledgement.
+
+    Thread-safe: the job API's requests publish through one instance at once.
+    """
+
+    def __init__(self, settings: Settings, *, ack_timeout_s: float = 30.0) -> None:
+        self._bootstrap = settings.kafka.bootstrap
+        self._codec = event_codec(settings)
+        self._ack_timeout_s = ack_timeout_s
+        self._producer: Producer | None = Producer({**kafka_client_config(settings), "acks": "all"})
+
+    def publish(self, event_type: EventType, topic: str, record: dict[str, Any]) -> dict[str, Any]:
+        """Publish ``record`` and wait until the broker acknowledged it; return it.
+
+        Raises RetryableError naming ``kafka.bootstrap`` when no acknowledgement comes.
+        """
+        producer = self._producer
+        if producer is None:
+            raise RetryableError("the event producer is closed")
+        acknowledged = threading.Event()
+        errors: list[KafkaError] = []
+
+        def on_delivery(err: KafkaError | None, _msg: object) -> None:
+            if err is not None:
+                errors.append(err)
+            acknowledged.set()
+
+        # Publishing data-landed roots the run's trace: every service's spans descend
+        # from it. Span names stay few (no partition in them): the batch is in the
+        # attributes.
+        with tracer().start_as_current_span(
+            f"publish {_kebab(event_type)}",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": topic,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "publish",
+                "landfall.dataset": record["dataset"],
+                "landfall.partition": record["partition"],
+                "landfall.run_id": record["run_id"],
+            },
+        ):
+            producer.produce(
+                topic,
+                key=partition_key(record),
+                value=self._codec.encode(event_type, record, topic=topic),
+                headers=inject_context(),
+                on_delivery=on_delivery,
             )
-    return record
+            # Polled in short steps: a refused login or TLS handshake is raised by the
+            # client's error callback at the end of a step, not after the whole wait.
+            # Another thread's poll may serve this callback: the flag is what counts.
+            deadline = time.monotonic() + self._ack_timeout_s
+            while not acknowledged.is_set() and time.monotonic() < deadline:
+                producer.poll(0.2)
+            if errors or not acknowledged.is_set():
+                raise RetryableError(
+                    f"the broker at {self._bootstrap} did not acknowledge the "
+                    f"{_kebab(event_type)} event within {self._ack_timeout_s:g}s "
+                    f"(kafka.bootstrap): {errors or 'no answer'}"
+                )
+        return record
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Deliver what is queued (up to ``timeout_s``), then release the client.
+
+        Dropping the client matters: one kept alive (by a traceback, say) would go on
+        dialling the broker.
+        """
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.flush(timeout_s)
+        finally:
+            # close() waits for every queued message, with no limit: what the flush
+            # could not deliver (the broker is gone) is dropped first.
+            producer.purge()
+            producer.flush(0)
+            producer.close()
 
 
 def _kebab(event_type: EventType) -> str:

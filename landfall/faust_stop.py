@@ -54,7 +54,10 @@ class SignalledWorker(Worker):
     """faust's worker, handing SIGTERM and SIGINT to ``on_signal`` instead of stopping."""
 
     def __init__(self, app: faust.App, on_signal: Callable[[signal.Signals], None]) -> None:
-        super().__init__(app, loglevel="INFO", quiet=True)
+        # The process's logging stays landfall's (landfall/logs.py): faust would put
+        # its own handler and format on the root logger, and print to stdout.
+        super().__init__(app, loglevel="INFO", quiet=True, override_logging=False)
+        self.spinner = None  # a terminal spinner would mangle the log lines around it
         self._on_stop_signal = on_signal
 
     def _on_sigterm(self) -> None:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient
 
+from landfall.codec import EventCodec
 from landfall.config import KafkaSecurity, Settings
-from landfall.contracts import EventCodec
 from landfall.errors import ConfigError
 from landfall.redact import secret_values
 from landfall.topics import explain_kafka_error
@@ -37,6 +37,7 @@ __all__ = [
     "kafka_client_config",
     "kafka_connection_config",
     "kafka_secrets",
+    "registry_connection",
     "security_client_config",
     "ssl_context",
 ]
@@ -108,19 +109,23 @@ def kafka_secrets(settings: Settings) -> list[str]:
     return secret_values(kafka_connection_config(settings))
 
 
-def event_codec(settings: Settings) -> EventCodec:
-    """The event codec on the configured schema registry, logged in as configured (if any)."""
+def registry_connection(settings: Settings) -> tuple[str, dict[str, Any]] | None:
+    """The configured schema registry's URL and client settings (its login); None: none."""
     url = settings.schema_registry_url
     if url is None:
-        return EventCodec()
-    registry_config = {}
+        return None
+    config: dict[str, Any] = {}
     auth = settings.kafka.schema_registry_auth
     if auth is not None:
         # confluent-kafka's SchemaRegistryClient: HTTP basic credentials as user:password.
-        registry_config["basic.auth.user.info"] = (
-            f"{auth.username}:{auth.password.get_secret_value()}"
-        )
-    return EventCodec(url, registry_config)
+        config["basic.auth.user.info"] = f"{auth.username}:{auth.password.get_secret_value()}"
+    return url, config
+
+
+def event_codec(settings: Settings) -> EventCodec:
+    """The event codec on the configured schema registry, logged in as configured (if any)."""
+    connection = registry_connection(settings)
+    return EventCodec() if connection is None else EventCodec(*connection)
 
 
 def admin_client(settings: Settings) -> AdminClient:

@@ -13,20 +13,9 @@ The root is a local folder (a plain path or ``file://``), an object store
 needs on either, through pyarrow's filesystems, and its ``str()`` is the location
 Spark reads and writes.
 
-**Commits.** Object stores cannot rename a folder, so nothing is renamed. A stage
-writes its output into a fresh attempt folder of its own, puts ``_manifest.json`` in
-it, and commits by writing one small pointer object last (a single PUT, atomic on
-every store): ``_commits/<token>.json``. The partition's committed output is the
-attempt named by the greatest token. A crash at any point leaves the previous commit
-or the new one, never neither. The token begins with the run's start (run ids are
-time-ordered, :mod:`landfall.run_ids`): an output of an older run never becomes the
-committed one over a newer run's, even when its writer (a zombie after a rebalance, a
-replay racing a backfill) finishes last; such a writer is refused before it writes
-its pointer. Pointers are never overwritten, so every run keeps its history until
-``landfall gc`` removes what is older than the retention.
-
-Partitions written by earlier releases (output files directly in the partition
-folder, no ``_commits/``) are still read as committed.
+The commit protocol (attempt folders, pointers) is :mod:`landfall.lake_commits`;
+the layout's names and :class:`LakePath` are :mod:`landfall.lake_paths`. Every name is
+importable from here.
 
 What a stage reads is confined (:meth:`Lake.input_dir`): the folder must lie below its
 zone of its own dataset (``<dataset>/raw/`` for a landed partition), and, on a local
@@ -36,19 +25,13 @@ read leave the lake.
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 import re
-import socket
 import stat
-import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 from pyarrow import fs as pafs
 
@@ -59,16 +42,38 @@ from landfall.datasets import (
     template_parts,
 )
 from landfall.errors import ConfigError, PathOutsideLakeError, StageFailedError
-from landfall.processes import pid_alive, started_at
-from landfall.redact import redact_tree
-from landfall.run_ids import fencing_token, run_started_ms
+from landfall.lake_commits import (
+    Commit,
+    PartitionCommits,
+    PartitionOutput,
+    StaleCommitError,
+    writer_alive,
+)
+from landfall.lake_paths import (
+    ANNOUNCED_NAME,
+    COMMITS_DIR,
+    FAILED_SUFFIX,
+    INFLIGHT_DIR,
+    MANIFEST_NAME,
+    OUTPUT_ZONES,
+    RUNS_DIR,
+    LakePath,
+    Zone,
+    read_manifest,
+    write_json_atomically,
+)
 
 if TYPE_CHECKING:
     from landfall.config import ObjectStoreSettings, Settings
 
 __all__ = [
     "ANNOUNCED_NAME",
+    "COMMITS_DIR",
+    "FAILED_SUFFIX",
+    "INFLIGHT_DIR",
     "MANIFEST_NAME",
+    "OUTPUT_ZONES",
+    "RUNS_DIR",
     "Commit",
     "Lake",
     "LakePath",
@@ -77,20 +82,8 @@ __all__ = [
     "Zone",
     "read_manifest",
     "write_json_atomically",
+    "writer_alive",
 ]
-
-MANIFEST_NAME = "_manifest.json"
-# The completion event a stage announced for its output, kept beside it (stage.py).
-ANNOUNCED_NAME = "_announced.avro"
-RUNS_DIR = "_runs"
-COMMITS_DIR = "_commits"
-# Attempts being written, per writer: what a restarted service removes (its own only).
-INFLIGHT_DIR = "_landfall/inflight"
-# A failed run's pointer (its FAILED report): kept in the history, never the committed one.
-FAILED_SUFFIX = ".failed"
-
-Zone = Literal["raw", "validated", "quarantine", "features", "predictions", "reports"]
-OUTPUT_ZONES: tuple[Zone, ...] = ("validated", "quarantine", "features", "predictions", "reports")
 
 # A path an event names is a few folder names; one far longer is not a path but an
 # attack on whatever processes it, so it is refused before any work that grows with it.
@@ -110,10 +103,6 @@ def _shown(path: str) -> str:
     return repr(path[:_SHOWN_CHARS]) + f"... ({len(path)} characters)"
 
 
-class StaleCommitError(StageFailedError):
-    """A newer run of the partition committed first: this older run's output is refused."""
-
-
 def _complete_temporary(target: str, data: bytes) -> str:
     """``data`` written whole to a hidden temporary file beside local ``target``; its path.
 
@@ -128,169 +117,7 @@ def _complete_temporary(target: str, data: bytes) -> str:
     return temporary
 
 
-class LakePath:
-    """A file or folder in the lake, with the few pathlib operations landfall uses.
-
-    ``str()`` is the location Spark and pyarrow read (a local absolute path, or
-    ``s3a://bucket/key``); ``rel`` is the lake-relative form events carry.
-    """
-
-    __slots__ = ("lake", "rel")
-
-    def __init__(self, lake: Lake, rel: str) -> None:
-        self.lake = lake
-        self.rel = rel.strip("/")
-
-    # -- names
-    def __truediv__(self, part: str) -> LakePath:
-        return LakePath(self.lake, f"{self.rel}/{part}" if self.rel else str(part))
-
-    def joinpath(self, *parts: str) -> LakePath:
-        path = self
-        for part in parts:
-            path = path / part
-        return path
-
-    @property
-    def name(self) -> str:
-        return self.rel.rsplit("/", 1)[-1]
-
-    @property
-    def parent(self) -> LakePath:
-        return LakePath(self.lake, self.rel.rsplit("/", 1)[0] if "/" in self.rel else "")
-
-    def __str__(self) -> str:
-        return self.lake.location(self.rel)
-
-    def __fspath__(self) -> str:
-        if not self.lake.is_local:
-            raise TypeError(f"{self} is in an object store, not on a local filesystem")
-        return self.lake.location(self.rel)
-
-    def __repr__(self) -> str:
-        return f"LakePath({str(self)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, LakePath):
-            return (self.lake.uri, self.rel) == (other.lake.uri, other.rel)
-        if isinstance(other, Path) and self.lake.is_local:
-            return Path(str(self)) == other
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash((self.lake.uri, self.rel))
-
-    @property
-    def _fs_path(self) -> str:
-        return self.lake.fs_path(self.rel)
-
-    # -- queries
-    def _type(self) -> pafs.FileType:
-        return self.lake.fs.get_file_info(self._fs_path).type
-
-    def exists(self) -> bool:
-        return self._type() != pafs.FileType.NotFound
-
-    def is_dir(self) -> bool:
-        return self._type() == pafs.FileType.Directory
-
-    def is_file(self) -> bool:
-        return self._type() == pafs.FileType.File
-
-    def iterdir(self) -> Iterator[LakePath]:
-        """The folder's entries, sorted by name (none if it does not exist)."""
-        selector = pafs.FileSelector(self._fs_path, allow_not_found=True)
-        names = sorted(info.base_name for info in self.lake.fs.get_file_info(selector))
-        return iter([self / name for name in names])
-
-    def files(self) -> list[LakePath]:
-        """Every file below this folder, at any depth."""
-        selector = pafs.FileSelector(self._fs_path, recursive=True, allow_not_found=True)
-        base = self._fs_path.rstrip("/") + "/"
-        return [
-            self / info.path[len(base) :]
-            for info in self.lake.fs.get_file_info(selector)
-            if info.type == pafs.FileType.File and info.path.startswith(base)
-        ]
-
-    # -- content
-    def read_bytes(self) -> bytes:
-        try:
-            with self.lake.fs.open_input_stream(self._fs_path) as stream:
-                return bytes(stream.read())
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            text = str(exc)
-            if any(m in text for m in ("does not exist", "not found", "NoSuchKey")):
-                raise FileNotFoundError(self.rel) from None
-            raise
-
-    def read_text(self, encoding: str = "utf-8") -> str:
-        return self.read_bytes().decode(encoding)
-
-    def write_bytes(self, data: bytes) -> None:
-        """Write the whole file so no reader sees it half written (one PUT on a store)."""
-        self.lake.write_atomically(self.rel, data)
-
-    def write_text(self, text: str, encoding: str = "utf-8") -> None:
-        self.write_bytes(text.encode(encoding))
-
-    def create_new(self, data: bytes) -> None:
-        """Create the file whole, only if it does not exist yet (:meth:`Lake.create_new`)."""
-        self.lake.create_new(self.rel, data)
-
-    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
-        """Create the folder (object stores have none to create: a no-op there)."""
-        if self.lake.is_local:
-            Path(str(self)).mkdir(parents=parents, exist_ok=exist_ok)
-
-    def remove(self) -> None:
-        """Remove a folder and everything below it, or a file; nothing if absent."""
-        kind = self._type()
-        try:
-            if kind == pafs.FileType.Directory:
-                self.lake.fs.delete_dir(self._fs_path)
-            elif kind == pafs.FileType.File:
-                self.lake.fs.delete_file(self._fs_path)
-        except FileNotFoundError:
-            pass
-
-
-@dataclass
-class PartitionOutput:
-    """One attempt's output folder: written there, and committed where it is.
-
-    ``staging`` and ``target`` are the same folder (nothing is moved on commit); both
-    names are kept for what they mean to the code that writes and the code that
-    announces. ``token`` orders the attempt's run among the partition's runs.
-    """
-
-    staging: LakePath
-    target: LakePath
-    partition_dir: LakePath
-    token: str
-    run_id: str
-    writer: str = "landfall"
-
-
-@dataclass(frozen=True)
-class Commit:
-    """One pointer in a partition's ``_commits/``: which attempt a run committed."""
-
-    token: str
-    run_id: str
-    path: LakePath  # the committed attempt folder
-    succeeded: bool
-    committed_at: str
-    legacy: bool = False  # an output of an earlier release, committed in place
-
-    @property
-    def started_ms(self) -> int:
-        return run_started_ms(self.run_id)
-
-
-class Lake:
+class Lake(PartitionCommits):
     """Paths and commits under one lake root (a local folder or an object store)."""
 
     _store: ObjectStoreSettings | None
@@ -484,70 +311,6 @@ class Lake:
                 found[match["partition"]] = folder
         return found
 
-    def partition_dir(self, dataset: str, zone: Zone, partition: str) -> LakePath:
-        """The committed output of one partition in one zone (raw: the landed folder).
-
-        Where nothing is committed yet, the partition's folder, which holds no output:
-        use :meth:`committed` to ask whether there is one.
-        """
-        folder = self.partition_root(dataset, zone, partition)
-        if zone == "raw":
-            return folder
-        commit = self.committed(dataset, zone, partition)
-        return commit.path if commit is not None else folder
-
-    def commits(self, dataset: str, zone: Zone, partition: str) -> list[Commit]:
-        """Every run committed to the partition, oldest first (failed reports included)."""
-        folder = self.partition_root(dataset, zone, partition)
-        found = []
-        for pointer in (folder / COMMITS_DIR).iterdir():
-            if not pointer.name.endswith(".json") or pointer.name.startswith("."):
-                continue
-            token = pointer.name[: -len(".json")].removesuffix(FAILED_SUFFIX)
-            try:
-                document = json.loads(pointer.read_bytes())
-                found.append(
-                    Commit(
-                        token=token,
-                        run_id=str(document["run_id"]),
-                        path=self.path(str(document["path"])),
-                        succeeded=bool(document.get("succeeded", True)),
-                        committed_at=str(document.get("committed_at", "")),
-                    )
-                )
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # a pointer being written or damaged names no output
-        if not found and (folder / MANIFEST_NAME).is_file():
-            found.append(_legacy_commit(folder))
-        return sorted(found, key=lambda commit: (commit.token, commit.succeeded))
-
-    def committed(self, dataset: str, zone: Zone, partition: str) -> Commit | None:
-        """The partition's committed output: the newest run that succeeded."""
-        succeeded = [c for c in self.commits(dataset, zone, partition) if c.succeeded]
-        return succeeded[-1] if succeeded else None
-
-    def output_of_run(
-        self, dataset: str, zone: Zone, partition: str, run_id: str
-    ) -> LakePath | None:
-        """The output ``run_id`` committed to the partition, else the committed one."""
-        found = self.commits(dataset, zone, partition)
-        own = [c for c in found if c.run_id == run_id and c.succeeded]
-        if own:
-            return own[-1].path
-        succeeded = [c for c in found if c.succeeded]
-        return succeeded[-1].path if succeeded else None
-
-    def committed_partitions(self, dataset: str, zone: Zone) -> dict[str, LakePath]:
-        """Each partition of the zone with a committed output, and where it is."""
-        found = {}
-        for folder in self.path(f"{dataset}/{zone}").iterdir():
-            if folder.name.startswith(("_", ".")):
-                continue
-            commit = self.committed(dataset, zone, folder.name)
-            if commit is not None:
-                found[folder.name] = commit.path
-        return found
-
     # ------------------------------------------------------------------ reads
 
     def resolve(self, relative: str) -> LakePath:
@@ -677,199 +440,11 @@ class Lake:
                 inside = folder.relative_to(root).as_posix()
                 raise _unreadable(what, "/".join(parts), inside, exc) from None
 
-    # ------------------------------------------------------------------ writes
-
-    def stage_output(
-        self,
-        dataset: str,
-        zone: Zone,
-        partition: str,
-        run_id: str,
-        writer: str = "landfall",
-        *,
-        supersede: bool = False,
-    ) -> PartitionOutput:
-        """A fresh attempt folder for one output of ``run_id``, and its commit token.
-
-        The folder is not created: the stage's writer does that (Spark, pyarrow). The
-        attempt is recorded under the writer's name until it is committed or
-        discarded, so a restarted writer can remove what a crash left
-        (:meth:`remove_abandoned`). ``supersede`` (a replay redoing the run on purpose):
-        the token sorts after every earlier commit of the same run, so the new output
-        replaces the run's own, and still never a newer run's.
-        """
-        folder = self.partition_root(dataset, zone, partition)
-        token = fencing_token(run_id, unknown_start_ms=time.time_ns() // 1_000_000)
-        if supersede:
-            token += f".{time.time_ns() // 1_000_000:013d}"
-        attempt = folder / RUNS_DIR / f"{token}.{uuid.uuid4().hex[:8]}"
-        output = PartitionOutput(
-            staging=attempt,
-            target=attempt,
-            partition_dir=folder,
-            token=token,
-            run_id=run_id,
-            writer=_safe_name(writer),
-        )
-        self._inflight(output).write_bytes(
-            json.dumps(
-                {"path": attempt.rel, **_process_identity(), "started_at": time.time()}
-            ).encode()
-        )
-        return output
-
-    def commit_partition(
-        self,
-        output: PartitionOutput,
-        manifest: dict[str, Any],
-        *,
-        succeeded: bool = True,
-        fenced: bool = True,
-    ) -> LakePath:
-        """Write the attempt's manifest, then its pointer: the output is committed.
-
-        Returns the committed folder: the attempt's own, or, when another writer
-        committed the same run first, that writer's (equal) output, which stands.
-        Raises StaleCommitError when a newer run committed the partition already.
-        ``succeeded=False`` keeps a failed run's output (a FAILED report) in the
-        partition's history without making it the committed one. ``fenced=False``
-        (reports) commits an older run's output into the history too, where it never
-        becomes the committed one over a newer run's.
-        """
-        if not output.staging.exists():
-            raise StageFailedError(
-                f"nothing was written to {output.staging.rel}; nothing to commit"
-            )
-        (output.staging / MANIFEST_NAME).write_bytes(_json_bytes(manifest))
-        folder = output.partition_dir
-        dataset, zone, partition = folder.rel.split("/")[-3:]
-        existing = self.commits(dataset, zone, partition)  # type: ignore[arg-type]
-        newer = [c for c in existing if c.token > output.token]
-        if newer and fenced:
-            self.discard(output)
-            raise StaleCommitError(
-                f"{folder.rel}: run {newer[-1].run_id} started later and committed it first; "
-                f"this run ({output.run_id}) is older, so its output was not committed"
-            )
-        same = [c for c in existing if c.token == output.token and c.succeeded == succeeded]
-        if same:
-            # The same run, done twice (a redelivery racing its first delivery): the
-            # output downstream may already read stays; this equal one goes, and the
-            # caller announces the one that stands.
-            self.discard(output)
-            output.target = same[-1].path
-            return output.target
-        pointer = {
-            "run_id": output.run_id,
-            "path": output.staging.rel,
-            "succeeded": succeeded,
-            "committed_at": datetime.now(UTC).isoformat(),
-            **_process_identity(),
-        }
-        name = f"{output.token}{'' if succeeded else FAILED_SUFFIX}.json"
-        try:
-            (folder / COMMITS_DIR / name).create_new(_json_bytes(pointer))
-        except FileExistsError:
-            # The same run's other writer created the pointer between our look and
-            # ours: its output stands, as in the `same` case above.
-            self.discard(output)
-            theirs = [
-                c
-                for c in self.commits(dataset, zone, partition)  # type: ignore[arg-type]
-                if c.token == output.token and c.succeeded == succeeded
-            ]
-            if not theirs:
-                raise StageFailedError(
-                    f"{folder.rel}/{COMMITS_DIR}/{name} exists but names no output: "
-                    "another writer's pointer that cannot be read"
-                ) from None
-            output.target = theirs[-1].path
-            return output.target
-        self._inflight(output).remove()
-        return output.target
-
-    def discard(self, output: PartitionOutput) -> None:
-        """Remove an attempt that will not be committed."""
-        output.staging.remove()
-        self._inflight(output).remove()
-
-    def _inflight(self, output: PartitionOutput) -> LakePath:
-        # One entry per attempt, under its writer and host: a restart lists its own.
-        name = output.staging.rel.replace("/", "~")
-        return self.path(f"{INFLIGHT_DIR}/{output.writer}/{socket.gethostname()}/{name}.json")
-
-    def remove_abandoned(self, writer: str) -> list[str]:
-        """Remove attempts this host's ``writer`` left uncommitted when its process died.
-
-        Only attempts whose recorded process is gone: a live sibling (a second replica
-        on this host) keeps its own. Returns the lake-relative folders removed.
-        """
-        removed = []
-        for entry in self.path(f"{INFLIGHT_DIR}/{writer}/{socket.gethostname()}").iterdir():
-            try:
-                record = json.loads(entry.read_bytes())
-            except (OSError, ValueError):
-                continue
-            if writer_alive(record):
-                continue
-            attempt = self.path(str(record.get("path", "")))
-            if (
-                attempt.rel
-                and RUNS_DIR in attempt.rel.split("/")
-                and not self._is_committed(attempt)
-            ):
-                attempt.remove()
-                removed.append(attempt.rel)
-            entry.remove()
-        return removed
-
-    def _is_committed(self, attempt: LakePath) -> bool:
-        parts = attempt.rel.split("/")
-        dataset, zone, partition = parts[0], parts[1], parts[2]
-        return any(c.path == attempt for c in self.commits(dataset, zone, partition))  # type: ignore[arg-type]
-
 
 def _no_object_store() -> ObjectStoreSettings:
     from landfall.config import ObjectStoreSettings
 
     return ObjectStoreSettings()
-
-
-def _legacy_commit(folder: LakePath) -> Commit:
-    """An output an earlier release committed in place (files in the partition folder)."""
-    try:
-        manifest = json.loads((folder / MANIFEST_NAME).read_bytes())
-    except (OSError, ValueError):
-        manifest = {}
-    run_id = str(manifest.get("run_id", "")) if isinstance(manifest, dict) else ""
-    return Commit(
-        token=fencing_token(run_id),
-        run_id=run_id,
-        path=folder,
-        succeeded=True,
-        committed_at=str(manifest.get("committed_at", "")) if isinstance(manifest, dict) else "",
-        legacy=True,
-    )
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:64] or "landfall"
-
-
-def _process_identity() -> dict[str, Any]:
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "pid_started": started_at(pid)}
-
-
-def writer_alive(record: dict[str, Any]) -> bool:
-    """Whether the process an inflight record names still runs (on this host)."""
-    pid = record.get("pid")
-    if not isinstance(pid, int) or record.get("host") != socket.gethostname():
-        return False
-    if not pid_alive(pid):
-        return False
-    started = record.get("pid_started")
-    return started is None or started_at(pid) == started  # not a later process's pid
 
 
 def _check_plain(path: object, what: str = "path") -> None:
@@ -898,29 +473,3 @@ def _symlink_message(what: str, path: str, link: str) -> str:
 def _unreadable(what: str, path: str, where: str, exc: OSError) -> StageFailedError:
     # strerror only: str(exc) would repeat the absolute path.
     return StageFailedError(f"{what} {path!r}: cannot check {where!r}: {exc.strerror}")
-
-
-def _json_bytes(document: dict[str, Any]) -> bytes:
-    # Manifests, pointers and reports: anyone who reads the lake reads them: no secret.
-    return json.dumps(redact_tree(document), indent=2, sort_keys=True, default=str).encode()
-
-
-def read_manifest(directory: LakePath | Path) -> dict[str, Any]:
-    """The manifest of a committed output directory."""
-    manifest_path = directory / MANIFEST_NAME
-    try:
-        loaded: dict[str, Any] = json.loads(manifest_path.read_bytes())
-    except FileNotFoundError:
-        where = manifest_path.rel if isinstance(manifest_path, LakePath) else manifest_path
-        raise StageFailedError(f"no manifest at {where}: the input was never committed") from None
-    return loaded
-
-
-def write_json_atomically(path: LakePath | Path, document: dict[str, Any]) -> None:
-    """Write a JSON document so readers never see it half written."""
-    if isinstance(path, LakePath):
-        path.write_bytes(_json_bytes(document))
-        return
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    temporary.write_bytes(_json_bytes(document))
-    os.replace(temporary, path)

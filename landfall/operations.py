@@ -31,7 +31,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+import landfall
 from landfall.config import Settings
+from landfall.contracts import EventType
 from landfall.deliveries import new_replay_pass
 from landfall.errors import LandfallError
 from landfall.lake import Lake
@@ -142,21 +144,34 @@ def backfill(
     *,
     model_version: str | None = None,
     on_published: Callable[[dict[str, Any]], None] | None = None,
+    publish: Callable[[EventType, str, dict[str, Any]], dict[str, Any]] | None = None,
+    producer_name: str = f"landfall-cli/{landfall.__version__}",
 ) -> list[dict[str, Any]]:
     """Publish the plan's data-landed events, in partition order; return them.
 
+    ``publish`` sends one event and returns it once acknowledged: a long-lived
+    producer's (the job API's); by default a producer per event, as the CLI publishes.
     ``on_published`` is called with each event as the broker acknowledges it. The first
     partition that cannot be published stops the backfill (the broker is most likely
     gone, and every later partition would wait for it in turn): BackfillStopped says
     which, and what was published before it.
     """
-    from landfall.events import publish_data_landed
+    from landfall.events import data_landed_event, publish_event
 
+    send = publish or (lambda *event: publish_event(settings, *event))
+    topic = settings.kafka.topics.landed.name
     published: list[dict[str, Any]] = []
     for index, partition in enumerate(plan.publish):
         try:
-            record = publish_data_landed(
-                settings, plan.dataset, partition, model_version=model_version
+            record = send(
+                EventType.DATA_LANDED,
+                topic,
+                data_landed_event(
+                    plan.dataset,
+                    partition,
+                    model_version=model_version,
+                    producer_name=producer_name,
+                ),
             )
         except (LandfallError, KafkaException) as exc:
             raise BackfillStopped(
@@ -232,6 +247,28 @@ def replay(
     wait_for_broker(bootstrap, timeout=15, admin_config=kafka_connection_config(settings))
     group = f"{settings.kafka.group_prefix}-{service}"
     admin = admin_client(settings)
+    current = _idle_group_offsets(admin, group, service)
+    known = {(tp.topic, tp.partition): tp.offset for tp in current}
+    # How far the group had got: an earlier replay not yet worked through counts to
+    # where that one found it, so its events are still taken as handled before.
+    done = {
+        (tp.topic, tp.partition): max(tp.offset, OffsetNote.parse(tp.metadata).replay_done or 0)
+        for tp in current
+    }
+    wanted = topics or sorted({topic for topic, _ in known})
+    if not wanted:
+        raise LandfallError(
+            f"the consumer group {group} has committed no offsets: a new group already "
+            "starts from the beginning; name the topics to replay with --topic"
+        )
+    moves = _targets(settings, wanted, known, offset=offset, since=since)
+    if not dry_run and moves:
+        _move_group(admin, group, moves, done)
+    return moves
+
+
+def _idle_group_offsets(admin: Any, group: str, service: str) -> list[TopicPartition]:
+    """The group's committed offsets; refused unless no instance of the service runs."""
     try:
         description = _until_coordinated(
             lambda: admin.describe_consumer_groups([group])[group].result(30)
@@ -248,25 +285,15 @@ def replay(
         offsets = _until_coordinated(
             lambda: admin.list_consumer_group_offsets(whole_group)[group].result(30)
         )
-        current = offsets.topic_partitions or []
     except (KafkaException, TimeoutError) as exc:
         raise LandfallError(f"cannot read the consumer group {group}: {exc}") from exc
-    known = {(tp.topic, tp.partition): tp.offset for tp in current}
-    # How far the group had got: an earlier replay not yet worked through counts to
-    # where that one found it, so its events are still taken as handled before.
-    done = {
-        (tp.topic, tp.partition): max(tp.offset, OffsetNote.parse(tp.metadata).replay_done or 0)
-        for tp in current
-    }
-    wanted = topics or sorted({topic for topic, _ in known})
-    if not wanted:
-        raise LandfallError(
-            f"the consumer group {group} has committed no offsets: a new group already "
-            "starts from the beginning; name the topics to replay with --topic"
-        )
-    moves = _targets(settings, wanted, known, offset=offset, since=since)
-    if dry_run or not moves:
-        return moves
+    return list(offsets.topic_partitions or [])
+
+
+def _move_group(
+    admin: Any, group: str, moves: list[OffsetMove], done: dict[tuple[str, int], int]
+) -> None:
+    """Commit the moved offsets, each with the note of this replay pass."""
     # Each moved partition carries a note naming this replay pass, where it ends and how
     # far the group had got: the runner redoes those messages under new ids (new runs
     # for those it had handled) instead of taking them for redeliveries of work already
@@ -300,7 +327,6 @@ def replay(
     ]
     if errors:
         raise LandfallError(f"the broker refused to move {group}: {'; '.join(errors)}")
-    return moves
 
 
 def _targets(

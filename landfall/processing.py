@@ -2,39 +2,29 @@
 
 The shared runner (:mod:`landfall.runner`) and the faust reporter
 (:mod:`services.reporter.app`) consume differently, but they decode and vet a message,
-retry a transient fault, turn a failure into batch-failed, count a batch and trace a
-produced event the same way, with the functions here.
+retry a transient fault and turn a failure into batch-failed the same way, with the
+functions here; what they record of it goes through the same hooks (landfall/hooks.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
+from landfall.backoff import backoff_delay, backoff_wait
+from landfall.codec import EventCodec
 from landfall.config import RunnerSettings, Settings
-from landfall.contracts import EventCodec, EventType, follow_up
+from landfall.contracts import EventType, follow_up
 from landfall.errors import InvalidEventError, LandfallError, RetryableError, StageFailedError
+from landfall.hooks import RunHooks, telemetry_hooks
 from landfall.object_store import store_failure
 from landfall.redact import redact
 from landfall.spark import spark_failure
-from landfall.telemetry import (
-    BATCH_DURATION,
-    LAST_SUCCESS,
-    PROCESSING_ERRORS,
-    RECORDS_PROCESSED,
-    ROWS_QUARANTINED,
-    inject_context,
-    trace_exemplar,
-    tracer,
-)
 
 __all__ = [
     "Abandoned",
@@ -43,11 +33,9 @@ __all__ = [
     "backoff_s",
     "batch_failed",
     "call_with_retries",
-    "count_batch",
     "decode_incoming",
     "failure_of",
-    "produce_span",
-    "run_attributes",
+    "outgoing_headers",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,6 +57,11 @@ class Outgoing:
 
 class Abandoned(Exception):
     """The work in flight gave up: its service is stopping (or lost the partition)."""
+
+
+def outgoing_headers(event: Outgoing, carried: Headers) -> Headers:
+    """The headers of a published event: its type, after what telemetry carries on."""
+    return [*carried, ("landfall.event_type", event.event_type.value.encode())]
 
 
 def decode_incoming(
@@ -101,27 +94,35 @@ def decode_incoming(
     return event_type, record
 
 
-def run_attributes(service: str, event_type: EventType, record: dict[str, Any]) -> dict[str, str]:
-    """The attributes of the span of a service's work on one event: whose run, which batch."""
-    return {
-        "landfall.service": service,
-        "landfall.dataset": str(record.get("dataset")),
-        "landfall.partition": str(record.get("partition")),
-        "landfall.batch_id": str(record.get("batch_id")),
-        "landfall.run_id": str(record.get("run_id")),
-        "landfall.event_type": event_type.value,
-    }
-
-
 def backoff_s(runner: RunnerSettings, attempt: int) -> float:
-    """How long to wait after failed attempt number ``attempt`` (1, 2, ...): doubling, capped."""
-    doubled = runner.retry_backoff_s * 2 ** min(attempt - 1, 30)
-    return float(min(doubled, runner.retry_backoff_max_s))
+    """How long to wait after failed attempt number ``attempt`` (1, 2, ...): doubling from
+    ``runner.retry_backoff_s`` up to ``runner.retry_backoff_max_s``, with jitter."""
+    return backoff_delay(runner.retry_backoff_s, runner.retry_backoff_max_s, attempt)
 
 
 def failure_of(exc: BaseException, settings: Settings) -> LandfallError | None:
     """A failure of Spark or of the lake's store in landfall's words; None: neither."""
     return spark_failure(exc) or store_failure(exc, settings.lake_uri, settings.object_store)
+
+
+def _attempt(work: Callable[[], T], settings: Settings, interrupt: threading.Event) -> T:
+    """One call of ``work``; its failure in landfall's words, or Abandoned if interrupted."""
+    try:
+        try:
+            return work()
+        except LandfallError:
+            raise
+        except Exception as exc:
+            translated = failure_of(exc, settings)
+            if translated is None:
+                raise
+            raise translated from exc
+    except Exception as exc:
+        # Interrupted, the work may have failed only because it was (a cancelled
+        # Spark job): no retry, whatever it raised.
+        if interrupt.is_set():
+            raise Abandoned() from exc
+        raise
 
 
 def call_with_retries(
@@ -131,6 +132,7 @@ def call_with_retries(
     service: str,
     dataset: str,
     interrupt: threading.Event,
+    hooks: RunHooks | None = None,
 ) -> T:
     """Call ``work``, retrying a transient fault after a backoff (``runner.max_attempts``).
 
@@ -138,37 +140,37 @@ def call_with_retries(
     lost executor is retried, a corrupt file is not. ``interrupt`` set (a stop past its
     grace, a partition taken away) ends the attempts with :class:`Abandoned`, also in
     the middle of a backoff. Runs in the caller's thread, inside the caller's span.
+    Each retry is told to ``hooks`` (default: the service's metrics and spans).
     """
-    runner = settings.runner
-    for attempt in range(1, runner.max_attempts + 1):
-        try:
-            try:
-                return work()
-            except LandfallError:
-                raise
-            except Exception as exc:
-                translated = failure_of(exc, settings)
-                if translated is None:
-                    raise
-                raise translated from exc
-        except RetryableError as exc:
-            if interrupt.is_set():
-                raise Abandoned() from exc
-            if attempt == runner.max_attempts:
-                raise
-            PROCESSING_ERRORS.labels(service, dataset, "retry").inc()
-            trace.get_current_span().add_event(
-                "retry", {"attempt": attempt, "error": str(exc)[:500]}
-            )
-            delay = backoff_s(runner, attempt)
-            log.warning("attempt %d failed (%s); retrying in %.1fs", attempt, exc, delay)
-            if interrupt.wait(delay):
-                raise Abandoned() from exc
-        except Exception:
-            if interrupt.is_set():
-                raise Abandoned() from None
-            raise
-    raise AssertionError("unreachable: the loop returns or raises")
+    if hooks is None:
+        hooks = telemetry_hooks(service)
+    on_retry = hooks.on_retry
+
+    def before_backoff(state: RetryCallState) -> None:
+        assert state.outcome is not None
+        exc = state.outcome.exception()
+        assert isinstance(exc, RetryableError)  # the only kind retried
+        on_retry(dataset, state.attempt_number, exc)
+        log.warning(
+            "attempt %d failed (%s); retrying in %.1fs",
+            state.attempt_number,
+            exc,
+            state.upcoming_sleep,
+        )
+
+    def back_off(seconds: float) -> None:
+        if interrupt.wait(seconds):
+            raise Abandoned()
+
+    retrying = Retrying(
+        stop=stop_after_attempt(settings.runner.max_attempts),
+        wait=backoff_wait(settings.runner.retry_backoff_s, settings.runner.retry_backoff_max_s),
+        retry=retry_if_exception_type(RetryableError),
+        before_sleep=before_backoff,
+        sleep=back_off,
+        reraise=True,  # the last RetryableError itself, not tenacity's RetryError
+    )
+    return retrying(_attempt, work, settings, interrupt)
 
 
 def batch_failed(
@@ -209,55 +211,3 @@ def batch_failed(
         details=details,
     )
     return Outgoing(settings.kafka.topics.failed.name, EventType.BATCH_FAILED, failed)
-
-
-# The field of each completion event that says how many records its stage processed.
-_ROWS_FIELD = {
-    EventType.BATCH_VALIDATED: "rows_landed",
-    EventType.BATCH_FEATURIZED: "rows",
-    EventType.BATCH_PREDICTED: "rows",
-    EventType.BATCH_REPORTED: "rows_scored",
-}
-
-
-def count_batch(
-    service: str, dataset: str, outgoing: Sequence[Outgoing], failed: bool, seconds: float
-) -> None:
-    """A batch's metrics, once its events are published (call inside its consume span).
-
-    The duration's exemplar names the batch's trace; a failed batch counts as an
-    error, a successful one moves the dataset's last-success time and its row counts.
-    """
-    BATCH_DURATION.labels(service, dataset, "failed" if failed else "succeeded").observe(
-        seconds, exemplar=trace_exemplar()
-    )
-    if failed:
-        PROCESSING_ERRORS.labels(service, dataset, "batch_failed").inc()
-        return
-    LAST_SUCCESS.labels(service, dataset).set(time.time())
-    for event in outgoing:
-        rows = event.record.get(_ROWS_FIELD.get(event.event_type, "rows"))
-        if isinstance(rows, int) and rows:
-            RECORDS_PROCESSED.labels(service, dataset).inc(rows)
-        quarantined = event.record.get("rows_quarantined")
-        if event.event_type is EventType.BATCH_VALIDATED and quarantined:
-            ROWS_QUARANTINED.labels(service, dataset).inc(quarantined)
-
-
-@contextmanager
-def produce_span(topic: str, event_type: EventType) -> Iterator[Headers]:
-    """The span of producing one event; yields the headers that carry its trace on.
-
-    The event's consumers continue the trace from this span.
-    """
-    attributes: Mapping[str, str] = {
-        "messaging.system": "kafka",
-        "messaging.destination.name": topic,
-        "messaging.operation.type": "send",
-        "messaging.operation.name": "produce",
-        "landfall.event_type": event_type.value,
-    }
-    with tracer().start_as_current_span(
-        f"produce {topic}", kind=SpanKind.PRODUCER, attributes=attributes
-    ):
-        yield [*inject_context(), ("landfall.event_type", event_type.value.encode())]

@@ -27,8 +27,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import landfall
+from landfall.codec import EventCodec
 from landfall.config import Settings
-from landfall.contracts import EventCodec, EventType, new_event
+from landfall.contracts import EventType, new_event
 from landfall.errors import InvalidEventError
 from landfall.ingress import batch_id_for
 from landfall.lake import ANNOUNCED_NAME, Lake, Zone

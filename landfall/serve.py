@@ -10,8 +10,9 @@ from landfall.errors import ConfigError
 from landfall.kafka_clients import kafka_connection_config
 from landfall.redact import install_redaction, register_settings
 from landfall.runner import Runner, Service
+from landfall.schema_registry import check_registered
 from landfall.shutdown import exit_without_stage, stop_on_signals
-from landfall.stage import StageContext
+from landfall.stage import StageContext, StageService
 from landfall.telemetry import init_telemetry
 from landfall.topics import TopicSpec, ensure_topics, wait_for_broker
 
@@ -77,6 +78,9 @@ def serve(name: str, settings: Settings) -> None:
         settings.kafka.bootstrap, timeout=60, admin_config=kafka_connection_config(settings)
     )
     ensure_all_topics(settings)
+    # A deploy registers the event schemas; a service (the API publishes too) that would
+    # publish with an unregistered one stops here, saying what to run, not at its first event.
+    check_registered(settings)
     if name == API:
         from landfall.api import serve_api
 
@@ -92,8 +96,11 @@ def serve(name: str, settings: Settings) -> None:
     context = StageContext(settings, name)
     context.remove_abandoned_outputs()
     service = build_service(name, context)
-    # Start Spark before the first event so the first batch does not pay for it.
+    # Start Spark before the first event so the first batch does not pay for it; then
+    # what the service checks before its first event (the predictor: its models).
     _ = context.spark
+    if isinstance(service, StageService):
+        service.start()
     runner = Runner(service, settings, producer_name=context.producer)
     stop_on_signals(runner, name, settings.runner.shutdown_grace_s)
     log.info("%s ready", name)

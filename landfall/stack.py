@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -32,19 +31,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from landfall.api_tokens import TokenStore, ensure_generated_token
+from landfall.backoff import backoff_delay
 from landfall.broker import LocalKafka, broker_dir, running_broker
-from landfall.config import ENV_PREFIX, REVEAL_SECRETS, Settings, SupervisionSettings
+from landfall.config import ENV_PREFIX, Settings, SupervisionSettings
 from landfall.errors import ConfigError, LandfallError
 from landfall.kafka_clients import kafka_connection_config
 from landfall.ports import free_port, port_free
 from landfall.processes import pid_alive
-from landfall.redact import write_private
 from landfall.results import open_results_db
 from landfall.serve import API, SERVICE_NAMES, ensure_all_topics
 from landfall.shutdown import stop_timeout_s
+from landfall.stack_environment import child_environment, write_child_settings
 from landfall.topics import wait_for_broker
 
 __all__ = [
@@ -161,9 +159,7 @@ def _restart_delay(crashes: int, supervision: SupervisionSettings) -> float:
     ("equal jitter": between half and all of it) keeps instances that crashed together,
     e.g. when the broker went away, from all restarting in the same instant.
     """
-    ceiling = supervision.restart_delay_s * 2.0 ** min(crashes - 1, 30)
-    delay = min(ceiling, supervision.restart_delay_max_s)
-    return random.uniform(delay / 2, delay)
+    return backoff_delay(supervision.restart_delay_s, supervision.restart_delay_max_s, crashes)
 
 
 def _service_of(instance: str) -> str:
@@ -299,16 +295,8 @@ class LocalStack:
         # the broker's address included, from one file written for them; it may hold
         # passwords, so only this user may read it, from the moment it exists.
         config_file = self.log_dir / "stack-config.yaml"
-        write_private(
-            config_file,
-            yaml.safe_dump(self.settings.model_dump(mode="json", context=REVEAL_SECRETS)),
-        )
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)},
-            "LANDFALL_CONFIG": str(config_file),
-        }
-        if os.environ.get("LANDFALL_LOG_LEVEL"):
-            env["LANDFALL_LOG_LEVEL"] = os.environ["LANDFALL_LOG_LEVEL"]
+        write_child_settings(self.settings, config_file)
+        env = child_environment(os.environ, config_file)
         self.metrics_ports = self._metrics_ports()
         _run_dir(self.settings).mkdir(parents=True, exist_ok=True)
         for name in self._instance_names():

@@ -18,8 +18,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import landfall
+from landfall.codec import EventCodec
 from landfall.config import Settings
-from landfall.contracts import EventCodec, EventType, follow_up
+from landfall.contracts import EventType, follow_up
 from landfall.deliveries import current_replay
 from landfall.errors import InvalidEventError
 from landfall.lake import ANNOUNCED_NAME, MANIFEST_NAME, Lake, LakePath, PartitionOutput, Zone
@@ -221,6 +222,9 @@ class StageService:
 
     def __init__(self, context: StageContext) -> None:
         self.context = context
+
+    def start(self) -> None:
+        """Work done once before the first event, with Spark running (none by default)."""
 
     @contextmanager
     def staging(self, record: dict[str, Any], zone: Zone) -> Iterator[PartitionOutput]:

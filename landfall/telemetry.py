@@ -1,23 +1,27 @@
 """Telemetry for every service: Prometheus metrics and OpenTelemetry traces (DESIGN §7).
 
 **Metrics** live in the process's default Prometheus registry and are served on
-``telemetry.metrics_port`` (``/metrics``). The names are the ones the operators'
-dashboards and alert rules use: ``batch_processing_duration_seconds``,
-``records_processed_total``, ``processing_errors_total``, ``rows_quarantined_total``,
-``last_success_timestamp_seconds``, ``consumer_lag`` and ``batches_in_progress``. The
-``dataset`` label only takes configured dataset names (anything else is ``unknown``),
-so a stream of bad events cannot blow up the number of series. Each observation of
-``batch_processing_duration_seconds`` carries the batch's trace id as an exemplar
-(:func:`trace_exemplar`; OpenMetrics exposition only).
+``telemetry.metrics_port`` (``/metrics``). Their names follow Prometheus's practice:
+``landfall_`` first, the unit last (``_seconds``, ``_rows``, ``_messages``; ``_total``
+after it on a counter), and are the ones the operators' dashboards and alert rules use:
+``landfall_batch_processing_duration_seconds``, ``landfall_processed_rows_total``,
+``landfall_processing_errors_total``, ``landfall_quarantined_rows_total``,
+``landfall_last_success_timestamp_seconds``, ``landfall_consumer_lag_messages``,
+``landfall_batches_in_progress`` and ``landfall_batch_runs_stuck``. The ``dataset``
+label only takes configured dataset names (anything else is ``unknown``), so a stream
+of bad events cannot blow up the number of series. Each observation of the batch
+duration carries the batch's trace id as an exemplar (:func:`trace_exemplar`;
+OpenMetrics exposition only). The loops record them through hooks
+(landfall/hooks_prometheus.py).
 
 **Traces**: one trace per batch run, from the data-landed event to the report, across
 the four processes. The W3C ``traceparent``/``tracestate`` Kafka headers carry the
 context from one event to the events it causes; each service adds a consume span, a
 span for its stage (dataset, partition, run, rows, model version) and a produce span
-per event it publishes. Spans are exported over OTLP/HTTP (``telemetry.otlp_endpoint``,
-e.g. Jaeger's ``http://jaeger:4318/v1/traces``) and/or as JSON lines to
-``<telemetry.trace_dir>/<service>.jsonl``; with neither, the context still travels,
-so a downstream service with an exporter keeps the trace whole.
+per event it publishes (landfall/hooks_tracing.py). Spans are exported over OTLP/HTTP
+(``telemetry.otlp_endpoint``, e.g. Jaeger's ``http://jaeger:4318/v1/traces``) and/or as
+JSON lines to ``<telemetry.trace_dir>/<service>.jsonl``; with neither, the context
+still travels, so a downstream service with an exporter keeps the trace whole.
 """
 
 from __future__ import annotations
@@ -73,46 +77,54 @@ log = logging.getLogger(__name__)
 
 TRACE_HEADERS = ("traceparent", "tracestate")
 
+# Names: landfall_ first, the unit last (``unit=`` also declares it to OpenMetrics).
 # Seconds: a batch takes from a few seconds (a small partition) to an hour (a big one).
 _DURATION_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 
 BATCH_DURATION = Histogram(
-    "batch_processing_duration_seconds",
+    "landfall_batch_processing_duration_seconds",
     "Time from taking an event to having published what it caused, per batch",
     ["service", "dataset", "outcome"],
     buckets=_DURATION_BUCKETS,
+    unit="seconds",
 )
 RECORDS_PROCESSED = Counter(
-    "records_processed",
+    "landfall_processed_rows",
     "Rows a stage processed (landed rows validated, rows featurized, scored, reported)",
     ["service", "dataset"],
+    unit="rows",
 )
 PROCESSING_ERRORS = Counter(
-    "processing_errors",
+    "landfall_processing_errors",
     "Errors: batches failed, attempts retried, messages dead-lettered",
     ["service", "dataset", "kind"],
 )
 ROWS_QUARANTINED = Counter(
-    "rows_quarantined", "Rows the validator quarantined", ["service", "dataset"]
+    "landfall_quarantined_rows",
+    "Rows the validator quarantined",
+    ["service", "dataset"],
+    unit="rows",
 )
 LAST_SUCCESS = Gauge(
-    "last_success_timestamp_seconds",
+    "landfall_last_success_timestamp_seconds",
     "When the service last finished a batch of the dataset successfully (Unix time)",
     ["service", "dataset"],
+    unit="seconds",
 )
 CONSUMER_LAG = Gauge(
-    "consumer_lag",
+    "landfall_consumer_lag_messages",
     "Messages on the partition the service's group has not consumed yet",
     ["service", "topic", "partition"],
+    unit="messages",
 )
 RUNS_STUCK = Gauge(
-    "batch_runs_stuck",
+    "landfall_batch_runs_stuck",
     "Unfinished batch runs with no progress for reporting.stuck_after_s (the reporter "
     "counts them in the results database; landfall reconcile re-drives them)",
     ["dataset"],
 )
 BATCHES_IN_PROGRESS = Gauge(
-    "batches_in_progress", "Batches the service is working on now", ["service"]
+    "landfall_batches_in_progress", "Batches the service is working on now", ["service"]
 )
 
 _lock = threading.Lock()
@@ -355,30 +367,3 @@ def attached(parent: Context) -> Iterator[None]:
         yield
     finally:
         otel_context.detach(token)
-
-
-class LagReporter:
-    """Keeps ``consumer_lag`` current for one consumer, at most every ``interval_s``."""
-
-    def __init__(self, service: str, interval_s: float = 15.0) -> None:
-        self.service = service
-        self.interval_s = interval_s
-        self._next = 0.0
-
-    def maybe_update(self, consumer: Any) -> None:
-        """Refresh the lag of the consumer's assigned partitions if it is time to."""
-        now = time.monotonic()
-        if now < self._next:
-            return
-        self._next = now + self.interval_s
-        try:
-            assignment = consumer.assignment()
-            committed = consumer.committed(assignment, timeout=5) if assignment else []
-            for partition in committed:
-                _, high = consumer.get_watermark_offsets(partition, timeout=5, cached=False)
-                position = partition.offset if partition.offset >= 0 else 0
-                CONSUMER_LAG.labels(self.service, partition.topic, str(partition.partition)).set(
-                    max(high - position, 0)
-                )
-        except Exception as exc:  # noqa: BLE001 - lag is best effort; the loop must go on
-            log.debug("consumer lag not updated: %s", exc)

@@ -67,33 +67,11 @@ def explain_kafka_error(
     config = dict(client_config or {})
     code = error.code()
     detail = _BROKER_PREFIX.sub("", redact(error.str(), secret_values(config)))
-    lowered = detail.lower()
     user = config.get("sasl.username")
     if code in _LOGIN_REFUSED:
-        if "mechanism" in lowered and ("unsupported" in lowered or "not supported" in lowered):
-            mechanism = config.get("sasl.mechanism")
-            return (
-                f"Kafka at {bootstrap} does not accept SASL mechanism {mechanism!r} "
-                f"(kafka.security.sasl_mechanism): {detail}"
-            )
-        return (
-            f"Kafka at {bootstrap} refused the SASL login of user {user!r} "
-            f"(kafka.security.username / kafka.security.password): {detail}"
-        )
+        return _login_refused(bootstrap, config, detail)
     if code == KafkaError._SSL:
-        if "verify failed" in lowered or "could not be verified" in lowered:
-            trusted = config.get("ssl.ca.location") or "the system's CA certificates"
-            return (
-                f"TLS handshake with Kafka at {bootstrap} failed: the broker's certificate "
-                f"is not trusted by {trusted} (kafka.security.ca_file), or does not name "
-                f"this host (kafka.security.verify_hostname): {detail}"
-            )
-        if any(word in lowered for word in ("handshake", "certificate", "alert", "key")):
-            return (
-                f"TLS handshake with Kafka at {bootstrap} failed (kafka.security.ca_file, "
-                f"kafka.security.cert_file, kafka.security.key_file): {detail}"
-            )
-        return None
+        return _tls_failed(bootstrap, config, detail)
     kind = _NOT_ALLOWED.get(code)
     if kind is None:
         return None
@@ -111,6 +89,37 @@ def explain_kafka_error(
         f"--bootstrap-server {bootstrap} --add --allow-principal {principal} "
         f"--operation All {target}"
     )
+
+
+def _login_refused(bootstrap: str, config: Mapping[str, Any], detail: str) -> str:
+    lowered = detail.lower()
+    if "mechanism" in lowered and ("unsupported" in lowered or "not supported" in lowered):
+        mechanism = config.get("sasl.mechanism")
+        return (
+            f"Kafka at {bootstrap} does not accept SASL mechanism {mechanism!r} "
+            f"(kafka.security.sasl_mechanism): {detail}"
+        )
+    return (
+        f"Kafka at {bootstrap} refused the SASL login of user {config.get('sasl.username')!r} "
+        f"(kafka.security.username / kafka.security.password): {detail}"
+    )
+
+
+def _tls_failed(bootstrap: str, config: Mapping[str, Any], detail: str) -> str | None:
+    lowered = detail.lower()
+    if "verify failed" in lowered or "could not be verified" in lowered:
+        trusted = config.get("ssl.ca.location") or "the system's CA certificates"
+        return (
+            f"TLS handshake with Kafka at {bootstrap} failed: the broker's certificate "
+            f"is not trusted by {trusted} (kafka.security.ca_file), or does not name "
+            f"this host (kafka.security.verify_hostname): {detail}"
+        )
+    if any(word in lowered for word in ("handshake", "certificate", "alert", "key")):
+        return (
+            f"TLS handshake with Kafka at {bootstrap} failed (kafka.security.ca_file, "
+            f"kafka.security.cert_file, kafka.security.key_file): {detail}"
+        )
+    return None
 
 
 def _addresses(bootstrap: str) -> list[tuple[str, int]]:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2
 import yaml
 
 from landfall.config import REVEAL_SECRETS, Settings
-from tests.reporting_support import LandfallProcess
+from landfall.ingress import batch_id_for
+from landfall.lake import Lake
+from landfall.results import RunKey, RunRecorder
+from services.reporter.html import render_report_html
+from tests.reporting_support import LandfallProcess, finished_report
 
 
 def new_token(label: str) -> str:
@@ -91,3 +97,69 @@ def start_api(settings: Settings, config_file: Path, log: Path, timeout: float =
     except BaseException:
         process.stop()
         raise
+
+
+# The API under test with two finished batches, as test_api*.py share it (conftest.py).
+
+T0 = datetime(2026, 11, 10, 8, 0, tzinfo=UTC)
+OPERATOR = new_token("operator")
+READER = new_token("reader")
+
+
+@dataclass
+class Api:
+    settings: Settings
+    server: ApiServer
+    client: httpx2.Client  # sends the operator token
+    reader: httpx2.Client  # sends the read token
+    anonymous: httpx2.Client  # sends none
+    token_file: Path
+
+
+def seed_api_history(settings: Settings) -> None:
+    """Two finished batches (one replayed), as the reporter would have left them."""
+    db = RunRecorder.open(settings.results_db_url)
+    lake = Lake.from_settings(settings)
+    try:
+        for i, (partition, status) in enumerate(
+            [("2026-11-01", "FAILED"), ("2026-11-01", "SUCCEEDED"), ("2026-11-02", "SUCCEEDED")]
+        ):
+            run_id = f"seed-run-{i}"
+            key = RunKey(batch_id_for("demo", partition), run_id, "demo", partition)
+            start = T0 + timedelta(hours=i)
+            db.record_submission(key, submitted_at=start)
+            report = finished_report(
+                key, status, started=start, failed_stage="featurization", reason="bad expression"
+            )
+            # Committed as the reporter commits: each run its own, failures kept aside.
+            output = lake.stage_output("demo", "reports", partition, run_id)
+            report["report_path"] = f"{output.target.rel}/report.json"
+            report["report_html_path"] = f"{output.target.rel}/report.html"
+            (output.staging / "report.json").write_text(json.dumps(report))
+            (output.staging / "report.html").write_text(render_report_html(report))
+            lake.commit_partition(output, {}, succeeded=status == "SUCCEEDED", fenced=False)
+            db.record_report(report)
+    finally:
+        db.close()
+
+
+TOKEN_LINES = [f"operator {OPERATOR} ci-pipeline", f"read {READER} dashboards"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def eventually(probe, expected: int, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while (got := probe()) != expected:
+        assert time.monotonic() < deadline, f"still {got}, not {expected}"
+        time.sleep(0.2)
+
+
+def login(api: Api, token: str, next_url: str = "/", **headers: str) -> httpx2.Response:
+    return api.anonymous.post(
+        "/login",
+        data={"token": token, "next": next_url},
+        headers={"Origin": api.server.base, **headers},
+    )

@@ -118,3 +118,40 @@ def model_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
         register(settings, labelled, "yes-no", alias="champion")
         _REGISTRIES[base] = home
     return _REGISTRIES[base]
+
+
+def publish_featurized(
+    spark: Any, settings: Settings, dataset: str, partition: str, *, rows: int, is_red: float
+) -> str:
+    """Commit a demo-like feature partition as the featurizer writes it, and announce it.
+
+    Returns the run id of its batch-featurized event.
+    """
+    import pandas as pd
+    from confluent_kafka import Producer
+
+    from landfall.codec import EventCodec
+    from landfall.contracts import EventType, partition_key
+    from landfall.events import featurized_event
+    from landfall.kafka_clients import kafka_client_config
+    from landfall.lake import Lake
+
+    target = Lake.from_settings(settings).partition_dir(dataset, "features", partition)
+    rng = np.random.default_rng(rows)
+    frame = pd.DataFrame({"id": [f"r{i:07d}" for i in range(rows)]})
+    frame["f1"], frame["f2"] = rng.normal(size=rows), rng.normal(size=rows)
+    frame["f1_times_f2"], frame["is_red"] = frame.f1 * frame.f2, is_red
+    spark.createDataFrame(frame).write.mode("overwrite").parquet(str(target))
+    record = featurized_event(
+        settings, dataset, partition, rows=rows, features=FEATURES, producer_name="test/0"
+    )
+    topic = settings.kafka.topics.featurized.name
+    producer = Producer(kafka_client_config(settings))
+    producer.produce(
+        topic,
+        key=partition_key(record),
+        value=EventCodec(None).encode(EventType.BATCH_FEATURIZED, record, topic=topic),
+    )
+    assert producer.flush(30) == 0
+    del producer  # no client left polling a broker that stops with the session
+    return str(record["run_id"])

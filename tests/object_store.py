@@ -97,6 +97,7 @@ def _answers(endpoint: str) -> bool:
 @contextmanager
 def moto_server() -> Iterator[S3Store]:
     """moto's S3 server on a free loopback port, enforcing its one user's credentials."""
+    # Long: start a server process, wait for it, stop it.
     import boto3
 
     port = free_port()

@@ -23,8 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from landfall.codec import EventCodec
 from landfall.config import REVEAL_SECRETS, Settings
-from landfall.contracts import EventCodec, EventType, new_event, partition_key
+from landfall.contracts import EventType, new_event, partition_key
 from landfall.ingress import batch_id_for
 from landfall.ports import free_port
 from landfall.redact import write_private
@@ -73,6 +74,7 @@ def write_run(
     model_version: str = "3",
 ) -> RunEvents:
     """Write one run's validated, quarantine, features and predictions; return its events."""
+    # Long: every stage's output, manifest and event of one run, as the stages write them.
     rng = np.random.default_rng(seed)
     run_id = run_id or new_run_id()
     batch_id = batch_id_for(DATASET, partition)
@@ -278,10 +280,13 @@ def live_settings(home: Path, bootstrap: str, **environ: str) -> tuple[Settings,
 class LandfallProcess:
     """``python -m landfall serve NAME`` as a child process with its own log."""
 
-    def __init__(self, name: str, config_file: Path, log: Path) -> None:
+    def __init__(
+        self, name: str, config_file: Path, log: Path, environ: dict[str, str] | None = None
+    ) -> None:
         self.name, self.log = name, log
         env = {k: v for k, v in os.environ.items() if not k.startswith("LANDFALL_")}
         env["LANDFALL_CONFIG"] = str(config_file)
+        env.update(environ or {})  # what the settings file cannot say (LANDFALL_LOG_FORMAT)
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "landfall", "serve", name],

@@ -181,6 +181,34 @@ def _summary(lake: Lake, reported: dict[str, Any], sample: SampleStats) -> str:
     return "\n".join(lines)
 
 
+def _publish_and_wait(
+    live: Settings, partition: str, timeout: float, alive: Callable[[], None] | None
+) -> dict[str, Any]:
+    """Publish the demo partition's data-landed event; wait for its batch-reported."""
+    from landfall.contracts import EventType
+    from landfall.events import EventWatcher, publish_data_landed
+    from landfall.telemetry import init_telemetry
+
+    init_telemetry(live, "demo", metrics=False)  # the run's trace starts here
+    watcher = EventWatcher(live, [live.kafka.topics.reported.name])
+    try:
+        landed = publish_data_landed(live, DEMO_DATASET, partition)
+        print(
+            f"published data-landed for {DEMO_DATASET}/{partition} (run {landed['run_id']})",
+            flush=True,
+        )
+        _, _, reported = watcher.wait_for(
+            lambda _t, kind, rec: (
+                kind is EventType.BATCH_REPORTED and rec["run_id"] == landed["run_id"]
+            ),
+            timeout,
+            alive=alive,
+        )
+    finally:
+        watcher.close()
+    return reported
+
+
 def run_demo(
     settings: Settings,
     *,
@@ -194,10 +222,7 @@ def run_demo(
     seed service, or `landfall up` in another terminal): land, register and publish
     there, and wait for the report, starting and stopping nothing.
     """
-    from landfall.contracts import EventType
-    from landfall.events import EventWatcher, publish_data_landed
     from landfall.stack import LocalStack
-    from landfall.telemetry import init_telemetry
 
     started = time.monotonic()
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -207,30 +232,10 @@ def run_demo(
     version = register_demo_model(settings)
     print(f"registered model {DEMO_MODEL} version {version} as @champion", flush=True)
 
-    def publish_and_wait(live: Settings, alive: Callable[[], None] | None) -> dict[str, Any]:
-        init_telemetry(live, "demo", metrics=False)  # the run's trace starts here
-        watcher = EventWatcher(live, [live.kafka.topics.reported.name])
-        try:
-            landed = publish_data_landed(live, DEMO_DATASET, partition)
-            print(
-                f"published data-landed for {DEMO_DATASET}/{partition} (run {landed['run_id']})",
-                flush=True,
-            )
-            _, _, reported = watcher.wait_for(
-                lambda _t, kind, rec: (
-                    kind is EventType.BATCH_REPORTED and rec["run_id"] == landed["run_id"]
-                ),
-                timeout,
-                alive=alive,
-            )
-        finally:
-            watcher.close()
-        return reported
-
     if on_running_stack:
         if not settings.kafka.bootstrap:
             raise ConfigError("a demo on a running stack needs its broker: set kafka.bootstrap")
-        reported = publish_and_wait(settings, None)
+        reported = _publish_and_wait(settings, partition, timeout, None)
     else:
         stack = LocalStack(settings)
         try:
@@ -241,7 +246,7 @@ def run_demo(
             )
             for name, url in stack.metrics_urls().items():
                 print(f"  metrics of {name}: {url}", flush=True)
-            reported = publish_and_wait(live, stack.check_alive)
+            reported = _publish_and_wait(live, partition, timeout, stack.check_alive)
         finally:
             stack.stop()
     print(_summary(lake, reported, sample))

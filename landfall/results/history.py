@@ -162,6 +162,42 @@ class RunHistory(ResultsClient):
             ).mappings()
             return BatchPage([_row(r) for r in rows], int(total), limit, offset)
 
+    def latest_runs(self, dataset: str, *, partitions: int = 31) -> list[dict[str, Any]]:
+        """The latest run of each of ``dataset``'s newest partitions, oldest first.
+
+        Each with its recorded stages (``stages``: stage name to status): what the
+        status page's partition grid shows. Two queries, whatever the number of runs.
+        """
+        last = batch_runs.alias("last_run")
+        query = (
+            select(
+                batches.c.batch_id,
+                batches.c.dataset,
+                batches.c.partition,
+                last.c.run_id,
+                last.c.status,
+                last.c.failed_stage,
+                last.c.report_path,
+            )
+            .select_from(batches.join(last, last.c.run_id == batches.c.last_run_id))
+            .where(batches.c.dataset == dataset)
+            .order_by(batches.c.partition.desc())
+            .limit(partitions)
+        )
+        with self.engine.connect() as conn:
+            runs = [_row(r) for r in conn.execute(query).mappings()]
+            recorded = conn.execute(
+                select(stage_runs.c.run_id, stage_runs.c.stage, stage_runs.c.status).where(
+                    stage_runs.c.run_id.in_([run["run_id"] for run in runs])
+                )
+            ).all()
+        stages: dict[str, dict[str, str]] = {run["run_id"]: {} for run in runs}
+        for run_id, stage, status in recorded:
+            stages[run_id][stage] = status
+        for run in runs:
+            run["stages"] = stages[run["run_id"]]
+        return runs[::-1]
+
     def metrics(self, dataset: str | None = None) -> dict[str, Any]:
         """Aggregated figures: batches and runs by status, rows, error rates, durations."""
         with self.engine.connect() as conn:

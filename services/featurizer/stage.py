@@ -34,7 +34,13 @@ from landfall.errors import StageFailedError
 from landfall.lake import RUNS_DIR, Lake, LakePath
 from landfall.stage import schema_fingerprint, spark_job_group
 
-__all__ = ["FeaturizationResult", "feature_columns", "featurize_partition", "join_references"]
+__all__ = [
+    "FeaturizationResult",
+    "feature_columns",
+    "feature_table_types",
+    "featurize_partition",
+    "join_references",
+]
 
 # Marks the error a feature raises from inside a Spark task, so it can be told apart.
 _UNSEEN_MARKER = "landfall-unseen-value"
@@ -111,6 +117,20 @@ def feature_columns(feature: FeatureSpec) -> list[Column]:
     if feature.unseen == "error":
         position = F.coalesce(_unseen(feature, source, known), position)
     return [position.cast("double").alias(feature.name)]
+
+
+def feature_table_types(dataset: DatasetConfig) -> dict[str, str]:
+    """The feature table's columns and Spark types, as ``featurize_partition`` writes them.
+
+    Known from the config alone, without Spark or data: the id column keeps its
+    declared type, and each feature's ``output_names()`` are doubles (``feature_columns``
+    casts every one). The predictor checks its models against this before any batch.
+    """
+    id_type = next(c.type for c in dataset.columns if c.name == dataset.id_column)
+    table = {dataset.id_column: str(id_type)}
+    for feature in dataset.features:
+        table.update(dict.fromkeys(feature.output_names(), "double"))
+    return table
 
 
 def _reference_folder(lake: Lake, reference: ReferenceJoin, partition: str) -> LakePath:

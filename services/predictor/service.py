@@ -5,15 +5,25 @@ Per batch, before any Spark work: the model version is fixed (the pinned
 once), and checked against the dataset's quality gate; a configured challenger alias
 is resolved and gated the same way, but a challenger that is missing, fails the gate
 or cannot score the table is skipped and said so, never a reason to fail the batch.
+
+A model that cannot take the dataset's features is found before the first batch: at
+start the service checks, for every dataset, the feature table the featurizer writes
+(its columns and types follow from the config) against the signature of the version
+the alias names, and logs each mismatch. The contracts have no event for a finding
+without a batch, so the dataset's batches carry it: each is refused with that reason
+before any Spark work, while the other datasets score. The finding is kept per model
+version, so a batch whose alias names another version (a fixed model) is checked
+afresh and scored, without a restart.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from landfall.config import ModelSpec
+from landfall.config import DatasetConfig, ModelSpec
 from landfall.contracts import EventType
-from landfall.errors import StageFailedError
+from landfall.errors import RetryableError, StageFailedError
 from landfall.object_store import lake_store_settings
 from landfall.registry import (
     GateCheck,
@@ -24,9 +34,13 @@ from landfall.registry import (
 )
 from landfall.runner import Outgoing
 from landfall.stage import StageContext, StageService, Stopwatch
-from services.predictor.stage import score_partition
+from services.featurizer.stage import feature_table_types
+from services.predictor.fit import fit_problems, unused_columns
+from services.predictor.stage import prepare_scorer, score_partition
 
 __all__ = ["PredictorService"]
+
+log = logging.getLogger(__name__)
 
 
 class PredictorService(StageService):
@@ -39,6 +53,27 @@ class PredictorService(StageService):
         super().__init__(context)
         configure_mlflow(context.settings)
         self.consumes = {context.topics.featurized.name: frozenset({EventType.BATCH_FEATURIZED})}
+        # (dataset, model, version, alias) -> why the dataset's features do not fit
+        # that version, None when they do; registered versions never change.
+        self._misfits: dict[tuple[str, str, str, str | None], str | None] = {}
+
+    def start(self) -> None:
+        """Check every dataset's features against its model's signature, before any batch.
+
+        An unreachable registry is no finding: each batch resolves its model anyway,
+        and retries as it always did. A model that cannot be resolved or loaded is
+        logged here and fails its batches as before.
+        """
+        settings = self.context.settings
+        for name, dataset in settings.datasets.items():
+            try:
+                model = resolve_model_version(settings, dataset.model)
+                self._misfit(name, dataset, model)
+            except RetryableError as exc:
+                log.warning("models not checked at start (each batch checks its own): %s", exc)
+                return
+            except StageFailedError as exc:
+                log.error("dataset %s: %s", name, exc.reason)
 
     def handle(self, event_type: EventType, record: dict[str, Any]) -> list[Outgoing]:
         """Score the featurized partition and publish batch-predicted."""
@@ -51,49 +86,37 @@ class PredictorService(StageService):
         spec = dataset.model
         # Only the features zone of the batch's own dataset, and no symlinks.
         features_path = ctx.lake.input_dir(
-            record["output_path"],
-            dataset=dataset_name,
-            zone="features",
+            record["output_path"], dataset=dataset_name, zone="features",
             partition=record["partition"],
-        )
+        )  # fmt: skip
         watch = Stopwatch()
         with watch.measure("resolve_model"):
-            # Once per batch: a promotion mid-batch cannot mix two versions in it.
-            model = resolve_model_version(ctx.settings, spec, version=record.get("model_version"))
-            gate = enforce_gate(ctx.settings, spec, model, dataset=dataset_name)
-            challenger, challenger_gate, skipped = self._challenger(spec, model, dataset_name)
-        with self.staging(record, "predictions") as output, watch.measure("score"):
-            result = score_partition(
-                ctx.spark,
-                dataset,
-                model,
-                features_path,
-                output.staging,
-                challenger=challenger,
-                expected_rows=record.get("rows"),
-                scoring=ctx.settings.scoring,
-                store=lake_store_settings(
-                    ctx.settings.lake_uri, ctx.settings.object_store, ctx.settings.hdfs
-                ),
+            model, gate, (challenger, challenger_gate, skipped) = self._models(
+                dataset_name, dataset, record.get("model_version")
             )
+        with self.staging(record, "predictions") as output, watch.measure("score"):
+            store = lake_store_settings(
+                ctx.settings.lake_uri, ctx.settings.object_store, ctx.settings.hdfs
+            )
+            result = score_partition(
+                ctx.spark, dataset, model, features_path, output.staging,
+                challenger=challenger, expected_rows=record.get("rows"),
+                scoring=ctx.settings.scoring, store=store,
+            )  # fmt: skip
         skipped = skipped or result.challenger_skipped
         scored_challenger = challenger if skipped is None else None
         comparison = result.comparison
+        prediction = {
+            "kind": result.kind,
+            "columns": result.columns,
+            "probability_columns": result.probability_columns,
+        }
         self.commit(
-            record,
-            output,
-            inputs=[features_path],
-            rows={"predictions": result.rows},
-            schema=result.schema,
-            watch=watch,
+            record, output, inputs=[features_path], rows={"predictions": result.rows},
+            schema=result.schema, watch=watch, prediction=prediction,
             model={**model.describe(), "gate": [c.describe() for c in gate]},
-            prediction={
-                "kind": result.kind,
-                "columns": result.columns,
-                "probability_columns": result.probability_columns,
-            },
             challenger=_challenger_record(spec, challenger, challenger_gate, skipped, comparison),
-        )
+        )  # fmt: skip
         return self.announce(
             EventType.BATCH_PREDICTED,
             ctx.topics.predicted.name,
@@ -108,14 +131,59 @@ class PredictorService(StageService):
             prediction_kind=result.kind,
             probability_columns=result.probability_columns,
             gate_metrics={c.rule.metric: c.value for c in gate if c.value is not None},
-            challenger_alias=spec.challenger,
-            challenger_model_version=scored_challenger.version if scored_challenger else None,
-            challenger_model_uri=scored_challenger.uri if scored_challenger else None,
-            challenger_agreement=comparison.agreement if comparison else None,
-            challenger_mean_abs_diff=comparison.mean_abs_diff if comparison else None,
-            challenger_skipped_reason=skipped,
             duration_ms=watch.total_ms,
+            **_challenger_fields(spec, scored_challenger, comparison, skipped),
         )
+
+    def _models(
+        self, dataset_name: str, dataset: DatasetConfig, pinned: str | None
+    ) -> tuple[
+        ResolvedModel, list[GateCheck], tuple[ResolvedModel | None, list[GateCheck], str | None]
+    ]:
+        """The batch's champion with its gate, and its challenger (or why it is skipped)."""
+        spec = dataset.model
+        # Once per batch: a promotion mid-batch cannot mix two versions in it.
+        model = resolve_model_version(self.context.settings, spec, version=pinned)
+        gate = enforce_gate(self.context.settings, spec, model, dataset=dataset_name)
+        misfit = self._misfit(dataset_name, dataset, model)
+        if misfit is not None:  # refused before any Spark work; nothing is written
+            raise StageFailedError(misfit, details={"model_uri": model.uri})
+        return model, gate, self._challenger(spec, model, dataset_name)
+
+    def _misfit(
+        self, dataset_name: str, dataset: DatasetConfig, model: ResolvedModel
+    ) -> str | None:
+        """Why the dataset's feature table cannot be scored by ``model``, or None.
+
+        Found once per version, from the table the featurizer writes (its columns and
+        types follow from the config), and logged then.
+        """
+        key = (dataset_name, model.name, model.version, model.alias)
+        if key in self._misfits:
+            return self._misfits[key]
+        ctx = self.context
+        table = feature_table_types(dataset)
+        fallback = [column for column in table if column != dataset.id_column]
+        # The same preparation (download, plan) as the batch's scoring, and cached with
+        # it: a version that fits costs nothing more to score afterwards.
+        plan = prepare_scorer(ctx.spark, model, fallback, ctx.settings.scoring.engine).plan
+        problems = fit_problems(plan.inputs, table)
+        chosen = f"@{model.alias}" if model.alias else "pinned for the batch"
+        which = f"model {model.name} version {model.version} ({chosen})"
+        if not problems:
+            log.info("dataset %s: its features fit %s", dataset_name, which)
+            self._misfits[key] = None
+            return None
+        unused = unused_columns(plan.inputs, table, dataset.id_column)
+        misfit = (
+            f"dataset {dataset_name}'s features do not fit {which}: "
+            + "; ".join(problems)
+            + (f"; feature columns the model does not take: {', '.join(unused)}" if unused else "")
+            + " (found from the dataset's feature config, before any Spark work)"
+        )
+        log.error("%s; its batches are refused until the model or the features change", misfit)
+        self._misfits[key] = misfit
+        return misfit
 
     def _challenger(
         self, spec: ModelSpec, champion: ResolvedModel, dataset: str
@@ -152,4 +220,21 @@ def _challenger_record(
         **challenger.describe(),
         "gate": [c.describe() for c in gate],
         "comparison": comparison.describe() if comparison else None,
+    }
+
+
+def _challenger_fields(
+    spec: ModelSpec,
+    scored: ResolvedModel | None,
+    comparison: Any,
+    skipped: str | None,
+) -> dict[str, Any]:
+    """batch-predicted's challenger fields: who it was and how it compared, or why not."""
+    return {
+        "challenger_alias": spec.challenger,
+        "challenger_model_version": scored.version if scored else None,
+        "challenger_model_uri": scored.uri if scored else None,
+        "challenger_agreement": comparison.agreement if comparison else None,
+        "challenger_mean_abs_diff": comparison.mean_abs_diff if comparison else None,
+        "challenger_skipped_reason": skipped,
     }

@@ -13,7 +13,8 @@ that move the data with pyarrow (``arrow_tasks.py``); ``spark_udf`` scores throu
 Before any of that, the feature table is checked against each model's signature: a
 missing input or a type that cannot be widened safely (Spark's own widening: ints to
 longs or doubles, floats to doubles, dates to timestamps) fails the batch with the
-column named, instead of a worker crashing half-way through the job.
+column named, instead of a worker crashing half-way through the job (the rules are in
+``fit.py``, shared with the predictor's check at start and ``landfall check``).
 """
 
 from __future__ import annotations
@@ -47,9 +48,9 @@ from services.predictor.arrow_tasks import (
     plan_tasks,
     run_task,
 )
+from services.predictor.fit import widened_type
 from services.predictor.scorer import (
     PREDICTION_COLUMN,
-    InputColumn,
     ScorerPlan,
     load_for_scoring,
     plan_scorer,
@@ -67,19 +68,6 @@ __all__ = [
 ]
 
 CHALLENGER_PREFIX = "challenger_"
-
-# Spark simple types each model input type accepts: the type itself and what widens to it.
-_INTEGRAL = ("tinyint", "smallint", "int", "bigint")
-_ACCEPTS: dict[str, tuple[str, ...]] = {
-    "int": ("tinyint", "smallint", "int"),
-    "bigint": _INTEGRAL,
-    "float": (*_INTEGRAL, "float", "decimal"),
-    "double": (*_INTEGRAL, "float", "double", "decimal"),
-    "boolean": ("boolean",),
-    "string": ("string",),
-    "binary": ("binary",),
-    "timestamp": ("timestamp", "timestamp_ntz", "date"),
-}
 
 
 @dataclass(frozen=True)
@@ -239,7 +227,7 @@ def check_signature(model: ResolvedModel, plan: ScorerPlan, features: DataFrame)
             if column.required:
                 problems.append(f"column {column.name} is missing")
             continue
-        columns.append((column.name, _widening(column, types[column.name], problems)))
+        columns.append((column.name, widened_type(column, types[column.name], problems)))
     if problems:
         raise StageFailedError(
             f"the feature table does not match the signature of model {model.uri}: "
@@ -248,17 +236,6 @@ def check_signature(model: ResolvedModel, plan: ScorerPlan, features: DataFrame)
             details={"model_uri": model.uri, "problems": "; ".join(problems)},
         )
     return columns
-
-
-def _widening(column: InputColumn, actual: str, problems: list[str]) -> str | None:
-    """The type the column is widened to, None if it is used as it is."""
-    expected = column.spark_type
-    if expected is None or actual == expected:
-        return None
-    base = actual.split("(", 1)[0]  # decimal(10,2) -> decimal
-    if base not in _ACCEPTS.get(expected, ()):
-        problems.append(f"column {column.name} is {actual} but the model expects {expected}")
-    return expected
 
 
 def _input_columns(inputs: ModelInputs) -> list[Column]:
@@ -312,6 +289,48 @@ def _python_failure(exc: Exception) -> StageFailedError:
     return StageFailedError(f"the model failed while scoring: {tail.strip()}")
 
 
+def _feature_table(spark: SparkSession, path: LakePath | Path, id_column: str) -> DataFrame:
+    """The feature table to score; refused if unreadable or without its id column."""
+    try:
+        features = spark.read.parquet(str(path))
+    except AnalysisException as exc:
+        raise StageFailedError(
+            f"the feature table at {_shown(path)} cannot be read: {exc}"
+        ) from exc
+    if id_column not in features.columns:
+        raise StageFailedError(
+            f"the feature table has no id column {id_column!r} "
+            f"(it has {', '.join(features.columns)})"
+        )
+    return features
+
+
+def _scorers(
+    spark: SparkSession,
+    features: DataFrame,
+    id_column: str,
+    model: ResolvedModel,
+    challenger: ResolvedModel | None,
+    engine: str,
+) -> tuple[Scorers, str | None]:
+    """The champion's scorer, and the challenger's unless it cannot score this table."""
+    # Without a named signature the model takes every feature column, in table order.
+    fallback = [c for c in features.columns if c != id_column]
+    champion = prepare_scorer(spark, model, fallback, engine)
+    scorers: Scorers = [("", champion, check_signature(model, champion.plan, features))]
+    skipped = None
+    if challenger is not None:
+        # The challenger only shadows the champion: a challenger that cannot score this
+        # table is skipped (and said so), never a reason to fail the batch.
+        try:
+            candidate = prepare_scorer(spark, challenger, fallback, engine)
+            inputs = check_signature(challenger, candidate.plan, features)
+            scorers.append((CHALLENGER_PREFIX, candidate, inputs))
+        except StageFailedError as exc:
+            skipped = exc.reason
+    return scorers, skipped
+
+
 def score_partition(
     spark: SparkSession,
     dataset: DatasetConfig,
@@ -332,33 +351,10 @@ def score_partition(
     it directly).
     """
     scoring = scoring or ScoringSettings()
-    try:
-        features = spark.read.parquet(str(features_path))
-    except AnalysisException as exc:
-        raise StageFailedError(
-            f"the feature table at {_shown(features_path)} cannot be read: {exc}"
-        ) from exc
     id_column = dataset.id_column
-    if id_column not in features.columns:
-        raise StageFailedError(
-            f"the feature table has no id column {id_column!r} "
-            f"(it has {', '.join(features.columns)})"
-        )
-    # Without a named signature the model takes every feature column, in table order.
-    fallback = [c for c in features.columns if c != id_column]
-    champion = prepare_scorer(spark, model, fallback, scoring.engine)
-    scorers = [("", champion, check_signature(model, champion.plan, features))]
-    skipped = None
-    if challenger is not None:
-        # The challenger only shadows the champion: a challenger that cannot score this
-        # table is skipped (and said so), never a reason to fail the batch.
-        try:
-            candidate = prepare_scorer(spark, challenger, fallback, scoring.engine)
-            inputs = check_signature(challenger, candidate.plan, features)
-            scorers.append((CHALLENGER_PREFIX, candidate, inputs))
-        except StageFailedError as exc:
-            skipped = exc.reason
-
+    features = _feature_table(spark, features_path, id_column)
+    scorers, skipped = _scorers(spark, features, id_column, model, challenger, scoring.engine)
+    champion = scorers[0][1]
     kind = champion.plan.kind
     try:
         with spark_job_group(spark, "predict"):

@@ -15,10 +15,11 @@ table by the partition of the event that writes it, so every source topic must h
 the table's partition count; all events of one partition carry the same key
 (``dataset/partition``) and so reach the same shard.
 
-Decoding, retries, batch-failed, metrics and the produce span are the shared runner's
-(:mod:`landfall.processing`); stopping follows landfall/shutdown.py: the first SIGTERM
-or SIGINT lets the report in flight finish within ``runner.shutdown_grace_s``, past
-it (or at a second signal) the report is abandoned and its event left uncommitted.
+Decoding, retries and batch-failed are the shared runner's (:mod:`landfall.processing`),
+and so are its metrics and spans: the app calls the same hooks (:mod:`landfall.hooks`).
+Stopping follows landfall/shutdown.py: the first SIGTERM or SIGINT lets the report in
+flight finish within ``runner.shutdown_grace_s``, past it (or at a second signal) the
+report is abandoned and its event left uncommitted.
 """
 
 from __future__ import annotations
@@ -28,42 +29,33 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import copy_context
 from datetime import UTC, datetime, timedelta
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
-from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy.exc import OperationalError
 
-from landfall.config import Settings
+from landfall.config import Settings, Topics
 from landfall.contracts import EventType, partition_key
 from landfall.dead_letters import dead_letter
 from landfall.errors import ConfigError, InvalidEventError, RetryableError
 from landfall.faust_stop import GracefulStop, InFlightApp, wait_forever
+from landfall.hooks import Delivery, telemetry_hooks
 from landfall.kafka_clients import event_codec, faust_broker_credentials
+from landfall.logs import batch_logging
 from landfall.processing import (
     Abandoned,
     Outgoing,
     batch_failed,
     call_with_retries,
-    count_batch,
     decode_incoming,
-    produce_span,
-    run_attributes,
+    outgoing_headers,
 )
 from landfall.shutdown import ABANDON_WAIT_S, exit_without_stage
 from landfall.stage import StageContext
-from landfall.telemetry import (
-    BATCHES_IN_PROGRESS,
-    PROCESSING_ERRORS,
-    attached,
-    dataset_label,
-    extract_context,
-    tracer,
-)
+from landfall.telemetry import dataset_label
 from services.reporter.service import (
     FINISHING_EVENTS,
     STAGE_EVENTS,
@@ -74,8 +66,6 @@ from services.reporter.service import (
 __all__ = ["ReporterApp", "expired_runs"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 SERVICE = "reporter"
 STAGE = "reporting"
@@ -119,6 +109,19 @@ def expired_runs(
     return expired
 
 
+def _shared_partition_count(topics: Topics) -> int:
+    """The partition count of every source topic: the progress table is sharded like them."""
+    counts = {getattr(topics, kind).partitions for kind in _ACCEPTED}
+    if len(counts) != 1:
+        raise ConfigError(
+            "the reporter needs the same partition count on "
+            + ", ".join(getattr(topics, kind).name for kind in _ACCEPTED)
+            + f" (got {sorted(counts)}): its progress table is sharded like them; "
+            "set the same kafka.topics.<topic>.partitions on each"
+        )
+    return counts.pop()
+
+
 class ReporterApp:
     """Builds the faust app around a :class:`BatchReporter` and runs it in a worker."""
 
@@ -131,19 +134,12 @@ class ReporterApp:
         self._sources = {
             getattr(topics, kind).name: accepted for kind, accepted in _ACCEPTED.items()
         }
-        counts = {getattr(topics, kind).partitions for kind in _ACCEPTED}
-        if len(counts) != 1:
-            raise ConfigError(
-                "the reporter needs the same partition count on "
-                + ", ".join(getattr(topics, kind).name for kind in _ACCEPTED)
-                + f" (got {sorted(counts)}): its progress table is sharded like them; "
-                "set the same kafka.topics.<topic>.partitions on each"
-            )
-        partitions = counts.pop()
+        partitions = _shared_partition_count(topics)
         self.context = StageContext(settings, SERVICE)
         self.context.remove_abandoned_outputs()
         self.reporter = reporter or BatchReporter(self.context)
         self.codec = event_codec(settings)
+        self.hooks = telemetry_hooks(SERVICE, STAGE)
         # One thread: Spark sessions and SQLite connections prefer not to be shared.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reporter-work")
         self._stop = GracefulStop(SERVICE, settings.runner.shutdown_grace_s, work="report")
@@ -246,45 +242,36 @@ class ReporterApp:
             # A bare ingress event: the validator gives it its run id, and the reporter
             # will meet the run at its batch-validated event.
             return
+        # The run's trace continues from the stage event's producer.
+        group = f"{self.settings.kafka.group_prefix}-{SERVICE}"  # faust's group is the app's id
+        delivery = Delivery(topic, partition, offset, _header_items(headers), group)
+        with batch_logging(record):
+            await self._take(event_type, record, delivery)
+
+    async def _take(
+        self, event_type: EventType, record: dict[str, Any], delivery: Delivery
+    ) -> None:
+        """Take one stage event into its run's progress; report the run once it ends."""
         run_id = str(record["run_id"])
         progress = self.progress.get(run_id)
         if self.reporter.already_reported(record, progress):
             log.info("run %s: %s already reported", run_id, event_type.short_name)
             return
-        attributes: dict[str, str | int] = {
-            "messaging.system": "kafka",
-            "messaging.destination.name": topic,
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "consume",
-            **run_attributes(SERVICE, event_type, record),
-        }
-        if partition is not None and offset is not None:
-            attributes["messaging.destination.partition.id"] = str(partition)
-            attributes["messaging.kafka.offset"] = offset
-        # The run's trace continues from the stage event's producer.
-        with (
-            attached(extract_context(_header_items(headers))),
-            tracer().start_as_current_span(
-                STAGE,  # one name for every batch: the batch is in the attributes
-                kind=SpanKind.CONSUMER,
-                attributes=attributes,
-            ) as span,
-        ):
-            state = await self._follow_run(span, event_type, record, progress)
+        with self.hooks.consuming(delivery):
+            state = await self._follow_run(event_type, record, progress)
         if state is None:
             return
         self.progress[run_id] = {
             **state,
             _TOUCHED_AT: datetime.now(UTC).isoformat(),
-            _TABLE_PARTITION: partition,
+            _TABLE_PARTITION: delivery.partition,
         }
         if event_type in STAGE_EVENTS:
             log.info("run %s: %s done", run_id, STAGE_EVENTS[event_type])
-        self._forget_old_runs(partition)
+        self._forget_old_runs(delivery.partition)
 
     async def _follow_run(
         self,
-        span: Any,
         event_type: EventType,
         record: dict[str, Any],
         progress: dict[str, Any] | None,
@@ -297,39 +284,33 @@ class ReporterApp:
         """
         dataset = dataset_label(self.settings, record.get("dataset"))
         started = time.monotonic()
-        BATCHES_IN_PROGRESS.labels(SERVICE).inc()
+        self.hooks.on_stage_start(dataset)
         try:
             try:
-                state, outgoing = await self._work(
-                    dataset, self.reporter.follow, event_type, record, progress
-                )
+                state, outgoing = await self._work(dataset, event_type, record, progress)
             except Abandoned:
-                span.set_status(Status(StatusCode.ERROR, "abandoned on shutdown"))
+                self.hooks.on_abandoned(dataset)
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure of a report is reported
-                await self._failed(span, exc, event_type, record)
-                count_batch(SERVICE, dataset, [], True, time.monotonic() - started)
+                await self._failed(exc, event_type, record)
+                self.hooks.on_batch_done(dataset, [], True, time.monotonic() - started)
                 return None
             if outgoing is not None:
                 await self._publish(outgoing)
-                count_batch(SERVICE, dataset, [outgoing], False, time.monotonic() - started)
-                span.set_attribute("landfall.status", str(outgoing.record["status"]))
+                self.hooks.on_batch_done(dataset, [outgoing], False, time.monotonic() - started)
                 log.info("run %s reported %s", record["run_id"], outgoing.record["status"])
             return state
         finally:
-            BATCHES_IN_PROGRESS.labels(SERVICE).dec()
+            self.hooks.on_stage_end(dataset)
 
-    async def _failed(
-        self, span: Any, exc: Exception, event_type: EventType, record: dict[str, Any]
-    ) -> None:
+    async def _failed(self, exc: Exception, event_type: EventType, record: dict[str, Any]) -> None:
         """A report that could not be built becomes batch-failed (which gets reported).
 
         A stage's progress is also in its manifest, so failing to record it fails
-        nothing; and a failure's own report failing is not reported again.
+        nothing; and a failure's own report failing is not reported again. (The span
+        of the work already carries the exception.)
         """
         log.exception("run %s: reporting %s failed", record["run_id"], event_type.short_name)
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
         if event_type in FINISHING_EVENTS and event_type is not EventType.BATCH_FAILED:
             failure = batch_failed(
                 exc,
@@ -363,8 +344,14 @@ class ReporterApp:
 
     # ------------------------------------------------------------------ the worker thread
 
-    async def _work(self, dataset: str, function: Callable[..., T], *args: Any) -> T:
-        """Run blocking work in the worker thread, with the runner's retries.
+    async def _work(
+        self,
+        dataset: str,
+        event_type: EventType,
+        record: dict[str, Any],
+        progress: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any], Outgoing | None]:
+        """Follow the run in the worker thread, in the span of the work, with retries.
 
         The event loop keeps the consumer alive meanwhile. Past a stop's grace the
         work is interrupted (its Spark jobs cancelled, again at every round, as a cancel
@@ -372,22 +359,29 @@ class ReporterApp:
         returns; work that does not unwind within ABANDON_WAIT_S is left behind.
         """
 
-        def attempt() -> T:
+        def attempt() -> tuple[dict[str, Any], Outgoing | None]:
             try:
-                return function(*args)
+                return self.reporter.follow(event_type, record, progress)
             except OperationalError as exc:  # the results database away or locked
                 raise RetryableError(f"the results database: {exc}") from exc
 
-        retried = partial(
-            call_with_retries,
-            attempt,
-            self.settings,
-            service=SERVICE,
-            dataset=dataset,
-            interrupt=self._interrupt,
+        def in_span() -> tuple[dict[str, Any], Outgoing | None]:
+            with self.hooks.working(event_type, record):
+                state, outgoing = call_with_retries(
+                    attempt,
+                    self.settings,
+                    service=SERVICE,
+                    dataset=dataset,
+                    interrupt=self._interrupt,
+                    hooks=self.hooks,
+                )
+                self.hooks.on_stage_result([] if outgoing is None else [outgoing])
+                return state, outgoing
+
+        # The worker sees this task's context: its spans are the consume span's children.
+        work: Future[tuple[dict[str, Any], Outgoing | None]] = self._executor.submit(
+            copy_context().run, in_span
         )
-        # The worker sees this task's context: its spans are the report's span's children.
-        work: Future[T] = self._executor.submit(copy_context().run, retried)
         future = asyncio.wrap_future(work)
         abandoned_at: float | None = None
         while not future.done():
@@ -416,9 +410,10 @@ class ReporterApp:
     async def _publish(self, outgoing: Outgoing) -> None:
         """Produce one event and wait for the broker's acknowledgement."""
         value = self.codec.encode(outgoing.event_type, outgoing.record, topic=outgoing.topic)
-        with produce_span(outgoing.topic, outgoing.event_type) as headers:
+        with self.hooks.producing(outgoing.topic, outgoing.event_type) as carried:
+            headers = _header_items(outgoing_headers(outgoing, carried))
             pending = await self._outputs[outgoing.topic].send(
-                key=partition_key(outgoing.record), value=value, headers=_header_items(headers)
+                key=partition_key(outgoing.record), value=value, headers=headers
             )
             await pending
 
@@ -441,7 +436,6 @@ class ReporterApp:
             log.info("skipping %s, dead-lettered by its stage: %s", source, reason)
             return
         log.warning("dead-lettering %s: %s", source, reason)
-        PROCESSING_ERRORS.labels(SERVICE, "unknown", "dead_letter").inc()
         letter = dead_letter(
             value,
             _header_items(headers),
@@ -454,6 +448,7 @@ class ReporterApp:
             key=key, value=letter.value, headers=letter.headers
         )
         await pending
+        self.hooks.on_dead_letter("dead_letter", str(reason))
 
     # ------------------------------------------------------------------ running
 

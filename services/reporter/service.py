@@ -26,13 +26,9 @@ from landfall.results import RunHistory, RunKey, RunRecorder, open_results_db
 from landfall.runner import Outgoing
 from landfall.stage import StageContext, Stopwatch
 from landfall.telemetry import LAST_SUCCESS, RUNS_STUCK
+from services.reporter.drift import write_feature_summaries
 from services.reporter.html import render_report_html
-from services.reporter.stage import (
-    build_failure_report,
-    build_success_report,
-    timeline,
-    write_feature_summaries,
-)
+from services.reporter.report import build_failure_report, build_success_report, timeline
 
 __all__ = [
     "FINISHING_EVENTS",
@@ -100,7 +96,7 @@ def _stage_rows(event_type: EventType, record: dict[str, Any]) -> int | None:
 
 
 class StuckRunsGauge:
-    """Keeps ``batch_runs_stuck`` current: unfinished runs quiet for ``stuck_after_s``.
+    """Keeps ``landfall_batch_runs_stuck`` current: unfinished runs quiet for ``stuck_after_s``.
 
     A batch stopped between stages (a service killed after its commit, a lost event)
     makes no noise of its own; this gauge, counted from the results database every
@@ -230,26 +226,10 @@ class BatchReporter:
         self, event_type: EventType, record: dict[str, Any], progress: dict[str, Any]
     ) -> tuple[Outgoing, dict[str, Any]]:
         """Build, write and record the run's report; return batch-reported and the progress."""
-        ctx, lake = self.context, self.context.lake
-        reporting = ctx.settings.reporting
+        ctx = self.context
         watch = Stopwatch()
         started = datetime.now(UTC)
-        if event_type is EventType.BATCH_FAILED:
-            report = build_failure_report(lake, record, progress=progress)
-        else:
-            dataset = ctx.settings.datasets.get(record["dataset"])
-            report = build_success_report(
-                ctx.spark,
-                lake,
-                record,
-                progress=progress,
-                psi_threshold=reporting.psi_threshold,
-                reference_partitions=reporting.reference_partitions,
-                id_column=dataset.id_column if dataset is not None else "id",
-                drift_thresholds=(
-                    dataset.drift_thresholds(reporting.psi_threshold) if dataset else None
-                ),
-            )
+        report = self._build(event_type, record, progress)
         manifests = report.pop("manifests", {})
         summaries = report.pop("feature_summaries", None)
         # The report goes to report.json, report.html, the results DB and batch-reported:
@@ -292,6 +272,27 @@ class BatchReporter:
         )
         state = dict(progress, status=report["status"], reported_for=record.get("event_id"))
         return Outgoing(ctx.topics.reported.name, EventType.BATCH_REPORTED, event), state
+
+    def _build(
+        self, event_type: EventType, record: dict[str, Any], progress: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The report document of a failed run, or of a scored one (with its figures)."""
+        ctx, reporting = self.context, self.context.settings.reporting
+        if event_type is EventType.BATCH_FAILED:
+            return build_failure_report(ctx.lake, record, progress=progress)
+        dataset = ctx.settings.datasets.get(record["dataset"])
+        return build_success_report(
+            ctx.spark,
+            ctx.lake,
+            record,
+            progress=progress,
+            psi_threshold=reporting.psi_threshold,
+            reference_partitions=reporting.reference_partitions,
+            id_column=dataset.id_column if dataset is not None else "id",
+            drift_thresholds=(
+                dataset.drift_thresholds(reporting.psi_threshold) if dataset else None
+            ),
+        )
 
     def _write_report(
         self,

@@ -51,35 +51,13 @@ class ValidatorService(StageService):
                 data_format=record.get("format"),
                 raw_name=lake.relative(raw_path),
             )
-        rows = {
-            "landed": result.rows_landed,
-            "valid": result.rows_valid,
-            "quarantined": result.rows_quarantined,
-            "warned": result.rows_warned,
-        }
-        quality = {
-            "failures_by_rule": result.failures_by_rule,
-            "severities": result.severities,
-            "null_fraction": result.null_fraction,
-            "profile": result.profile,
-            "extra_columns": result.extra_columns,
-            "extra_columns_policy": dataset.extra_columns,
-            "threshold_breaches": result.breaches,
-            "spark_jobs": result.spark_jobs,
-        }
         # Quarantine first: once the valid rows are committed, downstream may start.
         # Over a threshold, the quarantine is still committed for people to inspect.
         outputs = [quarantine] if result.breaches else [quarantine, valid]
+        quality = result.quality(dataset.extra_columns)
         for output in outputs:
-            self.commit(
-                record,
-                output,
-                inputs=[raw_path],
-                rows=rows,
-                schema=result.valid_schema,
-                watch=watch,
-                **quality,
-            )
+            self.commit(record, output, inputs=[raw_path], rows=result.rows(),
+                        schema=result.valid_schema, watch=watch, **quality)  # fmt: skip
         if result.breaches:
             lake.discard(valid)
             raise StageFailedError(

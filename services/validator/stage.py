@@ -84,6 +84,28 @@ class ValidationResult:
     breaches: list[str] = field(default_factory=list)  # empty: the batch passed
     breach_details: dict[str, str] = field(default_factory=dict)
 
+    def rows(self) -> dict[str, int]:
+        """The row counts a manifest records."""
+        return {
+            "landed": self.rows_landed,
+            "valid": self.rows_valid,
+            "quarantined": self.rows_quarantined,
+            "warned": self.rows_warned,
+        }
+
+    def quality(self, extra_columns_policy: str) -> dict[str, Any]:
+        """The data-quality figures a manifest records beside the rows."""
+        return {
+            "failures_by_rule": self.failures_by_rule,
+            "severities": self.severities,
+            "null_fraction": self.null_fraction,
+            "profile": self.profile,
+            "extra_columns": self.extra_columns,
+            "extra_columns_policy": extra_columns_policy,
+            "threshold_breaches": self.breaches,
+            "spark_jobs": self.spark_jobs,
+        }
+
 
 def read_raw_partition(
     spark: SparkSession, path: LakePath | Path, data_format: str, *, name: str | None = None
@@ -295,6 +317,70 @@ def _breaches(
     return breaches, details
 
 
+def _checked(
+    raw: DataFrame, dataset: DatasetConfig, raw_name: str, extras: list[str]
+) -> tuple[DataFrame, list[Check]]:
+    """The landed rows typed and checked: every check, and whether each row broke one.
+
+    The frame carries a column per check, and two flags: broke an error check (the row
+    is quarantined), broke only a warning (kept, counted as warned).
+    """
+    typed = _typed_columns(raw, dataset, raw_name)
+    declared = [c.name for c in dataset.columns]
+    # Rules see typed values under the declared names; the landed values ride
+    # along so quarantine can keep them exactly as they arrived.
+    frame = raw.select(
+        *[typed[name].alias(name) for name in declared],
+        *[F.col(f"`{name}`") for name in extras],
+        *[F.col(f"`{name}`").alias(f"{_RAW}{name}") for name in declared],
+    )
+    checks = _type_and_null_checks(raw, dataset)
+    for rule in dataset.rules:
+        frame, check = _rule_check(rule, frame)
+        checks.append(check)
+    errors = [c for c in checks if c.severity == "error"]
+    warnings = [c for c in checks if c.severity == "warn"]
+    # Plain boolean columns keep the per-row work in generated code; the list of a
+    # row's broken checks (an array) is built only for the few quarantined rows.
+    annotated = frame.select(
+        "*", _any_broken(errors).alias(_INVALID), _any_broken(warnings).alias(_WARNED)
+    )
+    return annotated, checks
+
+
+def _write_quarantine(
+    annotated: DataFrame,
+    checks: list[Check],
+    dataset: DatasetConfig,
+    declared: list[str],
+    extras: list[str],
+    quarantine_path: LakePath | Path,
+) -> dict[str, Any]:
+    """Write the rows that break a check, as landed, with the names of what they broke.
+
+    Every figure (rows, failures per check, the profile) is gathered while the
+    quarantine is written, in the same pass: observed metrics, not another job.
+    """
+    errors = [c for c in checks if c.severity == "error"]
+    warnings = [c for c in checks if c.severity == "warn"]
+    is_valid = ~F.col(_INVALID)
+    observation = Observation("landfall-validation")
+    observed = annotated.observe(
+        observation,
+        F.count(F.lit(1)).alias("landed"),
+        F.count(F.when(is_valid, 1)).alias("valid"),
+        F.count(F.when(is_valid & F.col(_WARNED), 1)).alias("warned"),
+        *[F.count(F.when(c.broken, 1)).alias(f"c{i}") for i, c in enumerate(checks)],
+        *_profile_aggregates(annotated, dataset),
+    )
+    observed.filter(F.col(_INVALID)).select(
+        *[F.col(f"`{_RAW}{name}`").alias(name) for name in declared],
+        *[F.col(f"`{name}`") for name in extras],
+        _names_of_broken([*errors, *warnings]).alias(REASONS_COLUMN),
+    ).write.mode("overwrite").parquet(str(quarantine_path))
+    return dict(observation.get)
+
+
 def validate_partition(
     spark: SparkSession,
     dataset: DatasetConfig,
@@ -312,51 +398,16 @@ def validate_partition(
     raw_name = raw_name or str(raw_path)
     with spark_job_group(spark, "validate") as jobs:
         raw = read_raw_partition(spark, raw_path, data_format or dataset.format, name=raw_name)
-        typed = _typed_columns(raw, dataset, raw_name)
         declared = [c.name for c in dataset.columns]
         extras = [c for c in raw.columns if c not in declared]
-        # Rules see typed values under the declared names; the landed values ride
-        # along so quarantine can keep them exactly as they arrived.
-        frame = raw.select(
-            *[typed[name].alias(name) for name in declared],
-            *[F.col(f"`{name}`") for name in extras],
-            *[F.col(f"`{name}`").alias(f"{_RAW}{name}") for name in declared],
-        )
-        checks = _type_and_null_checks(raw, dataset)
-        for rule in dataset.rules:
-            frame, check = _rule_check(rule, frame)
-            checks.append(check)
+        annotated, checks = _checked(raw, dataset, raw_name, extras)
         severities = {c.name: c.severity for c in checks}
-        errors = [c for c in checks if c.severity == "error"]
-        warnings = [c for c in checks if c.severity == "warn"]
-        # Plain boolean columns keep the per-row work in generated code; the list of a
-        # row's broken checks (an array) is built only for the few quarantined rows.
-        annotated = frame.select(
-            "*", _any_broken(errors).alias(_INVALID), _any_broken(warnings).alias(_WARNED)
-        )
-        is_valid = ~F.col(_INVALID)
-        # Every figure (rows, failures per check, the profile) is gathered while the
-        # quarantine is written, in the same pass: observed metrics, not another job.
-        observation = Observation("landfall-validation")
-        observed = annotated.observe(
-            observation,
-            F.count(F.lit(1)).alias("landed"),
-            F.count(F.when(is_valid, 1)).alias("valid"),
-            F.count(F.when(is_valid & F.col(_WARNED), 1)).alias("warned"),
-            *[F.count(F.when(c.broken, 1)).alias(f"c{i}") for i, c in enumerate(checks)],
-            *_profile_aggregates(annotated, dataset),
-        )
-        observed.filter(F.col(_INVALID)).select(
-            *[F.col(f"`{_RAW}{name}`").alias(name) for name in declared],
-            *[F.col(f"`{name}`") for name in extras],
-            _names_of_broken([*errors, *warnings]).alias(REASONS_COLUMN),
-        ).write.mode("overwrite").parquet(str(quarantine_path))
-        figures = observation.get
+        figures = _write_quarantine(annotated, checks, dataset, declared, extras, quarantine_path)
         landed, valid = int(figures["landed"]), int(figures["valid"])
         failures = {c.name: int(figures[f"c{i}"]) for i, c in enumerate(checks)}
         breaches, details = _breaches(dataset, landed, landed - valid, failures, severities)
         kept = extras if dataset.extra_columns == "keep" else []
-        valid_rows = annotated.filter(is_valid).select(*declared, *kept)
+        valid_rows = annotated.filter(~F.col(_INVALID)).select(*declared, *kept)
         if not breaches:
             # A second pass over the landed data, cheaper than caching every row
             # (measured: caching cost more than it saved; see bench/README.md).

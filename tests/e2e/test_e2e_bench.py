@@ -28,6 +28,7 @@ SERVICES = {"validator", "featurizer", "predictor", "reporter"}
 def test_the_e2e_bench_reports_every_figure_and_matching_outputs(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
+    # Long: one run of the bench, then each figure it must report.
     results = tmp_path / "e2e.json"
     command = [sys.executable, str(REPO / "bench" / "e2e_bench.py"), "--rows", "1000"]
     command += ["--idle-settle-s", "2", "--repeat", "1", "--warmup-rows", "0", "--timeout", "600"]

@@ -29,8 +29,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+from landfall.codec import EventCodec
 from landfall.config import Settings
-from landfall.contracts import EventCodec, EventType, follow_up, new_event
+from landfall.contracts import EventType, follow_up, new_event
 from landfall.dead_letters import DEAD_LETTER_REASON, DEAD_LETTER_SERVICE, DEAD_LETTER_SOURCE
 from landfall.demo import write_sample_partition
 from landfall.errors import InvalidEventError
@@ -118,6 +119,7 @@ def _nested(depth: int, arrays: bool) -> bytes:
 
 def _messages(valid: dict[str, tuple[EventType, dict[str, Any]]]) -> st.SearchStrategy:
     """(topic, value) pairs, most of them malformed; the codec sorts them afterwards."""
+    # Long: one hostile message per kind, listed.
     codec = EventCodec()
     topics = sorted(valid)
     avro = {t: codec.encode(kind, rec, topic=t) for t, (kind, rec) in valid.items()}

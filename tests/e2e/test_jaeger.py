@@ -145,6 +145,7 @@ def test_jaeger_holds_one_trace_of_the_run_across_all_five_processes(
     traced_stack: tuple[Settings, LocalStack],
     traced_watcher: EventWatcher,
 ) -> None:
+    # Long: one scenario against one running stack, told in order.
     settings, local = traced_stack
     sample = write_sample_partition(Lake(settings.lake), PARTITION, rows=500)
     # Published by the command line, as an operator would: the trace starts there.
@@ -264,7 +265,7 @@ def test_jaeger_holds_one_trace_of_the_run_across_all_five_processes(
         exemplars = [
             sample.exemplar.labels
             for family in text_string_to_metric_families(answer.text)
-            if family.name == "batch_processing_duration_seconds"
+            if family.name == "landfall_batch_processing_duration_seconds"
             for sample in family.samples
             if sample.exemplar is not None and sample.labels.get("outcome") == "succeeded"
         ]
@@ -287,6 +288,7 @@ def _wait_for_line(log: Path, process: subprocess.Popen[bytes], pattern: str) ->
 def test_up_with_jaeger_starts_it_points_the_services_and_publish_at_it_and_stops_it(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
+    # Long: one scenario against one running stack, told in order.
     suffix = uuid.uuid4().hex[:8]
     overrides = {
         "LANDFALL_HOME": str(tmp_path / "home"),

@@ -53,6 +53,7 @@ def _value(metrics: dict, name: str, **labels: str) -> float | None:
 def test_one_trace_follows_a_run_through_every_service_and_the_metrics_count_it(
     stack: tuple[Settings, LocalStack], watcher: EventWatcher
 ) -> None:
+    # Long: one scenario against one running stack, told in order.
     settings, local = stack
     started = time.time()
     sample = write_sample_partition(Lake(settings.lake), PARTITION, rows=600)
@@ -107,9 +108,14 @@ def test_one_trace_follows_a_run_through_every_service_and_the_metrics_count_it(
     # Span names are few whatever the batch (the batch is in the attributes), and the
     # messaging attributes are the current semantic conventions' names.
     assert [s["name"] for s in in_trace if PARTITION in s["name"]] == []
-    consumed = [s["attributes"] for s in in_trace if s["name"].startswith("consume ")]
-    assert len(consumed) == 3, consumed  # the validator's, featurizer's and predictor's
-    for attributes in consumed:
+    consumes = [s for s in in_trace if s["name"].startswith("consume ")]
+    # One per stage; and the reporter's, of each event of the run it follows: the run's
+    # data-landed and the three stages' completions.
+    consumers = sorted(s["resource"]["attributes"]["service.name"] for s in consumes)
+    assert consumers == sorted(
+        [*(f"landfall-{name}" for name in STAGES if name != "reporter"), *["landfall-reporter"] * 4]
+    ), consumers
+    for attributes in (s["attributes"] for s in consumes):
         assert attributes["messaging.operation.type"] == "process"
         assert isinstance(attributes["messaging.kafka.offset"], int)
         assert attributes["messaging.destination.partition.id"].isdigit()
@@ -121,17 +127,27 @@ def test_one_trace_follows_a_run_through_every_service_and_the_metrics_count_it(
     for name in STAGES:
         metrics = _metrics(urls[name])
         done = _value(
-            metrics, "batch_processing_duration_seconds_count",
+            metrics, "landfall_batch_processing_duration_seconds_count",
             service=name, dataset="demo", outcome="succeeded",
         )  # fmt: skip
         assert done is not None and done >= 1, name
-        assert _value(metrics, "records_processed_total", service=name, dataset="demo")
-        last = _value(metrics, "last_success_timestamp_seconds", service=name, dataset="demo")
+        assert _value(metrics, "landfall_processed_rows_total", service=name, dataset="demo")
+        last = _value(
+            metrics, "landfall_last_success_timestamp_seconds", service=name, dataset="demo"
+        )
         assert last is not None and last >= started, name
-        assert _value(metrics, "batches_in_progress", service=name) == 0
+        assert _value(metrics, "landfall_batches_in_progress", service=name) == 0
     validator = _metrics(urls["validator"])
-    quarantined = _value(validator, "rows_quarantined_total", service="validator", dataset="demo")
+    quarantined = _value(
+        validator, "landfall_quarantined_rows_total", service="validator", dataset="demo"
+    )
     assert quarantined is not None and quarantined >= sample.bad_rows
     landed_topic = settings.kafka.topics.landed.name
-    lag = _value(validator, "consumer_lag", service="validator", topic=landed_topic, partition="0")
+    lag = _value(
+        validator,
+        "landfall_consumer_lag_messages",
+        service="validator",
+        topic=landed_topic,
+        partition="0",
+    )
     assert lag is not None and lag >= 0

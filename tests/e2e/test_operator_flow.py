@@ -29,8 +29,9 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from landfall.codec import EventCodec
 from landfall.config import ENV_PREFIX, Settings
-from landfall.contracts import EventCodec, EventType
+from landfall.contracts import EventType
 from landfall.demo import write_sample_partition
 from landfall.errors import LandfallError
 from landfall.events import EventWatcher, publish_data_landed
@@ -154,6 +155,7 @@ def four_services(
 def test_stop_the_predictor_replay_since_a_time_and_start_it_again(
     four_services: tuple[Settings, LocalStack],
 ) -> None:
+    # Long: one scenario against one running stack, told in order.
     settings, stack = four_services
     topics = settings.kafka.topics
     # The CLI reads the very settings the stack's services run with.

@@ -94,6 +94,7 @@ def test_a_landed_partition_is_validated_featurized_scored_and_reported(
 def test_bad_inputs_fail_or_dead_letter_and_the_services_keep_running(
     stack: tuple[Settings, LocalStack], watcher: EventWatcher
 ) -> None:
+    # Long: one scenario against one running stack, told in order.
     settings, local = stack
     topics = settings.kafka.topics
 

@@ -25,8 +25,9 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy.engine import make_url
 
+from landfall.codec import EventCodec
 from landfall.config import Settings
-from landfall.contracts import EventCodec, EventType
+from landfall.contracts import EventType
 from landfall.kafka_clients import kafka_client_config
 from landfall.results import RunHistory
 from landfall.serve import ensure_all_topics

@@ -126,11 +126,15 @@ def _succeeded_batches(metrics_url: str, service: str) -> float:
         text = response.read().decode()
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "batch_processing_duration_seconds_count" and sample.labels == {
-                "service": service,
-                "dataset": "demo",
-                "outcome": "succeeded",
-            }:
+            if (
+                sample.name == "landfall_batch_processing_duration_seconds_count"
+                and sample.labels
+                == {
+                    "service": service,
+                    "dataset": "demo",
+                    "outcome": "succeeded",
+                }
+            ):
                 return sample.value
     return 0.0
 
@@ -138,6 +142,7 @@ def _succeeded_batches(metrics_url: str, service: str) -> float:
 def test_two_replicas_per_stage_handle_every_batch_exactly_once(
     kafka_bootstrap: str, registry_home: Path, tmp_path: Path
 ) -> None:
+    # Long: one scenario against one running stack, told in order.
     began = time.monotonic()
     settings = _small_spark(
         isolated_settings(

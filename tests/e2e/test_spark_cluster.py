@@ -80,6 +80,7 @@ def cluster_stack(
 def test_a_batch_runs_with_every_service_on_the_spark_cluster(
     cluster_stack: tuple[Settings, LocalStack, float], spark_cluster: SparkCluster
 ) -> None:
+    # Long: one scenario against one running stack, told in order.
     settings, local, started_ms = cluster_stack
     assert settings.spark.master.startswith("spark://")
     topics = settings.kafka.topics

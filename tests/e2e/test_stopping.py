@@ -30,8 +30,9 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from landfall.codec import EventCodec
 from landfall.config import ENV_PREFIX, REVEAL_SECRETS, DatasetConfig, Settings
-from landfall.contracts import EventCodec, EventType
+from landfall.contracts import EventType
 from landfall.demo import write_sample_partition
 from landfall.events import publish_data_landed
 from landfall.kafka_clients import kafka_client_config

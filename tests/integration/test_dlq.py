@@ -88,6 +88,7 @@ def strict(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 
 
 def test_list_show_and_redrive_after_a_fix(strict: Settings, tmp_path: Path) -> None:
+    # Long: one scenario against one running stack, told in order.
     landed = strict.kafka.topics.landed.name
     # A data-landed event in plain JSON, padded past the 1 KiB limit: dead-lettered
     # because of a setting, and fine once the setting is fixed.

@@ -26,7 +26,8 @@ import setuptools
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from landfall.contracts import SCHEMA_DIR, EventCodec, EventType, new_event
+from landfall.codec import EventCodec
+from landfall.contracts import SCHEMA_DIR, EventType, new_event
 from landfall.schema_history import released_versions
 
 pytestmark = [pytest.mark.packaging, pytest.mark.timeout(240)]
@@ -42,6 +43,7 @@ import json, sys
 import landfall, landfall.contracts as contracts
 from landfall.config import load_settings
 from landfall.demo import DEMO_CONFIG
+from landfall.rendering import render
 
 codec = contracts.EventCodec()
 decoded = []
@@ -55,6 +57,7 @@ print(json.dumps({
     "schema_dir": str(contracts.SCHEMA_DIR),
     "decoded": decoded,
     "demo_datasets": sorted(load_settings(DEMO_CONFIG).datasets),
+    "login_page": render("login.html", next_url="/", problem=None),
 }))
 """
 
@@ -146,6 +149,8 @@ def test_the_wheel_runs_the_cli_and_decodes_with_its_own_schemas(tmp_path: Path)
     }
     assert shipped == {str(p.relative_to(SCHEMA_DIR)) for p in SCHEMA_DIR.rglob("*.avsc")}
     assert "landfall/demo/landfall.yaml" in names
+    templates = {"base.html", "landfall.css", "login.html", "report.html", "status.html"}
+    assert {f"landfall/templates/{name}" for name in templates} <= names
     assert "Requires-Dist: fastavro" in metadata
 
     venv = _fresh_venv(tmp_path)
@@ -167,6 +172,9 @@ def test_the_wheel_runs_the_cli_and_decodes_with_its_own_schemas(tmp_path: Path)
     assert installed.is_relative_to(venv.resolve()), probe["landfall"]
     assert Path(probe["schema_dir"]).resolve() == installed / "schemas"
     assert probe["demo_datasets"] == ["demo"]
+    # The pages render from the wheel's own templates, stylesheet included.
+    assert "<form method='post' action='/login'>" in probe["login_page"]
+    assert "font-family:system-ui" in probe["login_page"]
     assert len(probe["decoded"]) == len(expected)
     for (got_type, got), (want_type, want) in zip(probe["decoded"], expected, strict=True):
         assert got_type == want_type

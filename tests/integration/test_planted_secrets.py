@@ -251,6 +251,7 @@ def test_no_planted_password_is_anywhere_but_the_files_meant_to_hold_it(
     postgres_server: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Long: one scenario against one running stack, told in order.
     dead_port = free_port()  # nobody listens: every registry call is refused
     # Nothing will answer there: MLflow gives up at the first refusal (services and CLI
     # inherit this environment).

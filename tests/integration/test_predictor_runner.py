@@ -5,20 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
-from confluent_kafka import Producer
 
 from landfall.config import ModelSpec, Settings
-from landfall.contracts import EventCodec, EventType, partition_key
-from landfall.events import EventWatcher, featurized_event
-from landfall.kafka_clients import kafka_client_config
+from landfall.contracts import EventType
+from landfall.events import EventWatcher
 from landfall.runner import Runner
 from landfall.stage import StageContext
 from services.predictor.service import PredictorService
 from tests.conftest import isolated_settings
-from tests.model_support import FEATURES, model_registry
+from tests.model_support import model_registry, publish_featurized
 
 pytestmark = pytest.mark.broker
 
@@ -49,36 +45,11 @@ def watch(predictor_settings: Settings) -> Iterator[EventWatcher]:
     watcher.close()
 
 
-def _publish_featurized(spark, settings: Settings, dataset: str) -> str:  # type: ignore[no-untyped-def]
-    """Commit a feature partition for ``dataset`` and publish its batch-featurized event."""
-    context = StageContext(settings, "test", spark=spark)
-    target = context.lake.partition_dir(dataset, "features", PARTITION)
-    rng = np.random.default_rng(2)
-    frame = pd.DataFrame({"id": [f"r{i:07d}" for i in range(100)]})
-    frame["f1"], frame["f2"] = rng.normal(size=100), rng.normal(size=100)
-    frame["f1_times_f2"], frame["is_red"] = frame.f1 * frame.f2, 0.0
-    spark.createDataFrame(frame).write.mode("overwrite").parquet(str(target))
-    record = featurized_event(
-        settings, dataset, PARTITION, rows=100, features=FEATURES, producer_name="test/0"
-    )
-    run_id = str(record["run_id"])
-    topic = settings.kafka.topics.featurized.name
-    producer = Producer(kafka_client_config(settings))
-    producer.produce(
-        topic,
-        key=partition_key(record),
-        value=EventCodec(None).encode(EventType.BATCH_FEATURIZED, record, topic=topic),
-    )
-    assert producer.flush(30) == 0
-    del producer  # no client left polling a broker that stops with the session
-    return run_id
-
-
 def test_a_refused_model_fails_its_batch_and_the_next_batch_is_scored(
     spark, predictor_settings: Settings, watch: EventWatcher
 ) -> None:
-    refused = _publish_featurized(spark, predictor_settings, "weak")
-    scored = _publish_featurized(spark, predictor_settings, "demo")
+    refused = publish_featurized(spark, predictor_settings, "weak", PARTITION, rows=100, is_red=0.0)
+    scored = publish_featurized(spark, predictor_settings, "demo", PARTITION, rows=100, is_red=0.0)
     service = PredictorService(StageContext(predictor_settings, "predictor", spark=spark))
     runner = Runner(service, predictor_settings)
     try:

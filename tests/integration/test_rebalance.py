@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 from confluent_kafka import ConsumerGroupState, Producer
 
+from landfall.codec import EventCodec
 from landfall.config import Settings
-from landfall.contracts import EventCodec, EventType, follow_up, new_event, partition_key
+from landfall.contracts import EventType, follow_up, new_event, partition_key
 from landfall.ingress import batch_id_for
 from landfall.kafka_clients import admin_client, kafka_client_config
 from landfall.runner import Outgoing, Runner
 from tests.conftest import isolated_settings
-from tests.integration.test_runner import _Background, committed_offsets, topic_events
+from tests.runner_support import Background, committed_offsets, topic_events
 
 pytestmark = pytest.mark.broker
 
@@ -138,14 +139,14 @@ def test_a_partition_revoked_mid_stage_is_redone_by_its_new_owner_only(
     # range assignor then gives partition 0 to B (first by client id) and 1 to A.
     first = _land(settings, "2026-11-01", kafka_partition=0)
     probe_a = BlockingProbe(settings, block_first=True)
-    a = _Background(Runner(probe_a, _as_member(settings, "rebalance-z-a")), timeout=100)
+    a = Background(Runner(probe_a, _as_member(settings, "rebalance-z-a")), timeout=100)
     probe_b = BlockingProbe(settings, block_first=False)
-    b: _Background | None = None
+    b: Background | None = None
     try:
         assert probe_a.started.wait(60), "A never started the first batch"
         # Lands while A works: A's paused assignment holds it back.
         second = _land(settings, "2026-11-02", kafka_partition=1)
-        b = _Background(Runner(probe_b, _as_member(settings, "rebalance-a-b")), timeout=100)
+        b = Background(Runner(probe_b, _as_member(settings, "rebalance-a-b")), timeout=100)
 
         def both_done() -> bool:
             return _outputs(settings).keys() >= {first["run_id"], second["run_id"]}
@@ -192,9 +193,9 @@ def test_a_rebalance_that_leaves_the_partition_in_place_does_not_cancel_the_stag
     settings = settings.model_copy(update={"kafka": kafka})
     landed = _land(settings, "2026-11-01", kafka_partition=0)
     probe_a = BlockingProbe(settings, block_first=True)
-    a = _Background(Runner(probe_a, settings), timeout=100)
+    a = Background(Runner(probe_a, settings), timeout=100)
     probe_b = BlockingProbe(settings, block_first=False)
-    b: _Background | None = None
+    b: Background | None = None
     group = f"{settings.kafka.group_prefix}-probe"
     admin = admin_client(settings)
 
@@ -204,7 +205,7 @@ def test_a_rebalance_that_leaves_the_partition_in_place_does_not_cancel_the_stag
 
     try:
         assert probe_a.started.wait(60), "A never started the batch"
-        b = _Background(Runner(probe_b, settings), timeout=100)
+        b = Background(Runner(probe_b, settings), timeout=100)
         _wait_for(stable_with_two_members, 60, "B to join and the group to settle")
         probe_a.release.set()  # the stage ends on its own, after the rebalance
         _wait_for(lambda: landed["run_id"] in _outputs(settings), 60, "the batch")

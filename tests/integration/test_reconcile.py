@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from landfall.codec import EventCodec
 from landfall.config import Settings
-from landfall.contracts import EventCodec, EventType, new_event
+from landfall.contracts import EventType, new_event
 from landfall.demo import write_sample_partition
 from landfall.ingress import batch_id_for
 from landfall.lake import ANNOUNCED_NAME, Lake

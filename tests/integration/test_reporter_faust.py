@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from landfall.api.views import STAGES
 from landfall.config import ApiSettings, Settings
 from landfall.contracts import EventType
 from landfall.events import EventWatcher
@@ -25,6 +24,7 @@ from landfall.ports import free_port
 from landfall.results import RunHistory
 from landfall.serve import ensure_all_topics
 from tests.api_support import new_token, start_api, write_config, write_token_file
+from tests.browser_support import dump_dom
 from tests.conftest import topic_messages
 from tests.reporting_support import (
     LandfallProcess,
@@ -220,37 +220,6 @@ def api(live: Live) -> Iterator[str]:
         server.stop()
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("no chromium on PATH (make test installs Debian's chromium)")
-
-
-def _dump_dom(url: str, profile: Path) -> str:
-    result = subprocess.run(
-        [
-            _chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            f"--user-data-dir={profile}",
-            "--dump-dom",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
-
-
 def test_a_browser_sees_the_batch_on_the_status_page_and_its_report_plots(
     live: Live,
     first_run,  # type: ignore[no-untyped-def]
@@ -258,20 +227,41 @@ def test_a_browser_sees_the_batch_on_the_status_page_and_its_report_plots(
     tmp_path: Path,
 ) -> None:
     run, _ = first_run
-    page = _dump_dom(f"{api}/", tmp_path / "profile")
+    page = dump_dom(f"{api}/", tmp_path / "profile")
     row = re.search(rf'<tr class="batch" data-batch-id="{run.batch_id}"[^>]*>', page)
     assert row is not None, page[:2000]
     assert 'data-status="SUCCEEDED"' in row.group(0)
     link = f"/reports/demo/{PARTITION}/report.html"
     assert link in page
 
-    report = _dump_dom(f"{api}{link}", tmp_path / "profile")
+    report = dump_dom(f"{api}{link}", tmp_path / "profile")
     assert "SUCCEEDED" in report
     assert len(re.findall(r"<svg ", report)) >= 5
     for chart in ("chart-timeline", "chart-grouped", "chart-bar"):
         assert chart in report
     # The drawn bars made it into the DOM too, not just empty frames.
     assert len(re.findall(r'<rect class="bar', report)) >= 4
+
+
+def test_a_browser_sees_the_partition_grid_and_follows_a_cell_to_the_report(
+    live: Live,
+    first_run,  # type: ignore[no-untyped-def]
+    api: str,
+    tmp_path: Path,
+) -> None:
+    page = dump_dom(f"{api}/", tmp_path / "profile")
+    assert '<section class="grid" data-dataset="demo">' in page, page[:2000]
+    cells = re.findall(
+        rf'<td class="cell \w+" data-partition="{PARTITION}" data-stage="(\w+)" '
+        r'data-state="(\w+)"><a href="([^"]+)"',
+        page,
+    )
+    # The partition's latest run (a replay's, if one ran) reached every stage.
+    assert {stage: state for stage, state, _ in cells} == dict.fromkeys(STAGES, "SUCCEEDED")
+    links = {link for _, _, link in cells}
+    assert len(links) == 1 and re.fullmatch(r"/batch/[^/]+/report\.html", next(iter(links)))
+    report = dump_dom(f"{api}{links.pop()}", tmp_path / "profile")
+    assert PARTITION in report and "SUCCEEDED" in report and "<svg " in report
 
 
 def test_the_api_shows_the_runs_of_the_reported_batch(

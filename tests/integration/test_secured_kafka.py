@@ -326,6 +326,7 @@ def _files_holding(root: Path, secret: bytes) -> list[Path]:
 def test_the_pipeline_runs_end_to_end_through_sasl_ssl_and_no_password_leaks(
     secured: SecuredKafka, registry_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    # Long: one scenario against one running stack, told in order.
     home = tmp_path_factory.mktemp("secured-home")
     settings = settings_for(
         home,

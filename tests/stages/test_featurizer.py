@@ -11,7 +11,7 @@ from pydantic import TypeAdapter
 from landfall.config import DatasetConfig, FeatureSpec
 from landfall.errors import StageFailedError
 from landfall.lake import Lake
-from services.featurizer.stage import featurize_partition
+from services.featurizer.stage import feature_table_types, featurize_partition
 
 
 def _dataset(features: list[dict[str, Any]], **extra: Any) -> DatasetConfig:
@@ -128,6 +128,30 @@ def test_date_parts(spark, validated: Path, tmp_path: Path) -> None:
         1.0,
     )
     assert rows["d"]["at_month"] is None
+
+
+def test_the_feature_table_s_columns_and_types_are_known_from_the_config_alone(
+    spark, validated: Path, tmp_path: Path
+) -> None:
+    # What the predictor checks its models against at start, before any data exists.
+    dataset = _dataset(
+        [
+            {"name": "x2", "expr": "x * 2"},
+            {"name": "n", "expr": "CAST(x AS int)"},  # an int expression: still a double
+            {"name": "xb", "kind": "bucketize", "column": "x", "splits": [2, 5]},
+            {"name": "c", "kind": "one_hot", "column": "color", "vocabulary": ["Red", "blue"],
+             "unseen": "other"},
+            {"name": "o", "kind": "ordinal", "column": "color", "vocabulary": ["red"]},
+            {"name": "at", "kind": "date_parts", "column": "at", "parts": ["month", "hour"]},
+        ],
+        id_column="at",
+    )  # fmt: skip
+    featurize_partition(spark, dataset, validated, tmp_path / "f")
+    written = spark.read.parquet(str(tmp_path / "f")).schema
+    expected = {f.name: f.dataType.simpleString() for f in written.fields}
+    assert feature_table_types(dataset) == expected
+    assert list(feature_table_types(dataset)) == [f.name for f in written.fields]  # in order
+    assert expected["at"] == "timestamp" and "c_Red" in expected
 
 
 def _write_reference(spark, lake: Lake, partition: str, rows: list[tuple]) -> None:

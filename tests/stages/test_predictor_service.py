@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from landfall.codec import EventCodec
 from landfall.config import ModelSpec
-from landfall.contracts import EventCodec, EventType
+from landfall.contracts import EventType
 from landfall.errors import RetryableError, StageFailedError
 from landfall.events import featurized_event
 from landfall.lake import read_manifest

@@ -50,6 +50,7 @@ def _report_of(settings: Settings, event: dict) -> dict:
 
 
 def test_a_scored_run_gets_a_report_with_plots_quality_and_drift(spark, settings: Settings) -> None:
+    # Long: one scenario against one running stack, told in order.
     for seed, partition in enumerate(PREVIOUS):
         write_run(settings.lake, partition, seed=seed)
     # f1 moves by two standard deviations: it must be flagged; f2 does not move.
@@ -266,7 +267,7 @@ def test_a_restarted_reporter_knows_when_each_dataset_last_succeeded(
 
     def last_success() -> float | None:
         labels = {"service": "reporter", "dataset": "demo"}
-        return REGISTRY.get_sample_value("last_success_timestamp_seconds", labels)
+        return REGISTRY.get_sample_value("landfall_last_success_timestamp_seconds", labels)
 
     started = time.time()
     BatchReporter(StageContext(settings, "reporter", spark=spark)).close()
@@ -297,7 +298,7 @@ def test_drift_thresholds_are_the_dataset_s_per_feature(spark, tmp_path: Path) -
     from tests.conftest import settings_for
 
     # f1 drifts but is not watched; f2 barely moves, over its own tiny threshold.
-    drift = "{features: {f1: {enabled: false}, f2: {threshold: 0.0001}}}"
+    drift = '{"features": {"f1": {"enabled": false}, "f2": {"threshold": 0.0001}}}'
     settings = settings_for(tmp_path, LANDFALL_DATASETS__DEMO__DRIFT=drift)
     for seed, partition in enumerate(PREVIOUS):
         write_run(settings.lake, partition, seed=seed)

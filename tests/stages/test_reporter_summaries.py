@@ -20,13 +20,13 @@ from landfall.config import Settings
 from landfall.contracts import EventType
 from landfall.lake import MANIFEST_NAME, Lake
 from landfall.stage import StageContext
-from services.reporter.service import BatchReporter
-from services.reporter.stage import (
+from services.reporter.drift import (
     FEATURE_SUMMARY_NAME,
     feature_drift,
     population_stability_index,
     write_feature_summaries,
 )
+from services.reporter.service import BatchReporter
 from tests.reporting_support import DATASET, write_run
 
 PREVIOUS = ["2026-11-01", "2026-11-02", "2026-11-03"]

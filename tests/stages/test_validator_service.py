@@ -74,6 +74,7 @@ def test_a_second_delivery_repeats_the_announcement_and_a_replay_redoes_the_work
     Downstream may be reading the committed output when the copy arrives; redoing the
     work would swap it under that reader and announce a second completion.
     """
+    # Long: one scenario against one running stack, told in order.
     service = ValidatorService(StageContext(settings, "validator", spark=spark))
     lake = service.context.lake
     write_sample_partition(lake, PARTITION, rows=50)

@@ -162,6 +162,24 @@ def test_a_session_is_signed_bound_to_its_token_and_expires(tmp_path: Path) -> N
     assert expired is not None and store.session_principal(expired) is None
 
 
+def test_a_form_token_is_bound_to_one_live_session(tmp_path: Path) -> None:
+    tokens = _write(tmp_path / "tokens", f"read {READER} dash", f"operator {OPERATOR} ci")
+    store = TokenStore(_settings(tmp_path, token_file=tokens))
+    first, later = store.session_value(OPERATOR, 3600), store.session_value(OPERATOR, 7200)
+    assert first is not None and later is not None
+    token = store.form_token(first)
+    assert token is not None and OPERATOR not in token
+    assert store.form_token_matches(first, token)
+    # Another session's token, a changed one, none, or a forged session: refused.
+    assert not store.form_token_matches(later, token)
+    assert not store.form_token_matches(first, token[:-1] + ("1" if token[-1] == "0" else "0"))
+    assert not store.form_token_matches(first, "")
+    forged = first.replace(first.split(".")[1], str(int(first.split(".")[1]) + 1), 1)
+    assert store.form_token(forged) is None and not store.form_token_matches(forged, token)
+    expired = store.session_value(OPERATOR, -1)
+    assert expired is not None and store.form_token(expired) is None
+
+
 def test_a_changed_token_file_is_read_again_and_a_broken_one_accepts_none(
     tmp_path: Path,
 ) -> None:

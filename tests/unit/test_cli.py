@@ -23,7 +23,7 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in (
         "demo", "up", "serve", "publish", "backfill", "replay", "reconcile", "gc", "model",
-        "dlq",
+        "dlq", "schemas",
     ):  # fmt: skip
         assert f" {command} " in result.stdout
 

@@ -178,7 +178,7 @@ def test_grafana_links_a_batch_duration_to_its_trace_in_jaeger(compose: dict[str
         for target in panel.get("targets", [])
         if target.get("exemplar")
     ]
-    assert any("batch_processing_duration_seconds_bucket" in e for e in with_exemplars)
+    assert any("landfall_batch_processing_duration_seconds_bucket" in e for e in with_exemplars)
 
 
 def test_every_alert_fires_when_it_should_and_only_then() -> None:
@@ -221,7 +221,9 @@ def _dashboard_exprs() -> list[str]:
 
 def test_the_dashboard_and_alerts_use_only_metrics_the_services_export(tmp_path: Path) -> None:
     exported = _exported_samples()
-    assert "records_processed_total" in exported and "consumer_lag" in exported
+    assert (
+        "landfall_processed_rows_total" in exported and "landfall_consumer_lag_messages" in exported
+    )
     alerts = yaml.safe_load((COMPOSE / "prometheus" / "alerts.yml").read_text())
     exprs = [*_dashboard_exprs()] + [r["expr"] for g in alerts["groups"] for r in g["rules"]]
     used = set().union(*(_metric_names(e) for e in exprs))

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY
 
 from landfall.config import Settings
 from landfall.contracts import EventType
@@ -19,7 +18,6 @@ from landfall.processing import (
     backoff_s,
     batch_failed,
     call_with_retries,
-    count_batch,
     decode_incoming,
 )
 from tests.conftest import settings_for
@@ -41,8 +39,14 @@ def _predicted(settings: Settings) -> dict:
     return write_run(settings.lake, "2026-11-01").predicted
 
 
-def test_the_backoff_doubles_up_to_its_cap(fast: Settings) -> None:
-    assert [backoff_s(fast.runner, n) for n in (1, 2, 3, 4, 100)] == [0.1, 0.2, 0.25, 0.25, 0.25]
+def test_the_backoff_doubles_up_to_its_cap_with_jitter(fast: Settings) -> None:
+    # Each wait is between half its step and the step: 0.1, 0.2, then the 0.25 cap.
+    for attempt, step in ((1, 0.1), (2, 0.2), (3, 0.25), (4, 0.25), (100, 0.25), (10**6, 0.25)):
+        waits = [backoff_s(fast.runner, attempt) for _ in range(200)]
+        assert all(step / 2 <= wait <= step for wait in waits), (attempt, min(waits), max(waits))
+        # Jittered: instances that failed together do not retry together.
+        assert len(set(waits)) > 100
+        assert max(waits) - min(waits) > step / 4
 
 
 def test_a_transient_fault_is_retried_and_a_lasting_one_is_raised(fast: Settings) -> None:
@@ -56,13 +60,19 @@ def test_a_transient_fault_is_retried_and_a_lasting_one_is_raised(fast: Settings
 
     never = threading.Event()
     assert call_with_retries(flaky, fast, service="t", dataset="demo", interrupt=never) == "done"
-    assert len(calls) == 3 and calls[2] - calls[0] >= 0.1 + 0.2 - 0.02
+    # Two backoffs, each at least half its step (0.1, then 0.2).
+    assert len(calls) == 3 and calls[2] - calls[0] >= (0.1 + 0.2) / 2 - 0.02
+
+    tries: list[int] = []
 
     def always() -> str:
+        tries.append(1)
         raise RetryableError("still away")
 
+    # The last fault itself comes out, after runner.max_attempts attempts in all.
     with pytest.raises(RetryableError, match="still away"):
         call_with_retries(always, fast, service="t", dataset="demo", interrupt=never)
+    assert len(tries) == fast.runner.max_attempts == 3
     with pytest.raises(StageFailedError):  # not transient: not retried
         call_with_retries(
             lambda: (_ for _ in ()).throw(StageFailedError("bad rows")),
@@ -142,23 +152,3 @@ def test_decoding_refuses_oversized_undecodable_and_misplaced_events(fast: Setti
         )
     with pytest.raises(InvalidEventError):
         decode_incoming(codec, fast, topics.predicted.name, b"\x00junk", accepted, "reporter")
-
-
-def test_a_report_counts_its_scored_rows_and_a_failure_counts_an_error() -> None:
-    def sample(name: str, **labels: str) -> float:
-        return REGISTRY.get_sample_value(name, labels) or 0.0
-
-    labels = {"service": "unit-reporter", "dataset": "demo"}
-    reported = Outgoing(
-        "reported",
-        EventType.BATCH_REPORTED,
-        {"rows_landed": 400, "rows_valid": 380, "rows_scored": 380},
-    )
-    count_batch("unit-reporter", "demo", [reported], False, 1.5)
-    assert sample("records_processed_total", **labels) == 380
-    assert sample("last_success_timestamp_seconds", **labels) == pytest.approx(time.time(), abs=5)
-    count_batch("unit-reporter", "demo", [], True, 0.5)
-    assert sample("processing_errors_total", **labels, kind="batch_failed") == 1
-    durations = "batch_processing_duration_seconds_count"
-    assert sample(durations, **labels, outcome="failed") == 1
-    assert sample(durations, **labels, outcome="succeeded") == 1

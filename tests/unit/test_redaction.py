@@ -129,7 +129,7 @@ def test_schema_registry_credentials_reach_its_client(tmp_path: Path) -> None:
     assert password not in yaml.safe_dump(settings.model_dump(mode="json"))
     codec = event_codec(settings)
     # confluent-kafka's client sends these as HTTP basic credentials.
-    assert codec._registry._rest_client.auth == ("carol", password)
+    assert codec._registry.client._rest_client.auth == ("carol", password)
     plain = settings.kafka.model_copy(
         update={"schema_registry_url": None, "schema_registry_auth": None}
     )

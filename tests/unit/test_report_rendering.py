@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.reporter.charts import bar_chart, grouped_bar_chart, timeline_chart
+from services.reporter.drift import population_stability_index
 from services.reporter.html import render_report_html
-from services.reporter.stage import population_stability_index
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -19,7 +19,8 @@ from typing import Any
 import fastavro
 import pytest
 
-from landfall.contracts import SCHEMA_DIR, EventCodec, EventType, schema_fingerprint
+from landfall.codec import EventCodec
+from landfall.contracts import SCHEMA_DIR, EventType, schema_fingerprint
 from landfall.errors import ConfigError, InvalidEventError
 from landfall.schema_history import (
     HISTORY_DIR,
@@ -40,7 +41,7 @@ HISTORIC = [
     for versions in VERSIONS.values()
     for version in versions[:-1]
 ]
-# Values the contract checks beyond Avro types (landfall.contracts._check_semantics).
+# Values the contract checks beyond Avro types (landfall.contracts.check_semantics).
 _SEMANTIC_VALUES = {"dataset": "demo", "partition": "2026-11-01T05", "format": "parquet"}
 
 
