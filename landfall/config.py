@@ -256,12 +256,12 @@ def load_settings(
     except SettingsError as exc:  # a variable's value its setting cannot take at all
         raise ConfigError(f"invalid configuration ({path or 'defaults'}): {exc}") from exc
     except ValidationError as exc:
-        problems = validation_problems(exc, env_source)
+        problems = validation_problems(exc, env_source, file_source)
         raise ConfigError(f"invalid configuration ({path or 'defaults'}): {problems}") from exc
-    return _resolved(settings, path)
+    return _resolved(settings, path, file_source)
 
 
-def _resolved(settings: Settings, path: str | Path | None) -> Settings:
+def _resolved(settings: Settings, path: str | Path | None, file: YamlFileSource) -> Settings:
     """``settings`` with paths made absolute and the lake root checked, registered for redaction."""
     home = absolute(settings.home)
     telemetry = settings.telemetry
@@ -278,8 +278,10 @@ def _resolved(settings: Settings, path: str | Path | None) -> Settings:
         try:  # a full URI must lie in the lake; the lake root is known only now
             relative_to_lake(dataset.raw_path, str(loaded.lake_root))
         except ValueError as exc:
+            line = file.line_of(("datasets", name, "raw_path"))
+            at = f" (line {line})" if line else ""
             raise ConfigError(
-                f"invalid configuration ({path or 'defaults'}): datasets.{name}.raw_path: {exc}"
+                f"invalid configuration ({path or 'defaults'}): datasets.{name}.raw_path: {exc}{at}"
             ) from None
     # Once per load: from now on this process masks these secrets wherever it writes.
     register_settings(loaded)

@@ -69,11 +69,41 @@ class YamlFileSource(YamlConfigSettingsSource):
     def _read_file(self, file_path: Any) -> dict[str, Any]:
         try:
             loaded = super()._read_file(file_path)
+            self.lines = _key_lines(Path(file_path).read_text())
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {file_path} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {file_path} must hold a mapping at the top level")
         return loaded
+
+    def line_of(self, loc: tuple[int | str, ...]) -> int | None:
+        """The file's line of the deepest key on ``loc`` it holds (None: not in the file)."""
+        lines = getattr(self, "lines", {})
+        for end in range(len(loc), 0, -1):
+            if loc[:end] in lines:
+                return lines[loc[:end]]
+        return None
+
+
+def _key_lines(text: str) -> dict[tuple[int | str, ...], int]:
+    """Each key's (and list item's) path in a YAML document -> its 1-based line."""
+    found: dict[tuple[int | str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[int | str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                inner = (*path, str(key.value))
+                found[inner] = key.start_mark.line + 1
+                walk(value, inner)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                found[(*path, index)] = item.start_mark.line + 1
+                walk(item, (*path, index))
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, ())
+    return found
 
 
 class EnvironmentSource(EnvSettingsSource):
@@ -241,12 +271,16 @@ def _model_paths(model: type[BaseModel], prefix: SettingsPath) -> Iterator[Setti
             yield from _model_paths(inner, path)
 
 
-def validation_problems(exc: ValidationError, env: EnvironmentSource) -> str:
-    """Each problem as ``key (VARIABLE): message``, the variable named when one set it."""
+def validation_problems(
+    exc: ValidationError, env: EnvironmentSource, file: YamlFileSource | None = None
+) -> str:
+    """Each problem as ``key (VARIABLE): message``, the variable named when one set it,
+    else ``key: message (line N)`` when the settings file holds it."""
     problems = []
     for err in exc.errors():
         where = ".".join(str(part) for part in err["loc"])
         variables = env.variables_for(err["loc"])
+        line = file.line_of(err["loc"]) if file is not None and not variables else None
         source = f" ({', '.join(variables)})" if variables else ""
-        problems.append(f"{where}{source}: {err['msg']}")
+        problems.append(f"{where}{source}: {err['msg']}" + (f" (line {line})" if line else ""))
     return "; ".join(problems)

@@ -171,3 +171,29 @@ def test_bad_object_store_settings_name_the_setting(
         load_settings(config, environ={})
 
     assert "hunter22" not in str(caught.value)
+
+
+def test_a_bad_value_in_the_file_is_named_with_its_line(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "runner:\n"
+        "  max_attempts: 3\n"
+        "datasets:\n"
+        "  demo:\n"
+        "    format: csv\n"
+        "    id_column: id\n"
+        '    raw_path: "landing/{dataset}/latest"\n'
+        "    columns: [{name: id, type: string}]\n"
+        "    features: [{name: one, expr: '1'}]\n"
+        '    model: {uri: "models:/m@champion"}\n'
+    )
+    with pytest.raises(ConfigError, match=r"datasets\.demo\.raw_path: .*partition.* \(line 7\)"):
+        load_settings(config, environ={})
+    config.write_text(config.read_text().replace("max_attempts: 3", "max_attempts: many"))
+    with pytest.raises(ConfigError, match=r"runner\.max_attempts: .* \(line 2\)"):
+        load_settings(config, environ={})
+    # Set by a variable, the variable is named instead of the file's line.
+    with pytest.raises(
+        ConfigError, match=r"runner\.max_attempts \(LANDFALL_RUNNER__MAX_ATTEMPTS\)"
+    ):
+        load_settings(config, environ={"LANDFALL_RUNNER__MAX_ATTEMPTS": "lots"})
