@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -81,11 +82,37 @@ def create_spark_session(
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(settings.master).appName(app_name)
-    for key, value in _with_extra(session_conf(settings, app_name), extra_conf or {}).items():
+    launch, hadoop_secrets = _secrets_apart(
+        _with_extra(session_conf(settings, app_name), extra_conf or {})
+    )
+    for key, value in launch.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
+    # Given at launch, a setting is an argument of the JVM's command line, which every
+    # user of the machine can read (ps); credentials go into the driver's Hadoop
+    # configuration instead, which every read and write copies to its tasks.
+    hadoop_conf = session.sparkContext._jsc.hadoopConfiguration()
+    for key, value in hadoop_secrets.items():
+        hadoop_conf.set(key, value)
     return session
+
+
+# Hadoop settings that hold credentials (the names Spark's own redaction looks for).
+_CREDENTIAL_KEY = re.compile(r"(?i)secret|password|token|access[.]key")
+_HADOOP_PREFIX = "spark.hadoop."
+
+
+def _secrets_apart(conf: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The conf to launch with, and the Hadoop credentials (without the prefix) to set after."""
+    launch: dict[str, str] = {}
+    secrets: dict[str, str] = {}
+    for key, value in conf.items():
+        if key.startswith(_HADOOP_PREFIX) and _CREDENTIAL_KEY.search(key):
+            secrets[key.removeprefix(_HADOOP_PREFIX)] = value
+        else:
+            launch[key] = value
+    return launch, secrets
 
 
 # Settings that list jars: the lake's and the config's own entries are joined.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from landfall.config import SparkSettings
@@ -27,3 +28,14 @@ def test_configured_jvm_options_come_after_the_defaults_so_they_win() -> None:
     assert options.endswith("-Dx=1")
     executor = session_conf(settings, "landfall-validator")["spark.executor.extraJavaOptions"]
     assert "G1PeriodicGCInterval=10000" in executor and "-Dx=1" not in executor
+
+
+def test_store_credentials_are_not_on_the_jvm_command_line(spark: Any, s3_endpoint: Any) -> None:
+    # What `ps` shows every user of the machine: the launched JVM's arguments.
+    pid = int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
+    command_line = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    secret = s3_endpoint.settings().secret_access_key.get_secret_value()
+    assert "fs.s3a.endpoint" in command_line  # the store's other settings are there
+    assert secret not in command_line
+    # ... and the key reaches the reads and writes through the Hadoop configuration.
+    assert spark.sparkContext._jsc.hadoopConfiguration().get("fs.s3a.secret.key") == secret
