@@ -242,33 +242,27 @@ class ReporterApp:
             # A bare ingress event: the validator gives it its run id, and the reporter
             # will meet the run at its batch-validated event.
             return
-        # The run's trace continues from the stage event's producer.
-        group = f"{self.settings.kafka.group_prefix}-{SERVICE}"  # faust's group is the app's id
-        delivery = Delivery(topic, partition, offset, _header_items(headers), group)
-        with batch_logging(record):
-            await self._take(event_type, record, delivery)
-
-    async def _take(
-        self, event_type: EventType, record: dict[str, Any], delivery: Delivery
-    ) -> None:
-        """Take one stage event into its run's progress; report the run once it ends."""
         run_id = str(record["run_id"])
         progress = self.progress.get(run_id)
         if self.reporter.already_reported(record, progress):
             log.info("run %s: %s already reported", run_id, event_type.short_name)
             return
-        with self.hooks.consuming(delivery):
+        # The run's trace continues from the stage event's producer.
+        group = f"{self.settings.kafka.group_prefix}-{SERVICE}"  # faust's group is the app's id
+        delivery = Delivery(topic, partition, offset, _header_items(headers), group)
+        # Every line logged for the run carries its ids and its trace (landfall/logs.py).
+        with batch_logging(record), self.hooks.consuming(delivery):
             state = await self._follow_run(event_type, record, progress)
-        if state is None:
-            return
-        self.progress[run_id] = {
-            **state,
-            _TOUCHED_AT: datetime.now(UTC).isoformat(),
-            _TABLE_PARTITION: delivery.partition,
-        }
-        if event_type in STAGE_EVENTS:
-            log.info("run %s: %s done", run_id, STAGE_EVENTS[event_type])
-        self._forget_old_runs(delivery.partition)
+            if state is None:
+                return
+            self.progress[run_id] = {
+                **state,
+                _TOUCHED_AT: datetime.now(UTC).isoformat(),
+                _TABLE_PARTITION: partition,
+            }
+            if event_type in STAGE_EVENTS:
+                log.info("run %s: %s done", run_id, STAGE_EVENTS[event_type])
+        self._forget_old_runs(partition)
 
     async def _follow_run(
         self,

@@ -41,11 +41,12 @@ BUILD_TREES = ("landfall", "services", "schemas")
 PROBE = """
 import json, sys
 import landfall, landfall.contracts as contracts
+from landfall.codec import EventCodec
 from landfall.config import load_settings
 from landfall.demo import DEMO_CONFIG
 from landfall.rendering import render
 
-codec = contracts.EventCodec()
+codec = EventCodec()
 decoded = []
 for line in sys.stdin:
     kind, payload = line.split(" ", 1)
