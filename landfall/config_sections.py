@@ -29,23 +29,66 @@ def _spark_conf_value(item: Any) -> Any:
     return str(item) if isinstance(item, int | float) else item
 
 
-class SparkServiceSettings(Frozen):
-    """One service's own Spark settings, merged over the shared ``spark.conf``."""
+# A JVM memory size as Spark reads it: a number with an optional unit (k, m, g, t).
+_MEMORY_SIZE = r"^[0-9]+[kKmMgGtT]?[bB]?$"
 
+
+class _SparkResources(Frozen):
+    """The sizes an operator sets most, as plain keys beside the raw ``conf``.
+
+    ``driver_memory`` and ``executor_memory`` become ``spark.driver.memory`` and
+    ``spark.executor.memory``; ``cores`` is the session's share of cores: the ``N`` of a
+    ``local[N]`` master, ``spark.cores.max`` on a cluster. A key set both ways at one
+    level is refused rather than one of them silently winning.
+    """
+
+    driver_memory: str | None = Field(default=None, pattern=_MEMORY_SIZE)
+    executor_memory: str | None = Field(default=None, pattern=_MEMORY_SIZE)
+    cores: int | None = Field(default=None, ge=1)
     conf: dict[str, str] = Field(default_factory=dict)
 
     _conf_values = field_validator("conf", mode="before")(_spark_conf_values)
 
+    @model_validator(mode="after")
+    def _each_setting_once(self) -> _SparkResources:
+        for field_name, key in _PLAIN_CONF_KEYS.items():
+            if getattr(self, field_name) is not None and key in self.conf:
+                raise ValueError(f"{field_name} and conf[{key!r}] set the same thing; keep one")
+        if self.cores is not None and _CORES_KEY in self.conf:
+            raise ValueError(f"cores and conf[{_CORES_KEY!r}] set the same thing; keep one")
+        return self
 
-class SparkSettings(Frozen):
+    def plain_conf(self) -> dict[str, str]:
+        """The memory keys as Spark conf entries (cores depend on the master)."""
+        return {
+            key: getattr(self, field_name)
+            for field_name, key in _PLAIN_CONF_KEYS.items()
+            if getattr(self, field_name) is not None
+        }
+
+
+_PLAIN_CONF_KEYS = {
+    "driver_memory": "spark.driver.memory",
+    "executor_memory": "spark.executor.memory",
+}
+# Checked for a clash only: cores is the N of local[N] or, on a cluster, this key.
+_CORES_KEY = "spark.cores.max"
+_LOCAL_MASTER = re.compile(r"^local(\[[^\]]*\])?$")
+
+
+class SparkServiceSettings(_SparkResources):
+    """One service's own Spark settings, over the shared ones: e.g. a predictor with
+    more memory and cores than the other three, or on a cluster while they stay local."""
+
+    master: str | None = None
+
+
+class SparkSettings(_SparkResources):
     """How each service builds its one SparkSession."""
 
     master: str = "local[2]"
-    conf: dict[str, str] = Field(default_factory=dict)
     # e.g. a predictor given more cores of the cluster than the other three services.
     services: dict[str, SparkServiceSettings] = Field(default_factory=dict)
-
-    _conf_values = field_validator("conf", mode="before")(_spark_conf_values)
 
     @field_validator("services")
     @classmethod
@@ -58,10 +101,30 @@ class SparkSettings(Frozen):
             raise ValueError(f"unknown service {', '.join(unknown)}; choose from {known}")
         return value
 
-    def conf_for(self, service: str) -> dict[str, str]:
-        """The Spark conf of ``service``: ``conf`` with its own ``services.<name>.conf`` over it."""
+    def master_for(self, service: str) -> str:
+        """The master ``service`` runs on; ``cores`` fills in a local master's ``[N]``."""
         own = self.services.get(service)
-        return {**self.conf, **(own.conf if own is not None else {})}
+        master = own.master if own is not None and own.master else self.master
+        cores = self._cores_for(service)
+        if cores is not None and _LOCAL_MASTER.match(master):
+            return f"local[{cores}]"
+        return master
+
+    def conf_for(self, service: str) -> dict[str, str]:
+        """The Spark conf of ``service``, each level over the one before: ``conf`` and the
+        plain keys, then its own ``services.<name>`` conf and plain keys."""
+        cluster = not _LOCAL_MASTER.match(self.master_for(service))
+        conf: dict[str, str] = {}
+        own = self.services.get(service)
+        for level in (self, own) if own is not None else (self,):
+            conf.update({**level.conf, **level.plain_conf()})
+            if cluster and level.cores is not None:
+                conf["spark.cores.max"] = str(level.cores)
+        return conf
+
+    def _cores_for(self, service: str) -> int | None:
+        own = self.services.get(service)
+        return own.cores if own is not None and own.cores is not None else self.cores
 
 
 class MlflowSettings(Frozen):

@@ -49,10 +49,11 @@ def session_conf(settings: SparkSettings, app_name: str) -> dict[str, str]:
     A service's application is named ``landfall-<service>``; its ``spark.services``
     entry, if any, is merged over ``spark.conf``.
     """
-    configured = settings.conf_for(app_name.removeprefix("landfall-"))
+    service = app_name.removeprefix("landfall-")
+    configured = settings.conf_for(service)
     # Executors run the driver's interpreter, at the same path on every worker.
     defaults = {**_DEFAULT_CONF, "spark.pyspark.python": sys.executable}
-    if settings.master.startswith("spark://"):
+    if settings.master_for(service).startswith("spark://"):
         # A standalone master grants an application every free core unless capped, and a
         # service keeps its session, and so its executors, for its whole life: uncapped,
         # the first service to start would hold the cluster and the other three would
@@ -81,7 +82,8 @@ def create_spark_session(
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.master(settings.master).appName(app_name)
+    master = settings.master_for(app_name.removeprefix("landfall-"))
+    builder = SparkSession.builder.master(master).appName(app_name)
     launch, hadoop_secrets = _secrets_apart(
         _with_extra(session_conf(settings, app_name), extra_conf or {})
     )

@@ -110,6 +110,47 @@ def test_a_service_s_spark_conf_is_merged_over_the_shared_one(tmp_path: Path) ->
         load_settings(config, environ={})
 
 
+def test_memory_and_cores_are_plain_keys_shared_or_per_service(tmp_path: Path) -> None:
+    from landfall.spark import session_conf
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "spark:\n  master: local[2]\n  driver_memory: 768m\n"
+        "  services:\n"
+        "    predictor: {driver_memory: 2g, cores: 1}\n"
+        "    reporter: {master: 'spark://m:7077', cores: 3, executor_memory: 1g}\n"
+    )
+    spark = load_settings(
+        config, environ={"LANDFALL_SPARK__SERVICES__FEATURIZER__DRIVER_MEMORY": "1g"}
+    ).spark
+    assert spark.master_for("validator") == "local[2]"
+    assert session_conf(spark, "landfall-validator")["spark.driver.memory"] == "768m"
+    assert spark.conf_for("featurizer")["spark.driver.memory"] == "1g"
+    # On a local master cores is the N of local[N]; on a cluster, the application's cap.
+    assert spark.master_for("predictor") == "local[1]"
+    assert spark.conf_for("predictor") == {"spark.driver.memory": "2g"}
+    assert spark.master_for("reporter") == "spark://m:7077"
+    assert session_conf(spark, "landfall-reporter")["spark.cores.max"] == "3"
+    assert spark.conf_for("reporter")["spark.executor.memory"] == "1g"
+    assert spark.conf_for("reporter")["spark.driver.memory"] == "768m"
+
+    # A service's own conf is more specific than the shared plain key, and wins.
+    config.write_text(
+        "spark:\n  master: spark://m:7077\n  cores: 2\n"
+        "  services:\n    predictor: {conf: {spark.cores.max: 6}}\n"
+    )
+    spark = load_settings(config, environ={}).spark
+    assert spark.conf_for("predictor")["spark.cores.max"] == "6"
+    assert spark.conf_for("validator")["spark.cores.max"] == "2"
+
+    config.write_text("spark:\n  driver_memory: 1g\n  conf: {spark.driver.memory: 2g}\n")
+    with pytest.raises(ConfigError, match=r"driver_memory and conf\['spark.driver.memory'\]"):
+        load_settings(config, environ={})
+    config.write_text("spark:\n  services:\n    predictor: {driver_memory: lots}\n")
+    with pytest.raises(ConfigError, match=r"spark\.services\.predictor\.driver_memory.*line 3"):
+        load_settings(config, environ={})
+
+
 def test_object_store_settings_come_from_the_environment_verbatim_and_stay_secret(
     tmp_path: Path,
 ) -> None:
