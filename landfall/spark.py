@@ -28,6 +28,11 @@ _DEFAULT_CONF = {
     # files would only add clutter beside the manifest.
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     "spark.sql.parquet.compression.codec": "snappy",
+    # Parquet buffers a whole row group per writing task on the JVM's heap, outside
+    # Spark's memory accounting: at the 128 MiB default two tasks of a 24-column, 5M-row
+    # validation ran a 768m driver out of heap. 32 MiB row groups keep a write's memory
+    # small and fixed whatever the partition's size (the same run: 39 s, no slower).
+    "spark.hadoop.parquet.block.size": str(32 * 1024 * 1024),
 }
 
 # A service's JVM is idle most of the day between batches, and a JVM keeps the heap a
