@@ -218,13 +218,10 @@ def plain_features(valid: pa.Table) -> pa.Table:
 
 def register_bench_model(settings: Any, rows: int = 20_000, seed: int = 3) -> str:
     """Train the 100-iteration HistGradientBoosting classifier; register it @champion."""
-    import mlflow
-    from mlflow.models import infer_signature
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from landfall.registry import configure_mlflow, mlflow_client
+    from landfall.training import register_sklearn_model
 
-    configure_mlflow(settings)
     valid, _ = plain_validate(synthetic_rows(rows, seed))
     features = plain_features(valid).drop_columns(["id"]).to_pandas()
     noise = np.random.default_rng(seed + 1).normal(0, 0.5, len(features))
@@ -233,23 +230,8 @@ def register_bench_model(settings: Any, rows: int = 20_000, seed: int = 3) -> st
     labels = (score + noise > 0.2).astype(int)
     model = HistGradientBoostingClassifier(max_iter=100, early_stopping=False, random_state=0)
     model.fit(features, labels)
-    experiment = MODEL
-    if mlflow.get_experiment_by_name(experiment) is None:
-        mlflow.create_experiment(
-            experiment, artifact_location=(settings.home / "mlartifacts").as_uri()
-        )
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name="e2e-bench-train"):
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(features, model.predict(features).astype(float)),
-            registered_model_name=MODEL,
-            # The type behind every fitted tree; trusted because this bench made it.
-            skops_trusted_types=[
-                "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
-            ],
-        )
-    version = str(info.registered_model_version)
-    mlflow_client(settings).set_registered_model_alias(MODEL, "champion", version)
-    return version
+    return register_sklearn_model(
+        settings, model, features, MODEL, run_name="e2e-bench-train",
+        # The type behind every fitted tree; trusted because this bench made it.
+        trusted_types=["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"],
+    )  # fmt: skip

@@ -40,6 +40,7 @@ __all__ = [
     "datasets_serving",
     "enforce_gate",
     "list_versions",
+    "local_model_experiment",
     "mlflow_client",
     "promote_version",
     "register_model",
@@ -327,7 +328,8 @@ def _is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
-def _local_model_experiment(settings: Settings, experiment: str) -> str:
+def local_model_experiment(settings: Settings, experiment: str) -> str:
+    """The id of ``experiment``, created if missing (artifacts under home on a local store)."""
     import mlflow
 
     client = mlflow_client(settings)
@@ -372,7 +374,7 @@ def register_model(
     if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", source):  # no URI scheme: a local path
         if not (local / "MLmodel").is_file():
             raise StageFailedError(f"{source} is not an MLflow model directory (no MLmodel file)")
-        experiment_id = _local_model_experiment(settings, experiment)
+        experiment_id = local_model_experiment(settings, experiment)
 
         def log_local() -> str:
             with mlflow.start_run(experiment_id=experiment_id, run_name=f"register-{name}") as run:

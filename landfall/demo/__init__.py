@@ -109,13 +109,10 @@ def _predict_latency_ms(model: Any, rows: Any) -> float:
 
 def register_demo_model(settings: Settings, *, alias: str = "champion", seed: int = 11) -> str:
     """Train a small classifier and register it as ``landfall-demo`` under an alias."""
-    import mlflow
-    from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
 
-    from landfall.registry import configure_mlflow, mlflow_client
+    from landfall.training import register_sklearn_model
 
-    configure_mlflow(settings)
     features = demo_feature_frame(4000, seed)
     noise = np.random.default_rng(seed + 1).normal(0, 0.5, len(features))
     score = 1.2 * features.f1 - 0.8 * features.f2 + 0.5 * features.f1_times_f2 + features.is_red
@@ -126,24 +123,11 @@ def register_demo_model(settings: Settings, *, alias: str = "champion", seed: in
     model = LogisticRegression(max_iter=500).fit(features[train], labels[train])
     accuracy = float(model.score(features[held_out], labels[held_out]))
     latency_ms = _predict_latency_ms(model, features[held_out])
-    experiment = "landfall-demo"
-    if mlflow.get_experiment_by_name(experiment) is None:
-        # An explicit artifact location keeps artifacts under home, not the cwd.
-        mlflow.create_experiment(
-            experiment, artifact_location=(settings.home / "mlartifacts").as_uri()
-        )
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name="demo-train"):
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(features, model.predict(features).astype(float)),
-            registered_model_name=DEMO_MODEL,
-        )
-        # On the logged model (and so on its run): the metrics the quality gate reads.
-        mlflow.log_metrics({"accuracy": accuracy, "latency_ms": latency_ms}, model_id=info.model_id)
-    version = str(info.registered_model_version)
-    mlflow_client(settings).set_registered_model_alias(DEMO_MODEL, alias, version)
+    version = register_sklearn_model(
+        settings, model, features, DEMO_MODEL,
+        alias=alias, experiment="landfall-demo", run_name="demo-train",
+        metrics={"accuracy": accuracy, "latency_ms": latency_ms},
+    )  # fmt: skip
     log.info(
         "registered %s version %s (accuracy %.3f) as @%s", DEMO_MODEL, version, accuracy, alias
     )

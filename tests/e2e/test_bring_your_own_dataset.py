@@ -13,7 +13,6 @@ from landfall.config import Settings
 from landfall.contracts import EventType
 from landfall.events import EventWatcher, publish_data_landed
 from landfall.lake import Lake, LakePath, read_manifest
-from landfall.registry import configure_mlflow, mlflow_client
 from landfall.stack import LocalStack
 from services.featurizer.stage import featurize_partition
 from services.validator.stage import validate_partition
@@ -59,9 +58,9 @@ def _land_devices(spark, lake: Lake) -> None:
 
 def _register_regressor(spark, settings: Settings, lake: Lake, tmp_path: Path) -> str:
     """Train on features landfall's own featurizer computes, then register the model."""
-    import mlflow
-    from mlflow.models import infer_signature
     from sklearn.linear_model import LinearRegression
+
+    from landfall.training import register_sklearn_model
 
     dataset = settings.dataset("sensors")
     raw, _ = _land_readings(lake, "2026-11-01", 600, seed=1)
@@ -72,19 +71,10 @@ def _register_regressor(spark, settings: Settings, lake: Lake, tmp_path: Path) -
     features = pq.read_table(tmp_path / "features").to_pandas().drop(columns=["reading_id"])
     target = 2.0 * features["humidity_frac"] + features["altitude_km"] + 0.1 * features["temp_band"]
     model = LinearRegression().fit(features, target)
-    configure_mlflow(settings)
-    mlflow.set_experiment("sensors")
-    with mlflow.start_run():
-        mlflow.log_metrics({"r2": float(model.score(features, target)), "latency_ms": 1.0})
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(features, model.predict(features)),
-            registered_model_name="sensors-regressor",
-        )
-    version = str(info.registered_model_version)
-    mlflow_client(settings).set_registered_model_alias("sensors-regressor", "champion", version)
-    return version
+    return register_sklearn_model(
+        settings, model, features, "sensors-regressor", experiment="sensors",
+        metrics={"r2": float(model.score(features, target)), "latency_ms": 1.0},
+    )  # fmt: skip
 
 
 def test_a_new_dataset_runs_end_to_end_from_config_alone(
