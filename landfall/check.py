@@ -127,7 +127,9 @@ def check_dataset(
         landed = _read_sample(report, spark, lake, dataset, partition, sample, rows, scratch)
         if landed is None:
             return report
-        features = _validate_and_featurize(report, spark, lake, dataset, partition, scratch)
+        features = _validate_and_featurize(
+            report, settings, spark, lake, dataset, partition, scratch
+        )
         _check_model(report, settings, spark, dataset, features, scratch, score_rows)
     return report
 
@@ -176,6 +178,7 @@ def _read_sample(
 
 def _validate_and_featurize(
     report: CheckReport,
+    settings: Settings,
     spark: SparkSession,
     lake: Lake,
     dataset: Any,
@@ -196,7 +199,7 @@ def _validate_and_featurize(
             raw_name="the sample",
         )
     except Exception as exc:  # noqa: BLE001 - a broken rule expression, an unknown column
-        report.failed("validation", _reason(exc))
+        report.failed("validation", _reason(exc, settings, report.dataset))
         return None
     report.rows.update(
         valid=result.rows_valid, quarantined=result.rows_quarantined, warned=result.rows_warned
@@ -215,7 +218,7 @@ def _validate_and_featurize(
             spark, dataset, scratch / "valid", scratch / "features", lake=lake, partition=partition
         )
     except Exception as exc:  # noqa: BLE001
-        report.failed("featurization", _reason(exc))
+        report.failed("featurization", _reason(exc, settings, report.dataset))
         return None
     report.features = list(featurized.features)
     report.passed("featurization", f"{len(featurized.features)} feature columns")
@@ -239,14 +242,14 @@ def _check_model(
     try:
         model = resolve_model_version(settings, spec)
     except LandfallError as exc:
-        report.failed("model", _reason(exc))
+        report.failed("model", _reason(exc, settings, report.dataset, ("model", "uri")))
         return
     report.model = f"{model.name} version {model.version}"
     try:
         enforce_gate(settings, spec, model, dataset=report.dataset)
         report.passed("model", f"{spec.uri} is version {model.version}; gate passed")
     except LandfallError as exc:
-        report.failed("model", _reason(exc))
+        report.failed("model", _reason(exc, settings, report.dataset, ("model", "gate")))
     if features is None:
         return
     types = {f.name: f.dataType.simpleString() for f in features.schema.fields}
@@ -303,6 +306,17 @@ def _score_a_few(
     report.passed("scoring", f"scored {scored.rows} rows")
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(
+    exc: BaseException,
+    settings: Settings | None = None,
+    dataset: str = "",
+    setting: tuple[str | int, ...] | None = None,
+) -> str:
+    """The first line of what went wrong; led by the setting at fault (``setting``, or
+    the one the error names: ``StageFailedError.setting``) and its line in the file."""
     reason = getattr(exc, "reason", None) or str(exc)
-    return str(reason).splitlines()[0] if reason else type(exc).__name__
+    text = str(reason).splitlines()[0] if reason else type(exc).__name__
+    setting = setting or getattr(exc, "setting", None)
+    if settings is None or not setting:
+        return text
+    return f"{settings.setting_name('datasets', dataset, *setting)}: {text}"

@@ -27,7 +27,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -143,6 +143,18 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
     api: ApiSettings = ApiSettings()
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)
+
+    # Where each key of the settings file is: the line a runtime finding names.
+    _file_lines: dict[tuple[int | str, ...], int] = PrivateAttr(default_factory=dict)
+
+    def setting_name(self, *loc: int | str) -> str:
+        """A setting's dotted key, with its line when the settings file holds it:
+        ``datasets.demo.rules.2.expr (line 14)``."""
+        key = ".".join(str(part) for part in loc)
+        for end in range(len(loc), 0, -1):
+            if loc[:end] in self._file_lines:
+                return f"{key} (line {self._file_lines[loc[:end]]})"
+        return key
 
     @property
     def lake_uri(self) -> str:
@@ -283,6 +295,7 @@ def _resolved(settings: Settings, path: str | Path | None, file: YamlFileSource)
             raise ConfigError(
                 f"invalid configuration ({path or 'defaults'}): datasets.{name}.raw_path: {exc}{at}"
             ) from None
+    loaded._file_lines = dict(getattr(file, "lines", {}))
     # Once per load: from now on this process masks these secrets wherever it writes.
     register_settings(loaded)
     return loaded

@@ -48,13 +48,21 @@ class StageFailedError(LandfallError):
     """
 
     def __init__(
-        self, reason: str, *, retryable: bool = False, details: dict[str, str] | None = None
+        self,
+        reason: str,
+        *,
+        retryable: bool = False,
+        details: dict[str, str] | None = None,
+        setting: tuple[str | int, ...] | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
         # Machine-readable figures behind the reason (e.g. failing rules and counts).
         self.details = dict(details or {})
+        # The dataset's setting at fault, as a path inside its config block, e.g.
+        # ("rules", 2, "expr"): `landfall check` names it with its line in the file.
+        self.setting = setting
 
 
 class PathOutsideLakeError(StageFailedError):

@@ -232,15 +232,16 @@ def featurize_partition(
                 spark, frame, lake, dataset.feature_set.references, partition
             )
         columns = [F.col(f"`{dataset.id_column}`")]
-        for feature in dataset.features:
-            produced = feature_columns(feature)
+        for index, feature in enumerate(dataset.features):
             try:
                 # Analysing each feature alone (no Spark job) lets the error name it.
+                produced = feature_columns(feature)
                 frame.select(*produced)
             except (ParseException, AnalysisException) as exc:
                 detail = str(exc).strip().splitlines()[0]
                 raise StageFailedError(
-                    f"feature {feature.name!r} does not fit the validated data: {detail}"
+                    f"feature {feature.name!r} does not fit the validated data: {detail}",
+                    setting=("features", index, "expr" if feature.kind == "expr" else "column"),
                 ) from exc
             columns.extend(produced)
         table = frame.select(*columns)

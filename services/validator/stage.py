@@ -142,20 +142,23 @@ def _typed_columns(raw: DataFrame, dataset: DatasetConfig, path: str) -> dict[st
     """Each declared column cast to its declared type; an impossible cast fails the batch."""
     missing = [c.name for c in dataset.columns if c.name not in raw.columns]
     if missing:
+        first = next(i for i, c in enumerate(dataset.columns) if c.name == missing[0])
         raise StageFailedError(
             f"schema drift in {path}: missing column(s) {', '.join(missing)}; "
-            f"found {', '.join(raw.columns) or 'none'}"
+            f"found {', '.join(raw.columns) or 'none'}",
+            setting=("columns", first, "name"),
         )
     landed_types = {f.name: f.dataType.simpleString() for f in raw.schema.fields}
     typed = {}
-    for column in dataset.columns:
+    for index, column in enumerate(dataset.columns):
         cast = F.col(f"`{column.name}`").try_cast(column.type)
         try:
             raw.select(cast)  # analysis only: no Spark job
         except AnalysisException as exc:
             raise StageFailedError(
                 f"schema drift in {path}: column {column.name!r} is "
-                f"{landed_types[column.name]}, which cannot be read as {column.type}"
+                f"{landed_types[column.name]}, which cannot be read as {column.type}",
+                setting=("columns", index, "type"),
             ) from exc
         typed[column.name] = cast
     return typed
@@ -182,8 +185,8 @@ def _type_and_null_checks(raw: DataFrame, dataset: DatasetConfig) -> list[Check]
     return checks
 
 
-def _rule_check(rule: RuleSpec, frame: DataFrame) -> tuple[DataFrame, Check]:
-    """The check for one configured rule (uniqueness adds a window column to the frame)."""
+def _rule_check(rule: RuleSpec, index: int, frame: DataFrame) -> tuple[DataFrame, Check]:
+    """The check for one configured rule, ``rules[index]`` (uniqueness adds a join to the frame)."""
     if isinstance(rule, NotNullRule):
         return frame, Check(rule.name, rule.severity, F.col(f"`{_RAW}{rule.column}`").isNull())
     if isinstance(rule, UniqueRule):
@@ -209,12 +212,14 @@ def _rule_check(rule: RuleSpec, frame: DataFrame) -> tuple[DataFrame, Check]:
         except (ParseException, AnalysisException) as exc:
             detail = str(exc).strip().splitlines()[0]
             raise StageFailedError(
-                f"rule {rule.name!r}: bad expression {rule.expr!r}: {detail}"
+                f"rule {rule.name!r}: bad expression {rule.expr!r}: {detail}",
+                setting=("rules", index, "expr"),
             ) from exc
         if not isinstance(kind, BooleanType):
             raise StageFailedError(
                 f"rule {rule.name!r}: expression {rule.expr!r} is {kind.simpleString()}, "
-                "not a boolean"
+                "not a boolean",
+                setting=("rules", index, "expr"),
             )
         return frame, Check(rule.name, rule.severity, ~F.coalesce(condition, F.lit(True)))
     value = F.col(f"`{rule.column}`")
@@ -233,7 +238,10 @@ def _rule_check(rule: RuleSpec, frame: DataFrame) -> tuple[DataFrame, Check]:
     try:
         re.compile(rule.pattern)
     except re.error as exc:
-        raise StageFailedError(f"rule {rule.name!r}: bad pattern {rule.pattern!r}: {exc}") from exc
+        raise StageFailedError(
+            f"rule {rule.name!r}: bad pattern {rule.pattern!r}: {exc}",
+            setting=("rules", index, "pattern"),
+        ) from exc
     matches = value.cast("string").rlike(rule.pattern)
     return frame, Check(rule.name, rule.severity, value.isNotNull() & ~matches)
 
@@ -335,8 +343,8 @@ def _checked(
         *[F.col(f"`{name}`").alias(f"{_RAW}{name}") for name in declared],
     )
     checks = _type_and_null_checks(raw, dataset)
-    for rule in dataset.rules:
-        frame, check = _rule_check(rule, frame)
+    for index, rule in enumerate(dataset.rules):
+        frame, check = _rule_check(rule, index, frame)
         checks.append(check)
     errors = [c for c in checks if c.severity == "error"]
     warnings = [c for c in checks if c.severity == "warn"]

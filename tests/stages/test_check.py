@@ -21,7 +21,7 @@ from landfall.demo import (
 )
 from landfall.errors import ConfigError
 from landfall.lake import Lake
-from landfall.registry import mlflow_client
+from landfall.training import register_sklearn_model
 from tests.model_support import demo_settings_on
 
 PARTITION = "2026-11-01"
@@ -44,23 +44,13 @@ def _settings(home: Path, **model: Any) -> Settings:
 
 def _register_cased_model(settings: Settings) -> None:
     """A model trained outside landfall whose input names differ from the features' case."""
-    import mlflow
-    from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
 
     features = demo_feature_frame(500, 4).rename(columns={"f1": "F1", "is_red": "Is_Red"})
     labels = (features.F1 > 0).astype(int)
     model = LogisticRegression().fit(features, labels)
-    mlflow.set_experiment("landfall-demo")
-    with mlflow.start_run(run_name="cased"):
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(features, model.predict(features).astype(float)),
-            registered_model_name=DEMO_MODEL,
-        )
-    mlflow_client(settings).set_registered_model_alias(
-        DEMO_MODEL, "cased", str(info.registered_model_version)
+    register_sklearn_model(
+        settings, model, features, DEMO_MODEL, alias="cased", experiment="landfall-demo"
     )
 
 
@@ -104,6 +94,57 @@ def test_missing_model_alias_and_missing_partition_are_named(spark, home: Path) 
 
     with pytest.raises(ConfigError, match="nosuch"):
         check_dataset(_settings(home), "nosuch", partition=PARTITION, spark=spark)
+
+
+def _edited_demo_config(folder: Path, old: str, new: str) -> tuple[Path, int]:
+    """The demo's settings file with one line changed, and that line's number."""
+    from landfall.demo import DEMO_CONFIG
+
+    text = Path(DEMO_CONFIG).read_text()
+    assert old in text, old
+    config = folder / f"edited-{abs(hash(new))}.yaml"
+    config.write_text(text.replace(old, new, 1))
+    return config, text[: text.index(old)].count("\n") + 1
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "step", "setting"),
+    [
+        (  # a rule's expression that does not parse
+            "      - {name: feature1_plausible, kind: range, column: feature1, min: -8, max: 8}",
+            "      - {name: sane, kind: expression, expr: 'feature1 >>> 0'}",
+            "validation", "datasets.demo.rules.2.expr",
+        ),
+        (  # a feature's expression naming a column the data does not have
+            "      - {name: f2, expr: feature2}",
+            "      - {name: f2, expr: feature22 * 2}",
+            "featurization", "datasets.demo.features.1.expr",
+        ),
+        (  # a model that does not exist
+            "      uri: models:/landfall-demo@champion",
+            "      uri: models:/no-such-model@champion",
+            "model", "datasets.demo.model.uri",
+        ),
+    ],
+)  # fmt: skip
+def test_a_finding_names_the_setting_at_fault_and_its_line(  # type: ignore[no-untyped-def]
+    spark, home: Path, tmp_path: Path, old: str, new: str, step: str, setting: str
+) -> None:
+    from landfall.config import load_settings
+
+    config, line = _edited_demo_config(tmp_path, old, new)
+    settings = load_settings(
+        config,
+        environ={
+            "LANDFALL_HOME": str(home),
+            "LANDFALL_MLFLOW__TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        },
+    )
+    report = check_dataset(settings, "demo", partition=PARTITION, rows=50, spark=spark)
+    (finding,) = [f for f in report.findings if f.step == step]
+    assert not finding.ok
+    assert finding.detail.startswith(f"{setting} (line {line}): "), finding.detail
+    assert not report.ok
 
 
 def test_the_command_prints_a_table_and_exits_non_zero_on_a_problem(home: Path) -> None:
