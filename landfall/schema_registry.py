@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Mapping
@@ -34,7 +35,9 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.serde import SchemaId
 from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro.read import SchemaResolutionError
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay
 
+from landfall.backoff import backoff_wait
 from landfall.contracts import EventType, full_name, parse_record_schema, raw_schema
 from landfall.errors import ConfigError, InvalidEventError, LandfallError, RetryableError
 from landfall.kafka_clients import registry_connection
@@ -52,6 +55,8 @@ __all__ = [
     "registry_client",
     "subject_of",
 ]
+
+log = logging.getLogger(__name__)
 
 REGISTER_HINT = (
     "run `landfall schemas register` with this configuration (a deploy registers the "
@@ -128,15 +133,35 @@ def _lookup(client: SchemaRegistryClient, event_type: EventType, topic: str) -> 
         raise registry_failure(f"looking up {event_type.short_name} in {subject!r}", exc) from exc
 
 
-def check_registered(settings: Settings) -> None:
+def check_registered(settings: Settings, *, wait_s: float = 0.0) -> None:
     """Raise ConfigError naming every event schema the configured registry lacks.
 
-    What a service checks as it starts; nothing without a registry.
+    What a service checks as it starts; nothing without a registry. A registry that
+    does not answer (or answers 5xx) is asked again, with backoff, for up to ``wait_s``
+    seconds, as a service waits for its broker: in compose or Kubernetes the registry
+    may start after the services. Past that, the RetryableError says it is unreachable.
     """
     connection = registry_connection(settings)
     if connection is None:
         return
     client = registry_client(*connection)
+    for attempt in Retrying(
+        retry=retry_if_exception_type(RetryableError),
+        stop=stop_after_delay(wait_s),
+        wait=backoff_wait(0.5, 5.0),
+        before_sleep=_log_waiting,
+        reraise=True,
+    ):
+        with attempt:
+            _check_subjects(settings, client)
+
+
+def _log_waiting(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.warning("waiting for the schema registry (attempt %d): %s", state.attempt_number, error)
+
+
+def _check_subjects(settings: Settings, client: SchemaRegistryClient) -> None:
     missing = [
         f"{event_type.short_name} under {subject_of(topic)!r}"
         for event_type, topic in event_topics(settings).items()

@@ -79,8 +79,9 @@ def serve(name: str, settings: Settings) -> None:
     )
     ensure_all_topics(settings)
     # A deploy registers the event schemas; a service (the API publishes too) that would
-    # publish with an unregistered one stops here, saying what to run, not at its first event.
-    check_registered(settings)
+    # publish with an unregistered one stops here, saying what to run, not at its first
+    # event. A registry not answering yet is waited for, as the broker is.
+    check_registered(settings, wait_s=60)
     if name == API:
         from landfall.api import serve_api
 

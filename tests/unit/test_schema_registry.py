@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import socket
 import struct
+import time
 import uuid
 from pathlib import Path
 
@@ -200,6 +202,26 @@ def test_an_unreachable_registry_is_retryable() -> None:
         codec.encode(EventType.BATCH_FAILED, make(EventType.BATCH_FAILED), topic="f")
     with pytest.raises(RetryableError, match="schema registry unreachable fetching schema id 7"):
         codec.decode(struct.pack(">bI", 0, 7) + b"\x00", topic="f")
+
+
+def test_a_starting_service_waits_for_an_unreachable_registry_then_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nobody listens there
+    settings = settings_for(
+        tmp_path, LANDFALL_KAFKA__SCHEMA_REGISTRY_URL=f"http://127.0.0.1:{port}"
+    )
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="landfall.schema_registry"):
+        with pytest.raises(RetryableError, match="schema registry unreachable"):
+            check_registered(settings, wait_s=10.0)
+    # It asked again (each ask is the client's own few retries, seconds long), said it
+    # was waiting, and gave up once past its deadline.
+    waits = [r for r in caplog.records if "waiting for the schema registry" in r.getMessage()]
+    assert waits, caplog.text
+    assert 10.0 <= time.monotonic() - started < 45
 
 
 # --------------------------------------------------------------------------- registering
