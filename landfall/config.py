@@ -147,6 +147,15 @@ class Settings(BaseSettings):
     # Where each key of the settings file is: the line a runtime finding names.
     _file_lines: dict[tuple[int | str, ...], int] = PrivateAttr(default_factory=dict)
 
+    def __eq__(self, other: object) -> bool:
+        # The same values are the same settings, whichever file (and line) they came from.
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    # Never hashable: its sections hold dicts (pydantic's frozen hash failed on them too).
+    __hash__ = None  # type: ignore[assignment]
+
     def setting_name(self, *loc: int | str) -> str:
         """A setting's dotted key, with its line when the settings file holds it:
         ``datasets.demo.rules.2.expr (line 14)``."""

@@ -21,6 +21,18 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _secrets_stay_with_their_test() -> Iterator[None]:
+    """Loading settings registers their secrets for the whole process (landfall.redact):
+    a test's password "null" would mask every later test's "not_null". Each test starts
+    with the secrets registered before it."""
+    from landfall import redact
+
+    before = redact._registered
+    yield
+    redact._registered = before
+
+
 def settings_for(home: Path, **environ: str) -> Settings:
     """The demo config with its state under ``home`` (and any other overrides)."""
     return load_settings(DEMO_CONFIG, environ={"LANDFALL_HOME": str(home), **environ})
