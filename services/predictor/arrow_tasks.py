@@ -15,6 +15,7 @@ attempt never leaves a partial file where readers look.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import uuid
 from contextlib import nullcontext
@@ -40,6 +41,7 @@ __all__ = [
     "arrow_type",
     "output_schema",
     "plan_tasks",
+    "release_unused_memory",
     "run_task",
 ]
 
@@ -313,5 +315,32 @@ def run_task(
                         rows += batch.num_rows
         finally:
             writer.close()
+            release_unused_memory()
     filesystem.move(partial, final)
     return TaskOutcome(rows=rows, compared=compared, measure=measure)
+
+
+def _glibc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None where the C library is another (musl, macOS)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim  # the symbols the process already loaded
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _glibc_trim()
+
+
+def release_unused_memory() -> None:
+    """Hand the memory a finished task freed back to the machine.
+
+    Spark keeps a Python worker alive between tasks (about a minute when idle), and both
+    allocators keep what a task freed for the next one: pyarrow's pool (mimalloc) and
+    glibc's heap (pandas, numpy, the model). Measured on one worker after scoring 564k
+    rows in 262,144-row batches: 499 MiB resident, 335 MiB after the pool's release,
+    322 MiB after the trim, against 278 MiB with the model loaded and nothing scored.
+    Both calls take milliseconds.
+    """
+    pa.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
