@@ -46,11 +46,11 @@ from landfall.spark import create_spark_session
 from services.reporter import drift as reporter
 from services.reporter.drift import (
     _DRIFT_BINS,
-    _numeric_columns,
     feature_drift,
     population_stability_index,
     write_feature_summaries,
 )
+from services.reporter.feature_scan import feature_schema, numeric_columns
 from services.reporter.stage import (
     as_fractions,
     prediction_distribution,
@@ -115,11 +115,11 @@ def _commit(lake: Lake, zone: Any, partition: str, frame: DataFrame, rows: int) 
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 
-def store_summaries(spark: SparkSession, lake: Lake) -> None:
+def store_summaries(lake: Lake) -> None:
     """Give each reference partition a committed report carrying its summary."""
     for partition in REFERENCES:
         features = lake.partition_dir(DATASET, "features", partition)
-        summary, _ = reporter._summarize(spark, features, {"id"}, {})
+        summary, _ = reporter._summarize(features, {"id"}, {})
         folder = lake.partition_root(DATASET, "reports", partition)
         folder.mkdir(parents=True, exist_ok=True)
         write_feature_summaries(folder, {partition: summary})
@@ -142,7 +142,7 @@ def old_feature_drift(spark: SparkSession, lake: Lake, partition: str) -> dict[s
     previous = previous_partitions(lake, DATASET, "features", partition, 7)
     paths = {p: lake.partition_dir(DATASET, "features", p) for p in [*previous, partition]}
     current = paths[partition]
-    columns = _numeric_columns(spark.read.parquet(str(current)), {"id"})
+    columns = numeric_columns(feature_schema(current), {"id"})
     frames = []
     for name, path in paths.items():
         frame = spark.read.parquet(str(path))
@@ -191,10 +191,9 @@ def timed(work: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def new_drift(spark: SparkSession, lake: Lake) -> tuple[dict[str, float], int]:
+def new_drift(lake: Lake) -> tuple[dict[str, float], int]:
     """PSI per feature the new way, and the size of the summaries it would store."""
     result, keep = feature_drift(
-        spark,
         lake,
         DATASET,
         CURRENT,
@@ -223,9 +222,9 @@ def bench_size(spark: SparkSession, rows: int) -> list[str]:
         for seed, partition in enumerate([*REFERENCES, CURRENT]):
             land(spark, lake, partition, rows, seed + 1, 1.0 if partition == CURRENT else 0.0)
         old_s, old = timed(lambda: old_feature_drift(spark, lake, CURRENT))
-        cold_s, (cold, cold_bytes) = timed(lambda: new_drift(spark, lake))
-        store_summaries(spark, lake)
-        warm_s, (warm, warm_bytes) = timed(lambda: new_drift(spark, lake))
+        cold_s, (cold, cold_bytes) = timed(lambda: new_drift(lake))
+        store_summaries(lake)
+        warm_s, (warm, warm_bytes) = timed(lambda: new_drift(lake))
         predictions = lake.partition_dir(DATASET, "predictions", CURRENT)
         pred_s, _ = timed(
             lambda: (

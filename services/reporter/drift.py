@@ -14,11 +14,15 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-from pyspark.sql.types import NumericType
+from datasketches import kll_doubles_sketch
 
 from landfall.lake import MANIFEST_NAME, Lake, LakePath
+from services.reporter.feature_scan import (
+    feature_schema,
+    numeric_columns,
+    scan_features,
+    spark_type_name,
+)
 from services.reporter.stage import as_fractions, previous_partitions
 
 __all__ = [
@@ -42,14 +46,6 @@ def population_stability_index(expected: Sequence[float], actual: Sequence[float
     return total
 
 
-def _numeric_columns(frame: DataFrame, exclude: set[str]) -> list[str]:
-    return [
-        f.name
-        for f in frame.schema.fields
-        if isinstance(f.dataType, NumericType) and f.name not in exclude
-    ]
-
-
 # Drift summaries. Each report stores, beside its report.json, a small summary of its
 # partition's feature table (FEATURE_SUMMARY_NAME): per numeric feature the nulls, the
 # NaNs and a KLL quantile sketch. A later report merges its reference partitions'
@@ -59,10 +55,6 @@ _SUMMARY_FORMAT = 1
 # KLL's k: ranks within about 0.3% (99% confidence; typically far closer), about 20 KB
 # per feature. The reference's deciles and shares come from the merged sketches.
 _SKETCH_K = 1000
-# Features counted per Spark pass over the current partition. Parquet reads only the
-# pass's columns, so passes cost little; one pass over every feature's comparisons
-# would make generated code whose compilation takes longer than the counting.
-_FEATURES_PER_PASS = 8
 
 
 def _read_json(path: LakePath) -> dict[str, Any] | None:
@@ -82,53 +74,34 @@ def _features_identity(features: LakePath) -> dict[str, Any]:
 
 
 def _summarize(
-    spark: SparkSession,
-    features: LakePath,
-    exclude: set[str],
-    edges: Mapping[str, Sequence[float]],
+    features: LakePath, exclude: set[str], edges: Mapping[str, Sequence[float]]
 ) -> tuple[dict[str, Any], dict[str, list[int]]]:
     """One feature table's summary, and how many of its values lie at or below each edge.
 
     Nulls and NaNs are counted exactly; a NaN is above every edge (as Spark orders it).
     """
-    frame = spark.read.parquet(str(features))
-    numeric = _numeric_columns(frame, exclude)
+    scan = scan_features(features, exclude, edges, _SKETCH_K)
     summary: dict[str, Any] = {
         "format": _SUMMARY_FORMAT,
         "features": _features_identity(features),
         "sketch_k": _SKETCH_K,
-        "rows": 0,
-        "columns": {f.name: {"type": f.dataType.simpleString()} for f in frame.schema.fields},
+        "rows": scan.rows,
+        "columns": {f.name: {"type": spark_type_name(f.type)} for f in scan.schema},
     }
     at_edges: dict[str, list[int]] = {}
-    step = _FEATURES_PER_PASS
-    groups = [numeric[i : i + step] for i in range(0, len(numeric), step)] or [[]]
-    for group in groups:
-        aggregates = [F.count(F.lit(1)).alias("rows")]
-        for i, column in enumerate(group):
-            value = F.col(f"`{column}`").cast("double")
-            aggregates += [
-                F.count_if(value.isNull()).alias(f"nulls{i}"),
-                F.count_if(F.isnan(value)).alias(f"nans{i}"),
-                F.kll_sketch_agg_double(value, _SKETCH_K).alias(f"sketch{i}"),
-            ]
-            aggregates += [
-                F.count_if(value <= F.lit(edge)).alias(f"edge{i}_{j}")
-                for j, edge in enumerate(edges.get(column, ()))
-            ]
-        row = frame.agg(*aggregates).first()
-        assert row is not None
-        summary["rows"] = rows = int(row["rows"])
-        for i, column in enumerate(group):
-            nulls, nans = int(row[f"nulls{i}"]), int(row[f"nans{i}"])
-            sketch = row[f"sketch{i}"]
-            summary["columns"][column].update(
-                nulls=nulls,
-                nans=nans,
-                values=rows - nulls - nans,
-                sketch=base64.b64encode(bytes(sketch)).decode("ascii") if sketch else None,
-            )
-            at_edges[column] = [int(row[f"edge{i}_{j}"]) for j in range(len(edges.get(column, ())))]
+    for column, found in scan.columns.items():
+        values = scan.rows - found.nulls - found.nans
+        summary["columns"][column].update(
+            nulls=found.nulls,
+            nans=found.nans,
+            values=values,
+            sketch=(
+                base64.b64encode(found.sketch.serialize()).decode("ascii")
+                if not found.sketch.is_empty()
+                else None
+            ),
+        )
+        at_edges[column] = [int(n) for n in found.at_most_edges]
     return summary, at_edges
 
 
@@ -147,7 +120,6 @@ def _is_numeric_type(name: str) -> bool:
 
 
 def _reference_summaries(
-    spark: SparkSession,
     lake: Lake,
     dataset: str,
     partition: str,
@@ -191,14 +163,14 @@ def _reference_summaries(
                 keep[reference] = summary  # carried forward while the window holds it
         else:
             features = lake.partition_dir(dataset, "features", reference)
-            summary, _ = _summarize(spark, features, exclude, {})
+            summary, _ = _summarize(features, exclude, {})
             keep[reference] = summary
         summaries[reference] = summary
     return summaries, keep
 
 
 def _reference_bins(
-    spark: SparkSession, columns: Sequence[str], summaries: Sequence[Mapping[str, Any]]
+    columns: Sequence[str], summaries: Sequence[Mapping[str, Any]]
 ) -> tuple[dict[str, list[float]], dict[str, dict[int, float]]]:
     """The reference's decile edges per feature, and its (estimated) rows per bin.
 
@@ -206,47 +178,23 @@ def _reference_bins(
     above b edges; NaNs sit above every edge. The edges and the shares between them
     come from the merged KLL sketches; nulls and NaNs are exact.
     """
-    sketches: list[tuple[int, bytes]] = []
-    totals: dict[str, tuple[int, int, int]] = {}
-    for index, column in enumerate(columns):
-        nulls = nans = values = 0
-        for summary in summaries:
-            kept = summary["columns"].get(column)
-            if kept is None or "sketch" not in kept:
-                nulls += int(summary["rows"])
-                continue
-            nulls, nans = nulls + kept["nulls"], nans + kept["nans"]
-            values += kept["values"]
-            if kept["sketch"] and kept["values"]:
-                sketches.append((index, base64.b64decode(kept["sketch"])))
-        totals[column] = (nulls, nans, values)
-    merged: dict[int, bytes] = {}
-    if sketches:
-        rows = (
-            spark.createDataFrame(sketches, "feature int, sketch binary")
-            .groupBy("feature")
-            .agg(F.kll_merge_agg_double("sketch").alias("merged"))
-            .collect()
-        )
-        merged = {int(r["feature"]): bytes(r["merged"]) for r in rows}
     probabilities = [i / _DRIFT_BINS for i in range(1, _DRIFT_BINS)]
-    # As approxQuantile ranks them: NaNs above every number, nulls left out.
-    ranks: dict[int, list[float]] = {}
-    for index, column in enumerate(columns):
-        _, nans, values = totals[column]
-        if index in merged:
-            ranks[index] = [
+    edges: dict[str, list[float]] = {}
+    counts: dict[str, dict[int, float]] = {}
+    for column in columns:
+        nulls, nans, values, merged = _merged_reference(column, summaries)
+        below: list[float] = []
+        edges[column] = []
+        if merged is not None:
+            # As approxQuantile ranks them: NaNs above every number, nulls left out.
+            # Lookups are inclusive, as Spark's kll_sketch_get_* (the library's
+            # Python default is exclusive).
+            ranks = [
                 p * (values + nans) / values for p in probabilities if p * (values + nans) <= values
             ]
-    quantiles = _sketch_lookups(spark, merged, ranks, "quantile")
-    edges = {column: sorted(set(quantiles.get(index, []))) for index, column in enumerate(columns)}
-    cumulative = _sketch_lookups(
-        spark, merged, {i: edges[c] for i, c in enumerate(columns) if edges[c]}, "rank"
-    )
-    counts: dict[str, dict[int, float]] = {}
-    for index, column in enumerate(columns):
-        nulls, nans, values = totals[column]
-        below = [values * r for r in cumulative.get(index, [])]
+            quantiles = {merged.get_quantile(r, inclusive=True) for r in ranks}
+            edges[column] = sorted(quantiles)
+            below = [values * merged.get_rank(e, inclusive=True) for e in edges[column]]
         bins = {-1: float(nulls)}
         previous = 0.0
         for b, at_most in enumerate(below):
@@ -257,27 +205,26 @@ def _reference_bins(
     return edges, counts
 
 
-def _sketch_lookups(
-    spark: SparkSession, sketches: Mapping[int, bytes], points: Mapping[int, list[float]], kind: str
-) -> dict[int, list[float]]:
-    """Quantiles at ranks (``kind`` "quantile") or ranks at values ("rank") of sketches."""
-    wanted = [i for i in sketches if points.get(i)]
-    if not wanted:
-        return {}
-    frame = spark.createDataFrame(
-        [tuple(sketches[i] for i in wanted)], ", ".join(f"s{i} binary" for i in wanted)
-    )
-    lookup = (
-        F.kll_sketch_get_quantile_double if kind == "quantile" else F.kll_sketch_get_rank_double
-    )
-    row = frame.select(
-        *[
-            lookup(F.col(f"s{i}"), F.array(*[F.lit(float(x)) for x in points[i]])).alias(f"s{i}")
-            for i in wanted
-        ]
-    ).first()
-    assert row is not None
-    return {i: [float(x) for x in row[f"s{i}"]] for i in wanted}
+def _merged_reference(
+    column: str, summaries: Sequence[Mapping[str, Any]]
+) -> tuple[int, int, int, kll_doubles_sketch | None]:
+    """A column's nulls, NaNs and values over the references, and their merged sketch."""
+    nulls = nans = values = 0
+    merged: kll_doubles_sketch | None = None
+    for summary in summaries:
+        kept = summary["columns"].get(column)
+        if kept is None or "sketch" not in kept:
+            nulls += int(summary["rows"])
+            continue
+        nulls, nans = nulls + kept["nulls"], nans + kept["nans"]
+        values += kept["values"]
+        if kept["sketch"] and kept["values"]:
+            sketch = kll_doubles_sketch.deserialize(base64.b64decode(kept["sketch"]))
+            if merged is None:
+                merged = sketch
+            else:
+                merged.merge(sketch)
+    return nulls, nans, values, merged
 
 
 def _bin_counts(rows: int, nulls: int, at_most_edges: Sequence[int]) -> dict[int, int]:
@@ -292,7 +239,6 @@ def _bin_counts(rows: int, nulls: int, at_most_edges: Sequence[int]) -> dict[int
 
 
 def feature_drift(
-    spark: SparkSession,
     lake: Lake,
     dataset: str,
     partition: str,
@@ -325,12 +271,10 @@ def feature_drift(
     off = sorted(c for c, limit in own_thresholds.items() if limit is None)
     if off:
         result["not_watched"] = off
-    columns = _numeric_columns(spark.read.parquet(str(current)), exclude)
-    summaries, keep = _reference_summaries(
-        spark, lake, dataset, partition, previous, columns, exclude
-    )
-    edges, expected = _reference_bins(spark, columns, [summaries[p] for p in previous])
-    own, at_edges = _summarize(spark, current, exclude, edges if previous else {})
+    columns = numeric_columns(feature_schema(current), exclude)
+    summaries, keep = _reference_summaries(lake, dataset, partition, previous, columns, exclude)
+    edges, expected = _reference_bins(columns, [summaries[p] for p in previous])
+    own, at_edges = _summarize(current, exclude, edges if previous else {})
     keep[partition] = own
     if not previous or not columns:
         nothing = "no numeric features" if previous else "no previous partitions to compare with"

@@ -4,7 +4,8 @@ No Kafka here. Given a run's completion (or failure) event and what the reporter
 its earlier stages (``progress``), this builds the report document: row counts, data
 quality per rule, null fractions, the model, a stage timeline, and, for a scored run,
 the prediction distribution and feature drift (population stability index) against the
-dataset's previous partitions, computed with Spark from the lake.
+dataset's previous partitions, read from the lake (Spark for the predictions; drift in
+this process, services/reporter/feature_scan.py).
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def build_success_report(
     summaries: dict[str, Any] = {}
     if features_path is not None:
         drift, summaries = feature_drift(
-            spark, lake, dataset, partition, features_path,
+            lake, dataset, partition, features_path,
             references=reference_partitions, threshold=psi_threshold,
             exclude={id_column}, thresholds=drift_thresholds,
         )  # fmt: skip

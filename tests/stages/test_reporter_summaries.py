@@ -57,9 +57,8 @@ def _exact_psi(lake: Path, previous: list[str], partition: str) -> dict[str, flo
     return psi
 
 
-def _drift(spark, lake: Lake) -> tuple[dict, dict]:  # type: ignore[no-untyped-def]
+def _drift(lake: Lake) -> tuple[dict, dict]:
     return feature_drift(
-        spark,
         lake,
         DATASET,
         PARTITION,
@@ -78,7 +77,7 @@ def _store_report(lake: Lake, partition: str, summaries: dict) -> None:
     (folder / MANIFEST_NAME).write_text(json.dumps({"run_id": f"report-{partition}"}))
 
 
-def test_drift_from_stored_summaries_equals_drift_from_the_tables(spark, tmp_path: Path) -> None:
+def test_drift_from_stored_summaries_equals_drift_from_the_tables(tmp_path: Path) -> None:
     root = tmp_path / "lake"
     for seed, partition in enumerate(PREVIOUS):
         write_run(root, partition, rows=ROWS, seed=seed)
@@ -88,7 +87,7 @@ def test_drift_from_stored_summaries_equals_drift_from_the_tables(spark, tmp_pat
     assert exact["f1"] > 1.0 and exact["f2"] < 0.2  # the data drifts where it should
 
     # An older lake: no report has a summary, so each reference's is made from its table.
-    cold, kept = _drift(spark, lake)
+    cold, kept = _drift(lake)
     assert {c: f["psi"] for c, f in cold["features"].items()} == pytest.approx(exact, abs=1e-6)
     assert cold["flagged"] == ["f1"]
     assert sorted(kept) == [*PREVIOUS, PARTITION]
@@ -100,23 +99,23 @@ def test_drift_from_stored_summaries_equals_drift_from_the_tables(spark, tmp_pat
         _store_report(lake, partition, {partition: kept[partition]})
         for data in (root / DATASET / "features" / partition).glob("*.parquet"):
             data.unlink()
-    warm, kept_again = _drift(spark, lake)
+    warm, kept_again = _drift(lake)
     assert warm == cold
     assert list(kept_again) == [PARTITION]  # nothing new to keep for the references
 
 
-def test_a_summary_of_features_made_again_is_not_used(spark, tmp_path: Path) -> None:
+def test_a_summary_of_features_made_again_is_not_used(tmp_path: Path) -> None:
     root = tmp_path / "lake"
     for seed, partition in enumerate(PREVIOUS):
         write_run(root, partition, rows=ROWS, seed=seed)
     write_run(root, PARTITION, rows=ROWS, shift=2.0, seed=9)
     lake = Lake(root)
-    _, kept = _drift(spark, lake)
+    _, kept = _drift(lake)
     for partition in PREVIOUS:
         _store_report(lake, partition, {partition: kept[partition]})
     # The first reference is featurized again (new data, new manifest) after its report.
     write_run(root, PREVIOUS[0], rows=ROWS, shift=-3.0, seed=5)
-    drift, kept_again = _drift(spark, lake)
+    drift, kept_again = _drift(lake)
     assert sorted(kept_again) == [PREVIOUS[0], PARTITION]
     assert {c: f["psi"] for c, f in drift["features"].items()} == pytest.approx(
         _exact_psi(root, PREVIOUS, PARTITION), abs=1e-6

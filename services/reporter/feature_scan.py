@@ -1,0 +1,156 @@
+"""One read of a feature table in the reporter's own process: the figures drift needs.
+
+Per numeric feature: nulls, NaNs, how many values lie at or below each given edge (all
+exact), and a KLL quantile sketch (Apache DataSketches, the library Spark's
+``kll_sketch_*`` functions use: the bytes are the same format both ways, so sketches
+stored by earlier reports made with Spark merge with these, and Spark reads these).
+
+Why not a Spark job: the figures are a few counters per column, and Spark paid more
+to plan and compile the aggregation (297 ``value <= edge`` comparisons, 33 sketches, in
+5 jobs) than to count: 1.1-1.4 s of a 1k-row report, 9-12 s at 1M rows (bench/README.md,
+"Reporting's time"). pyarrow reads the numeric columns in record batches (memory is
+one batch, not the table) and numpy counts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+from datasketches import kll_doubles_sketch
+
+from landfall.lake import LakePath
+
+__all__ = [
+    "ColumnScan",
+    "TableScan",
+    "feature_schema",
+    "numeric_columns",
+    "scan_features",
+    "spark_type_name",
+]
+
+# Rows per record batch, one batch and one file read ahead, decoded on this thread.
+# Measured on the end-to-end bench's 1M-row feature table (33 columns, 158k-row row
+# groups): pyarrow's defaults (16 batches and 4 files ahead, decoding threads) raised the
+# process by about 590 MiB during the scan, these settings by about 420 MiB, in the same
+# time (the sketches take it, not the read); both fall back after the pool's release.
+_BATCH_ROWS = 65_536
+
+# Spark's names for the Arrow types a feature table holds (what summaries record).
+_SPARK_NAMES = {
+    pa.int8(): "tinyint",
+    pa.int16(): "smallint",
+    pa.int32(): "int",
+    pa.int64(): "bigint",
+    # Spark reads unsigned integers as the next wider signed type.
+    pa.uint8(): "smallint",
+    pa.uint16(): "int",
+    pa.uint32(): "bigint",
+    pa.float32(): "float",
+    pa.float64(): "double",
+    pa.bool_(): "boolean",
+    pa.string(): "string",
+    pa.large_string(): "string",
+    pa.binary(): "binary",
+    pa.date32(): "date",
+}
+
+
+def spark_type_name(arrow_type: pa.DataType) -> str:
+    """The type's name as Spark's ``simpleString`` gives it (what stored summaries hold)."""
+    if pa.types.is_decimal(arrow_type):
+        return f"decimal({arrow_type.precision},{arrow_type.scale})"
+    if pa.types.is_timestamp(arrow_type):
+        return "timestamp"
+    return _SPARK_NAMES.get(arrow_type, str(arrow_type))
+
+
+def _is_number(arrow_type: pa.DataType) -> bool:
+    """Spark's NumericType: integers, floats and decimals (booleans are not numbers)."""
+    return (
+        pa.types.is_integer(arrow_type)
+        or pa.types.is_floating(arrow_type)
+        or pa.types.is_decimal(arrow_type)
+    )
+
+
+def _dataset(features: LakePath) -> pads.Dataset:
+    lake = features.lake
+    # Spark's part files only: "_manifest.json" and ".crc" files are skipped by prefix.
+    return pads.dataset(lake.fs_path(features.rel), filesystem=lake.fs, format="parquet")
+
+
+def feature_schema(features: LakePath) -> pa.Schema:
+    """The feature table's columns, from its files' footers (no rows read)."""
+    return _dataset(features).schema
+
+
+def numeric_columns(schema: pa.Schema, exclude: set[str]) -> list[str]:
+    return [f.name for f in schema if _is_number(f.type) and f.name not in exclude]
+
+
+@dataclass
+class ColumnScan:
+    """One numeric column's exact counts and its quantile sketch."""
+
+    sketch: kll_doubles_sketch
+    nulls: int = 0
+    nans: int = 0
+    at_most_edges: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+@dataclass
+class TableScan:
+    rows: int
+    schema: pa.Schema
+    columns: dict[str, ColumnScan]
+
+
+def scan_features(
+    features: LakePath, exclude: set[str], edges: Mapping[str, Sequence[float]], sketch_k: int
+) -> TableScan:
+    """Read the numeric columns once: per column nulls, NaNs, values <= each edge, a sketch.
+
+    A NaN is above every edge (as Spark orders it) and, like a null, not in the sketch.
+    """
+    dataset = _dataset(features)
+    numeric = numeric_columns(dataset.schema, exclude)
+    scans = {
+        c: ColumnScan(
+            kll_doubles_sketch(sketch_k),
+            at_most_edges=np.zeros(len(edges.get(c, ())), dtype=np.int64),
+        )
+        for c in numeric
+    }
+    limits = {c: np.asarray(edges.get(c, ()), dtype=np.float64) for c in numeric}
+    if not numeric:
+        return TableScan(dataset.count_rows(), dataset.schema, scans)
+    rows = 0
+    batches = dataset.to_batches(
+        columns=numeric,
+        batch_size=_BATCH_ROWS,
+        batch_readahead=1,
+        fragment_readahead=1,
+        use_threads=False,
+    )
+    for batch in batches:
+        rows += batch.num_rows
+        for column in numeric:
+            found, scan = batch.column(column), scans[column]
+            # Nulls become NaN here: counted apart first, then both stay out of the
+            # sketch (KLL ignores NaN) and below no edge (NaN <= x is false).
+            values = pc.cast(found, pa.float64()).to_numpy(zero_copy_only=False, writable=True)
+            scan.nulls += found.null_count
+            scan.nans += int(np.count_nonzero(np.isnan(values))) - found.null_count
+            scan.sketch.update(values)
+            for j, edge in enumerate(limits[column]):
+                scan.at_most_edges[j] += np.count_nonzero(values <= edge)
+    # pyarrow's pool keeps what the read freed for the next read, a day away: hand it
+    # back so the idle reporter stays small.
+    pa.default_memory_pool().release_unused()
+    return TableScan(rows, dataset.schema, scans)
