@@ -27,6 +27,7 @@ from typing import Any
 import faust
 from faust.worker import Worker
 
+from landfall.faust_consumer import RewindingTransport
 from landfall.shutdown import StopClock
 
 __all__ = ["GracefulStop", "InFlightApp", "SignalledWorker", "wait_forever"]
@@ -43,6 +44,10 @@ class InFlightApp(faust.App):
     """faust's app, waiting at a stop or a rebalance only for the event in flight."""
 
     in_flight = False  # set by the agent from taking an event until acknowledging it
+
+    def _new_transport(self) -> Any:
+        # Reads again what a rebalance dropped (landfall/faust_consumer.py).
+        return RewindingTransport(self.conf.broker_consumer, self)
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
         while self.in_flight:
