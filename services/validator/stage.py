@@ -38,7 +38,7 @@ from landfall.datasets import (
 )
 from landfall.errors import StageFailedError
 from landfall.lake import LakePath
-from landfall.stage import schema_fingerprint, spark_job_group
+from landfall.stage import schema_fingerprint, spark_job_group, write_parquet
 
 __all__ = [
     "REASONS_COLUMN",
@@ -419,7 +419,7 @@ def validate_partition(
         if not breaches:
             # A second pass over the landed data, cheaper than caching every row
             # (measured: caching cost more than it saved; see bench/README.md).
-            valid_rows.write.mode("overwrite").parquet(str(valid_path))
+            write_parquet(valid_rows, valid_path)
         profile = _profile(figures, dataset, landed)
         return ValidationResult(
             rows_landed=landed,

@@ -72,6 +72,29 @@ def test_expressions_are_computed_and_keyed_by_id(spark, validated: Path, tmp_pa
     }
 
 
+def test_floating_point_columns_are_written_without_a_dictionary(spark, tmp_path: Path) -> None:
+    # Computed values rarely repeat: parquet's dictionary attempt on them is wasted work
+    # (landfall/stage.py write_parquet). Other columns keep it where it pays: here both
+    # columns repeat two values, so only the setting tells them apart.
+    import pyarrow.parquet as pq
+
+    from landfall.stage import write_parquet
+
+    frame = spark.createDataFrame(
+        [(float(i % 2), "red" if i % 2 else "blue") for i in range(2000)], "x double, c string"
+    ).coalesce(1)
+    write_parquet(frame, tmp_path / "out")
+    (file,) = (tmp_path / "out").glob("*.parquet")
+    group = pq.ParquetFile(file).metadata.row_group(0)
+    encodings = {
+        group.column(i).path_in_schema: set(group.column(i).encodings)
+        for i in range(group.num_columns)
+    }
+    dictionary = {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}
+    assert not encodings["x"] & dictionary, encodings
+    assert encodings["c"] & dictionary, encodings
+
+
 def test_bucketize(spark, validated: Path, tmp_path: Path) -> None:
     dataset = _dataset([{"name": "xb", "kind": "bucketize", "column": "x", "splits": [2, 5]}])
     rows, _ = _features(spark, dataset, validated, tmp_path / "f")
