@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +124,7 @@ def _values_fit(kind: str, values: list[Any]) -> bool:
     return kind in _NUMERIC and numbers
 
 
-def _rule_refusal(rule: RuleSpec, index: int, types: dict[str, str]) -> StageFailedError | None:
+def _rule_refusal(rule: RuleSpec, index: int, types: Mapping[str, str]) -> StageFailedError | None:
     what = f"rule {rule.name!r}"
     if isinstance(rule, ExpressionRule):
         return _refused(what, "only Spark evaluates a free expression", "rules", index, "expr")
@@ -221,7 +222,7 @@ def _rule_check(rule: RuleSpec, repeated: pa.Table | None) -> ArrowCheck:
 
 
 def _repeated_keys(
-    table: pads.Dataset, rule: UniqueRule, types: dict[str, tuple[str, str]]
+    table: pads.Dataset, rule: UniqueRule, types: Mapping[str, tuple[str, str]]
 ) -> pa.Table:
     """The keys found more than once (keys with a null part never count), typed."""
     landed = table.to_table(columns=list(rule.columns))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,7 +18,11 @@ from pydantic import TypeAdapter
 from landfall.config import DatasetConfig, ValidationSettings
 from landfall.demo import DEMO_CONFIG, DEMO_DATASET
 from landfall.errors import StageFailedError
+from landfall.lake import Lake
+from landfall.object_store import lake_store_settings
 from services.validator.stage import REASONS_COLUMN, ValidationResult, validate_partition
+from tests.conftest import settings_for
+from tests.object_store import S3Store
 
 NAN = float("nan")
 # (id, amount, count, label, score, flag, day, code, ratio, surprise)
@@ -107,7 +111,10 @@ def land(directory: Path) -> Path:
     return directory
 
 
-def run(spark, config: DatasetConfig, raw: Path, out: Path, engine: str) -> ValidationResult:
+Engine = Literal["auto", "arrow", "spark"]
+
+
+def run(spark, config: DatasetConfig, raw: Path, out: Path, engine: Engine) -> ValidationResult:
     return validate_partition(
         spark, config, raw, out / "valid", out / "quarantine",
         settings=ValidationSettings(engine=engine, batch_rows=2),
@@ -236,3 +243,28 @@ def test_the_arrow_engine_names_what_it_cannot_validate(spark, tmp_path: Path) -
     lookahead = [{"name": "ahead", "kind": "regex", "column": "label", "pattern": "^(?=r)"}]
     with pytest.raises(StageFailedError, match="'ahead'.*does not compile as RE2"):
         run(spark, dataset(rules=lookahead), raw, tmp_path, "arrow")
+
+
+def test_the_arrow_engine_validates_a_partition_on_the_object_store(
+    spark, s3_endpoint: S3Store, s3_bucket: str, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        tmp_path, LANDFALL_LAKE_ROOT=f"s3a://{s3_bucket}/lake", **s3_endpoint.environ()
+    )
+    lake = Lake.from_settings(settings)
+    store = lake_store_settings(settings.lake_uri, settings.object_store, settings.hdfs)
+    local = land(tmp_path / "raw")
+    raw = lake.path("things/raw/p1")
+    for part in sorted(local.iterdir()):
+        (raw / part.name).write_bytes(part.read_bytes())
+    config = dataset(thresholds={"max_invalid_fraction": 0.25})
+    by_arrow = validate_partition(
+        spark, config, raw, lake.path("things/valid"), lake.path("things/quarantine"),
+        settings=ValidationSettings(engine="arrow"), store=store,
+    )  # fmt: skip
+    by_spark = run(spark, config, local, tmp_path / "spark", "spark")
+
+    assert (by_arrow.rows(), by_arrow.breaches) == (by_spark.rows(), by_spark.breaches)
+    assert not lake.path("things/valid").exists()  # over the threshold: no valid rows
+    quarantined = spark.read.parquet(str(lake.path("things/quarantine")))
+    assert quarantined.count() == by_spark.rows_quarantined
