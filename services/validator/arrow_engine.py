@@ -175,6 +175,10 @@ def arrow_refusal(
     """
     if data_format != "parquet" or schema is None:
         return _refused("the partition", f"its format is {data_format}, not parquet", "format")
+    unseen = [name for name in landed_types if name not in schema.names]
+    if unseen:  # e.g. a column Spark's partition discovery made of a folder name
+        why = f"Spark sees column {unseen[0]!r}, which its files do not hold"
+        return _refused("the partition", why, "format")
     refusal = _column_refusal(dataset, landed_types, schema)
     if refusal is not None:
         return refusal
