@@ -419,6 +419,26 @@ def _validate_with_spark(
     return figures, {c.name: c.severity for c in checks}, valid_rows
 
 
+def _settle_valid_rows(
+    spark: SparkSession,
+    valid_rows: DataFrame | None,
+    valid_path: LakePath | Path,
+    breached: bool,
+    store: StoreSettings | None,
+) -> str:
+    """Valid rows kept unless a threshold broke; their schema's fingerprint either way."""
+    if valid_rows is None:  # the arrow engine wrote them: their footers say the schema
+        valid_schema = schema_fingerprint(spark.read.parquet(str(valid_path)))
+        if breached:
+            remove_folder(valid_path, store)
+        return valid_schema
+    if not breached:
+        # A second pass over the landed data, cheaper than caching every row
+        # (measured: caching cost more than it saved; see bench/README.md).
+        valid_rows.write.mode("overwrite").parquet(str(valid_path))
+    return schema_fingerprint(valid_rows)
+
+
 def validate_partition(
     spark: SparkSession,
     dataset: DatasetConfig,
@@ -442,8 +462,7 @@ def validate_partition(
     data_format = data_format or dataset.format
     with spark_job_group(spark, "validate") as jobs:
         raw = read_raw_partition(spark, raw_path, data_format, name=raw_name)
-        declared = [c.name for c in dataset.columns]
-        extras = [c for c in raw.columns if c not in declared]
+        extras = [c for c in raw.columns if c not in {d.name for d in dataset.columns}]
         _typed_columns(raw, dataset, raw_name)  # schema drift fails either engine alike
         landed_types = _landed_types(raw)
         if arrow_can_validate(dataset, raw_path, data_format, landed_types, settings, store):
@@ -459,16 +478,7 @@ def validate_partition(
         landed, valid = int(figures["landed"]), int(figures["valid"])
         failures = {name: int(figures[f"c{i}"]) for i, name in enumerate(severities)}
         breaches, details = _breaches(dataset, landed, landed - valid, failures, severities)
-        if valid_rows is None:  # the arrow engine wrote them: their footers say the schema
-            valid_schema = schema_fingerprint(spark.read.parquet(str(valid_path)))
-            if breaches:
-                remove_folder(valid_path, store)
-        else:
-            if not breaches:
-                # A second pass over the landed data, cheaper than caching every row
-                # (measured: caching cost more than it saved; see bench/README.md).
-                valid_rows.write.mode("overwrite").parquet(str(valid_path))
-            valid_schema = schema_fingerprint(valid_rows)
+        valid_schema = _settle_valid_rows(spark, valid_rows, valid_path, bool(breaches), store)
         profile = _profile(figures, dataset, landed)
         return ValidationResult(
             rows_landed=landed,
@@ -477,10 +487,7 @@ def validate_partition(
             rows_warned=int(figures["warned"]),
             failures_by_rule=failures,
             severities=severities,
-            null_fraction={
-                name: (entry["nulls"] / landed if landed else 0.0)
-                for name, entry in profile.items()
-            },
+            null_fraction={n: (e["nulls"] / landed if landed else 0.0) for n, e in profile.items()},
             profile=profile,
             extra_columns=extras,
             valid_schema=valid_schema,
