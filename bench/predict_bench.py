@@ -242,7 +242,7 @@ def child_stage(
         "scoring": settings.scoring.model_dump(),
     }
     if engine == "arrow":
-        from services.predictor.arrow_tasks import plan_tasks
+        from landfall.arrow_io import plan_tasks
 
         tasks, _ = plan_tasks(
             str(features_dir(workdir, PARTITION).resolve()),

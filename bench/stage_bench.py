@@ -8,6 +8,8 @@ deliberately bad rows) as parquet, then times on one local Spark session:
 - landfall's validation stage (every rule's failures, the profile, both writes) against
   the naive baseline: one Spark action per rule to count its failures, then the same
   two writes (what a hand-written validator usually does);
+- the validation stage's two engines against each other (``validation.engine``: arrow
+  and spark) on the same rules less the free expression, which only Spark evaluates;
 - landfall's featurization stage against a hand-written PySpark ``select`` of the same
   expressions (the floor: what the stage costs beyond Spark itself).
 
@@ -31,7 +33,7 @@ from pydantic import TypeAdapter
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from landfall.config import DatasetConfig, SparkSettings
+from landfall.config import DatasetConfig, SparkSettings, ValidationSettings
 from landfall.spark import create_spark_session
 from landfall.stage import spark_job_group
 from services.featurizer.stage import featurize_partition
@@ -131,17 +133,32 @@ def timed(spark: SparkSession, work: Callable[[], Any]) -> tuple[float, int]:
     return seconds, getattr(result, "spark_jobs", None) or jobs()
 
 
+def _validate_with(
+    spark: SparkSession, dataset: DatasetConfig, raw: Path, out: Path, engine: str
+) -> Any:
+    settings = ValidationSettings.model_validate({"engine": engine})
+    return validate_partition(
+        spark, dataset, raw, out / "valid", out / "quarantine", settings=settings
+    )
+
+
 def bench_size(spark: SparkSession, dataset: DatasetConfig, rows: int) -> list[str]:
-    """Both stages and both baselines on one synthetic partition: two table lines."""
+    """Both stages, both baselines and both validation engines: three table lines."""
     work = Path(tempfile.mkdtemp(prefix="landfall-bench-"))
     try:
         land(spark, rows, work / "raw")
         spark.read.parquet(str(work / "raw")).count()  # the file cache, for both sides
         v_s, v_jobs = timed(
-            spark,
-            lambda: validate_partition(
-                spark, dataset, work / "raw", work / "valid", work / "quarantine"
-            ),
+            spark, lambda: _validate_with(spark, dataset, work / "raw", work, "spark")
+        )
+        arrowable = dataset.model_copy(
+            update={"rules": [r for r in dataset.rules if r.kind != "expression"]}
+        )
+        a_s, a_jobs = timed(
+            spark, lambda: _validate_with(spark, arrowable, work / "raw", work / "arrow", "arrow")
+        )
+        s_s, s_jobs = timed(
+            spark, lambda: _validate_with(spark, arrowable, work / "raw", work / "spark", "spark")
         )
         n_s, n_jobs = timed(
             spark, lambda: naive_validate(spark, dataset, work / "raw", work / "naive")
@@ -155,6 +172,8 @@ def bench_size(spark: SparkSession, dataset: DatasetConfig, rows: int) -> list[s
     return [
         f"| {rows:,} | validation | {v_s:.1f} | {rows / v_s:,.0f} | {v_jobs} | "
         f"one action per rule | {n_s:.1f} | {n_jobs} | {v_s / n_s:.2f} |",
+        f"| {rows:,} | validation, arrow engine | {a_s:.1f} | {rows / a_s:,.0f} | {a_jobs} | "
+        f"spark engine, same rules | {s_s:.1f} | {s_jobs} | {a_s / s_s:.2f} |",
         f"| {rows:,} | features | {f_s:.1f} | {rows / f_s:,.0f} | {f_jobs} | "
         f"hand-written select | {p_s:.1f} | {p_jobs} | {f_s / p_s:.2f} |",
     ]
@@ -180,7 +199,7 @@ def main() -> None:
     bench_size(spark, dataset, 200_000)
     for rows in args.rows:
         lines += bench_size(spark, dataset, rows)
-        print(*lines[-2:], sep="\n", flush=True)
+        print(*lines[-3:], sep="\n", flush=True)
     print("\n".join(lines))
     spark.stop()
 

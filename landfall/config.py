@@ -61,6 +61,7 @@ from landfall.config_sections import (
     SparkSettings,
     SupervisionSettings,
     TelemetrySettings,
+    ValidationSettings,
 )
 from landfall.config_sources import (
     ENV_PREFIX,
@@ -104,6 +105,7 @@ __all__ = [
     "TelemetrySettings",
     "TopicSettings",
     "Topics",
+    "ValidationSettings",
     "load_settings",
 ]
 
@@ -140,6 +142,7 @@ class Settings(BaseSettings):
     supervision: SupervisionSettings = SupervisionSettings()
     reporting: ReportingSettings = ReportingSettings()
     scoring: ScoringSettings = ScoringSettings()
+    validation: ValidationSettings = ValidationSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     api: ApiSettings = ApiSettings()
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)

@@ -365,3 +365,21 @@ class ScoringSettings(Frozen):
     # BLAS/OpenMP threads the model may use inside each task (a task already has a core
     # of its own); None leaves the libraries' own defaults.
     model_threads: int | None = Field(default=1, ge=1)
+
+
+class ValidationSettings(Frozen):
+    """How the validator checks a landed partition.
+
+    ``arrow`` runs the checks as Arrow-native Python tasks on the Spark cluster (as the
+    predictor's arrow engine scores): each task reads its share of the partition's row
+    groups with pyarrow and writes its own valid and quarantine part files.
+    ``spark`` runs them as Spark DataFrame jobs, the only engine for CSV or JSON input,
+    free ``expression`` rules and casts the arrow engine does not implement. ``auto``
+    (the default) uses ``arrow`` whenever the dataset allows it, else ``spark``.
+    """
+
+    engine: Literal["auto", "arrow", "spark"] = "auto"
+    # A task checks at most this many rows; there are at least as many tasks as cores.
+    rows_per_task: int = Field(default=8_000_000, ge=1)
+    # Rows checked per record batch, and rows per row group of the part files.
+    batch_rows: int = Field(default=131_072, ge=1)

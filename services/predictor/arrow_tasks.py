@@ -1,7 +1,7 @@
 """Scoring as Arrow-native Spark tasks: the predictor's default engine.
 
 Spark schedules the work and pyarrow moves the data. The driver splits the feature
-table's row groups into a few balanced tasks (:func:`plan_tasks`); each task, in a
+table's row groups into a few balanced tasks (``landfall.arrow_io.plan_tasks``); each task, in a
 Spark Python worker, reads its row groups with pyarrow, scores them batch by batch with
 the same per-batch code the spark_udf engine runs (``scorer.score_frame``) and writes
 its own part file. Rows never pass through Spark's row format: reading, scoring and
@@ -15,9 +15,6 @@ attempt never leaves a partial file where readers look.
 
 from __future__ import annotations
 
-import ctypes
-import math
-import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,23 +22,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-from pyarrow import fs as pafs
 
 if TYPE_CHECKING:
     from landfall.object_store import StoreSettings
 
+from landfall.arrow_io import ArrowTask, arrow_location, hidden_part, release_unused_memory
 from services.predictor.scorer import PREDICTION_COLUMN, ScorerPlan, load_for_scoring, score_frame
 
 __all__ = [
     "ModelShipment",
-    "ScoringTask",
     "TaskOutcome",
     "arrow_type",
     "output_schema",
-    "plan_tasks",
-    "release_unused_memory",
     "run_task",
 ]
 
@@ -80,103 +73,12 @@ class ModelShipment:
 
 
 @dataclass(frozen=True)
-class ScoringTask:
-    """One task's share of the feature table: whole row groups of one or more files."""
-
-    index: int
-    slices: tuple[tuple[str, tuple[int, ...]], ...]  # (file, row group indexes)
-    rows: int
-
-
-@dataclass(frozen=True)
 class TaskOutcome:
     """What a task reports back: rows written and the champion/challenger tallies."""
 
     rows: int
     compared: int = 0  # rows both models scored
     measure: float = 0.0  # classifiers: rows they agree on; regressors: sum of |difference|
-
-
-def _filesystem(location: str, store: StoreSettings | None = None) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and path for a local path or a lake URI (s3a://, hdfs://, ``store``)."""
-    from landfall.config import HdfsSettings, ObjectStoreSettings
-
-    if location.startswith(("s3a://", "s3://")) and isinstance(store, ObjectStoreSettings):
-        # The lake's own endpoint and credentials: pyarrow alone would ask AWS.
-        from landfall.object_store import arrow_filesystem
-
-        return arrow_filesystem(location, store)
-    if location.startswith("hdfs://"):
-        # WebHDFS: pyarrow's own HDFS filesystem would need libhdfs on every worker.
-        from landfall.object_store import arrow_filesystem
-
-        hdfs = store if isinstance(store, HdfsSettings) else None
-        return arrow_filesystem(location, ObjectStoreSettings(), hdfs)
-    if "://" in location:
-        return pafs.FileSystem.from_uri(location)
-    return pafs.LocalFileSystem(), location
-
-
-def plan_tasks(
-    features: str,
-    min_tasks: int,
-    rows_per_task: int,
-    store: StoreSettings | None = None,
-) -> tuple[list[ScoringTask], pa.Schema]:
-    """Split the table's row groups into contiguous tasks of about equal rows.
-
-    A multiple of ``min_tasks`` (the cluster's cores) when there are row groups
-    enough, and none over ``rows_per_task`` unless a single row group is. Files whose names start
-    with ``_`` or ``.`` (manifests, markers) are not data, as for Spark.
-    """
-    filesystem, path = _filesystem(features, store)
-    dataset = pads.dataset(path, format="parquet", filesystem=filesystem)
-    groups: list[tuple[str, int, int]] = []
-    for fragment in dataset.get_fragments():
-        metadata = fragment.metadata
-        location = fragment.path if "://" not in features else _uri(features, fragment.path)
-        groups += [
-            (location, i, metadata.row_group(i).num_rows) for i in range(metadata.num_row_groups)
-        ]
-    total = sum(rows for _, _, rows in groups)
-    if not groups or total == 0:
-        # Still one task: it writes the (empty) output file.
-        return [ScoringTask(0, (), 0)], dataset.schema
-    # Whole waves: with 2 cores, 3 tasks would take as long as 4.
-    waves = math.ceil(total / (max(min_tasks, 1) * rows_per_task))
-    count = min(len(groups), max(min_tasks, 1) * waves)
-    target = total / count
-    tasks: list[ScoringTask] = []
-    current: list[tuple[str, int, int]] = []
-    done = 0
-    for group in groups:
-        current.append(group)
-        done += group[2]
-        # Cut when this task reaches its share of the rows so far; the last takes the rest.
-        if done >= target * (len(tasks) + 1) and len(tasks) < count - 1:
-            tasks.append(_task(len(tasks), current))
-            current = []
-    if current:
-        tasks.append(_task(len(tasks), current))
-    return tasks, dataset.schema
-
-
-def _uri(root: str, path: str) -> str:
-    scheme, rest = root.split("://", 1)
-    if scheme == "hdfs":  # an absolute path on the NameNode the root names
-        return f"hdfs://{rest.split('/', 1)[0]}{path}"
-    return f"{scheme}://{path}"
-
-
-def _task(index: int, groups: list[tuple[str, int, int]]) -> ScoringTask:
-    slices: dict[str, list[int]] = {}
-    for location, group, _ in groups:
-        slices.setdefault(location, []).append(group)
-    return ScoringTask(
-        index=index,
-        slices=tuple((location, tuple(ids)) for location, ids in slices.items()),
-        rows=sum(rows for _, _, rows in groups),
-    )
 
 
 # The exact version on every row costs one dictionary entry per file, not a string per
@@ -267,7 +169,7 @@ def _thread_limit(threads: int | None) -> Any:
 
 
 def run_task(
-    task: ScoringTask,
+    task: ArrowTask,
     models: list[ModelShipment],
     schema: pa.Schema,
     *,
@@ -279,9 +181,8 @@ def run_task(
     store: StoreSettings | None = None,
 ) -> TaskOutcome:
     """Score one task's row groups with every model and write its part file."""
-    filesystem, directory = _filesystem(output, store)
-    final = f"{directory}/part-{task.index:05d}.parquet"
-    partial = f"{directory}/.part-{task.index:05d}-{uuid.uuid4().hex[:8]}.parquet"
+    filesystem, directory = arrow_location(output, store)
+    partial, final = hidden_part(directory, task.index)
     needed = [id_column, *dict.fromkeys(n for m in models for n, _ in m.inputs)]
     rows = compared = 0
     measure = 0.0
@@ -291,7 +192,7 @@ def run_task(
         writer = pq.ParquetWriter(sink, schema, compression=compression, store_schema=False)
         try:
             for location, groups in task.slices:
-                source_fs, path = _filesystem(location, store)
+                source_fs, path = arrow_location(location, store)
                 with source_fs.open_input_file(path) as handle:
                     batches = pq.ParquetFile(handle).iter_batches(
                         batch_size=batch_rows, row_groups=list(groups), columns=needed
@@ -318,29 +219,3 @@ def run_task(
             release_unused_memory()
     filesystem.move(partial, final)
     return TaskOutcome(rows=rows, compared=compared, measure=measure)
-
-
-def _glibc_trim() -> Any:
-    """glibc's ``malloc_trim``, or None where the C library is another (musl, macOS)."""
-    try:
-        return ctypes.CDLL(None).malloc_trim  # the symbols the process already loaded
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _glibc_trim()
-
-
-def release_unused_memory() -> None:
-    """Hand the memory a finished task freed back to the machine.
-
-    Spark keeps a Python worker alive between tasks (about a minute when idle), and both
-    allocators keep what a task freed for the next one: pyarrow's pool (mimalloc) and
-    glibc's heap (pandas, numpy, the model). Measured on one worker after scoring 564k
-    rows in 262,144-row batches: 499 MiB resident, 335 MiB after the pool's release,
-    322 MiB after the trim, against 278 MiB with the model loaded and nothing scored.
-    Both calls take milliseconds.
-    """
-    pa.default_memory_pool().release_unused()
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)

@@ -35,6 +35,7 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException, PythonException
 
+from landfall.arrow_io import location_of, plan_tasks
 from landfall.config import DatasetConfig, ScoringSettings
 from landfall.errors import StageFailedError
 from landfall.lake import LakePath
@@ -45,7 +46,6 @@ from services.predictor.arrow_tasks import (
     ModelShipment,
     TaskOutcome,
     output_schema,
-    plan_tasks,
     run_task,
 )
 from services.predictor.fit import widened_type
@@ -389,11 +389,6 @@ def score_partition(
 Scorers = list[tuple[str, Scorer, ModelInputs]]  # (column prefix, scorer, its inputs)
 
 
-def _location(path: LakePath | Path) -> str:
-    """Where pyarrow finds a folder: an absolute local path or an s3a:// URI."""
-    return str(path.absolute()) if isinstance(path, Path) else str(path)
-
-
 def _shown(path: LakePath | Path) -> str:
     # Lake-relative where known: errors travel into events, which name no server path.
     return path.rel if isinstance(path, LakePath) else str(path)
@@ -464,7 +459,7 @@ def _score_with_arrow_tasks(
         )
     context = spark.sparkContext
     tasks, table_schema = plan_tasks(
-        _location(features_path), context.defaultParallelism, scoring.rows_per_task, store
+        location_of(features_path), context.defaultParallelism, scoring.rows_per_task, store
     )
     schema = output_schema(table_schema.field(id_column), shipments)
     predictions_path.mkdir(parents=True, exist_ok=True)
@@ -474,7 +469,7 @@ def _score_with_arrow_tasks(
         models=shipments,
         schema=schema,
         id_column=id_column,
-        output=_location(predictions_path),
+        output=location_of(predictions_path),
         store=store,
         batch_rows=scoring.batch_rows,
         compression="none" if codec in ("none", "uncompressed") else codec,

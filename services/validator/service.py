@@ -6,6 +6,7 @@ from typing import Any
 
 from landfall.contracts import EventType
 from landfall.errors import StageFailedError
+from landfall.object_store import lake_store_settings
 from landfall.runner import Outgoing
 from landfall.stage import StageContext, StageService, Stopwatch
 from services.validator.stage import validate_partition
@@ -50,6 +51,11 @@ class ValidatorService(StageService):
                 quarantine.staging,
                 data_format=record.get("format"),
                 raw_name=lake.relative(raw_path),
+                settings=ctx.settings.validation,
+                # The arrow engine's tasks reach an object store or HDFS lake directly.
+                store=lake_store_settings(
+                    ctx.settings.lake_uri, ctx.settings.object_store, ctx.settings.hdfs
+                ),
             )
         # Quarantine first: once the valid rows are committed, downstream may start.
         # Over a threshold, the quarantine is still committed for people to inspect.

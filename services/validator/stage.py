@@ -10,6 +10,10 @@ column) is observed while the quarantine is written, so the figures cost no pass
 their own. If the batch breaks a threshold, nothing valid is
 written and the batch fails.
 
+Two engines do this (``validation.engine``): this module's Spark DataFrame jobs, and
+arrow_engine.py's Spark tasks that check the rows with pyarrow (parquet input and the
+rules and casts it implements; ``auto`` picks it whenever it can).
+
 Rules other than not-null pass on a missing value: a null is the not-null rule's
 business, so one gap is not counted twice. A free expression passes when it is null.
 """
@@ -26,7 +30,7 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, NumericType
 
-from landfall.config import DatasetConfig
+from landfall.config import DatasetConfig, ValidationSettings
 from landfall.datasets import (
     AllowedValuesRule,
     ExpressionRule,
@@ -38,7 +42,14 @@ from landfall.datasets import (
 )
 from landfall.errors import StageFailedError
 from landfall.lake import LakePath
+from landfall.object_store import StoreSettings
 from landfall.stage import schema_fingerprint, spark_job_group, write_parquet
+from services.validator.arrow_engine import (
+    arrow_can_validate,
+    implicit_checks,
+    remove_folder,
+    validate_with_arrow,
+)
 
 __all__ = [
     "REASONS_COLUMN",
@@ -83,6 +94,7 @@ class ValidationResult:
     spark_jobs: int
     breaches: list[str] = field(default_factory=list)  # empty: the batch passed
     breach_details: dict[str, str] = field(default_factory=dict)
+    engine: str = "spark"  # which engine validated: "spark" or "arrow"
 
     def rows(self) -> dict[str, int]:
         """The row counts a manifest records."""
@@ -148,7 +160,7 @@ def _typed_columns(raw: DataFrame, dataset: DatasetConfig, path: str) -> dict[st
             f"found {', '.join(raw.columns) or 'none'}",
             setting=("columns", first, "name"),
         )
-    landed_types = {f.name: f.dataType.simpleString() for f in raw.schema.fields}
+    landed_types = _landed_types(raw)
     typed = {}
     for index, column in enumerate(dataset.columns):
         cast = F.col(f"`{column.name}`").try_cast(column.type)
@@ -164,24 +176,26 @@ def _typed_columns(raw: DataFrame, dataset: DatasetConfig, path: str) -> dict[st
     return typed
 
 
+def _landed_types(raw: DataFrame) -> dict[str, str]:
+    return {f.name: f.dataType.simpleString() for f in raw.schema.fields}
+
+
 def _type_and_null_checks(raw: DataFrame, dataset: DatasetConfig) -> list[Check]:
-    landed_types = {f.name: f.dataType.simpleString() for f in raw.schema.fields}
+    landed_types = _landed_types(raw)
     checks = []
-    for column in dataset.columns:
-        landed, typed = F.col(f"`{_RAW}{column.name}`"), F.col(f"`{column.name}`")
-        if not column.nullable or column.name == dataset.id_column:
-            checks.append(Check(f"not_null:{column.name}", "error", landed.isNull()))
-        source = landed_types[column.name]
-        if column.type == "string" or source == column.type:
+    for implicit in implicit_checks(dataset, landed_types):
+        name = implicit.column
+        landed, typed = F.col(f"`{_RAW}{name}`"), F.col(f"`{name}`")
+        if implicit.kind == "not_null":
+            checks.append(Check(implicit.name, implicit.severity, landed.isNull()))
             continue
+        source = landed_types[name]
         lost = typed.isNull()
         if source != "string":
             # A cast between native types can lose information (1.5 as int is 1):
             # a value that does not survive the round trip is not of the declared type.
             lost = lost | (typed.cast(source) != landed)
-        checks.append(
-            Check(f"type:{column.name}:{column.type}", "error", landed.isNotNull() & lost)
-        )
+        checks.append(Check(implicit.name, implicit.severity, landed.isNotNull() & lost))
     return checks
 
 
@@ -389,6 +403,42 @@ def _write_quarantine(
     return dict(observation.get)
 
 
+def _validate_with_spark(
+    raw: DataFrame,
+    dataset: DatasetConfig,
+    raw_name: str,
+    extras: list[str],
+    quarantine_path: LakePath | Path,
+) -> tuple[dict[str, Any], dict[str, str], DataFrame]:
+    """The Spark engine: the quarantine written; figures, severities and the valid rows."""
+    declared = [c.name for c in dataset.columns]
+    annotated, checks = _checked(raw, dataset, raw_name, extras)
+    figures = _write_quarantine(annotated, checks, dataset, declared, extras, quarantine_path)
+    kept = extras if dataset.extra_columns == "keep" else []
+    valid_rows = annotated.filter(~F.col(_INVALID)).select(*declared, *kept)
+    return figures, {c.name: c.severity for c in checks}, valid_rows
+
+
+def _settle_valid_rows(
+    spark: SparkSession,
+    valid_rows: DataFrame | None,
+    valid_path: LakePath | Path,
+    breached: bool,
+    store: StoreSettings | None,
+) -> str:
+    """Valid rows kept unless a threshold broke; their schema's fingerprint either way."""
+    if valid_rows is None:  # the arrow engine wrote them: their footers say the schema
+        valid_schema = schema_fingerprint(spark.read.parquet(str(valid_path)))
+        if breached:
+            remove_folder(valid_path, store)
+        return valid_schema
+    if not breached:
+        # A second pass over the landed data, cheaper than caching every row
+        # (measured: caching cost more than it saved; see bench/README.md).
+        write_parquet(valid_rows, valid_path)
+    return schema_fingerprint(valid_rows)
+
+
 def validate_partition(
     spark: SparkSession,
     dataset: DatasetConfig,
@@ -398,28 +448,37 @@ def validate_partition(
     data_format: str | None = None,
     *,
     raw_name: str | None = None,
+    settings: ValidationSettings | None = None,
+    store: StoreSettings | None = None,
 ) -> ValidationResult:
     """Check a raw partition; write quarantined rows, and valid rows unless a threshold broke.
 
     ``raw_name`` names the raw partition in errors (its lake-relative path).
+    ``settings.engine`` picks the engine (arrow_engine.py says when arrow can);
+    ``store``: the object store's (or HDFS's) settings when the lake is in one.
     """
     raw_name = raw_name or str(raw_path)
+    settings = settings or ValidationSettings()
+    data_format = data_format or dataset.format
     with spark_job_group(spark, "validate") as jobs:
-        raw = read_raw_partition(spark, raw_path, data_format or dataset.format, name=raw_name)
-        declared = [c.name for c in dataset.columns]
-        extras = [c for c in raw.columns if c not in declared]
-        annotated, checks = _checked(raw, dataset, raw_name, extras)
-        severities = {c.name: c.severity for c in checks}
-        figures = _write_quarantine(annotated, checks, dataset, declared, extras, quarantine_path)
+        raw = read_raw_partition(spark, raw_path, data_format, name=raw_name)
+        extras = [c for c in raw.columns if c not in {d.name for d in dataset.columns}]
+        _typed_columns(raw, dataset, raw_name)  # schema drift fails either engine alike
+        landed_types = _landed_types(raw)
+        if arrow_can_validate(dataset, raw_path, data_format, landed_types, settings, store):
+            figures, severities = validate_with_arrow(
+                spark, dataset, raw_path, (valid_path, quarantine_path),
+                landed_types, extras, settings, store,
+            )  # fmt: skip
+            valid_rows = None
+        else:
+            figures, severities, valid_rows = _validate_with_spark(
+                raw, dataset, raw_name, extras, quarantine_path
+            )
         landed, valid = int(figures["landed"]), int(figures["valid"])
-        failures = {c.name: int(figures[f"c{i}"]) for i, c in enumerate(checks)}
+        failures = {name: int(figures[f"c{i}"]) for i, name in enumerate(severities)}
         breaches, details = _breaches(dataset, landed, landed - valid, failures, severities)
-        kept = extras if dataset.extra_columns == "keep" else []
-        valid_rows = annotated.filter(~F.col(_INVALID)).select(*declared, *kept)
-        if not breaches:
-            # A second pass over the landed data, cheaper than caching every row
-            # (measured: caching cost more than it saved; see bench/README.md).
-            write_parquet(valid_rows, valid_path)
+        valid_schema = _settle_valid_rows(spark, valid_rows, valid_path, bool(breaches), store)
         profile = _profile(figures, dataset, landed)
         return ValidationResult(
             rows_landed=landed,
@@ -428,14 +487,12 @@ def validate_partition(
             rows_warned=int(figures["warned"]),
             failures_by_rule=failures,
             severities=severities,
-            null_fraction={
-                name: (entry["nulls"] / landed if landed else 0.0)
-                for name, entry in profile.items()
-            },
+            null_fraction={n: (e["nulls"] / landed if landed else 0.0) for n, e in profile.items()},
             profile=profile,
             extra_columns=extras,
-            valid_schema=schema_fingerprint(valid_rows),
+            valid_schema=valid_schema,
             spark_jobs=jobs(),
             breaches=breaches,
             breach_details=details,
+            engine="spark" if valid_rows is not None else "arrow",
         )

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.predictor.arrow_tasks import plan_tasks
+from landfall.arrow_io import plan_tasks
 
 
 def _table(directory: Path, files: list[int], row_group: int) -> None:
@@ -73,7 +73,7 @@ def test_an_empty_table_still_gets_one_task_to_write_its_empty_file(tmp_path: Pa
 # and back, all dropped; then the worker's release. Prints resident MiB at each point.
 _TASK_THEN_RELEASE = """
 import numpy as np, pyarrow as pa
-from services.predictor.arrow_tasks import release_unused_memory
+from landfall.arrow_io import release_unused_memory
 def rss():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) >> 10
 base = rss()

@@ -1,0 +1,166 @@
+"""Spark tasks that move a parquet table with pyarrow: what every arrow engine shares.
+
+The predictor scores and the validator checks a table the same way: the driver splits
+the table's row groups into a few balanced tasks (:func:`plan_tasks`), Spark schedules
+them (``parallelize(tasks).map(...)``), and each task, in a Spark Python worker, reads
+its row groups with pyarrow from wherever the lake lives (:func:`arrow_location`: a
+local folder, an S3-compatible store, HDFS through WebHDFS) and writes its own part
+file, under a hidden name first (:func:`hidden_part`) so a retried or speculative
+attempt never leaves a partial file where readers look.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+from pyarrow import fs as pafs
+
+if TYPE_CHECKING:
+    from landfall.lake import LakePath
+    from landfall.object_store import StoreSettings
+
+__all__ = [
+    "ArrowTask",
+    "arrow_location",
+    "hidden_part",
+    "location_of",
+    "plan_tasks",
+    "release_unused_memory",
+]
+
+
+@dataclass(frozen=True)
+class ArrowTask:
+    """One task's share of a parquet table: whole row groups of one or more files."""
+
+    index: int
+    slices: tuple[tuple[str, tuple[int, ...]], ...]  # (file, row group indexes)
+    rows: int
+
+
+def arrow_location(
+    location: str, store: StoreSettings | None = None
+) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and path for a local path or a lake URI (s3a://, hdfs://, ``store``)."""
+    from landfall.config import HdfsSettings, ObjectStoreSettings
+
+    if location.startswith(("s3a://", "s3://")) and isinstance(store, ObjectStoreSettings):
+        # The lake's own endpoint and credentials: pyarrow alone would ask AWS.
+        from landfall.object_store import arrow_filesystem
+
+        return arrow_filesystem(location, store)
+    if location.startswith("hdfs://"):
+        # WebHDFS: pyarrow's own HDFS filesystem would need libhdfs on every worker.
+        from landfall.object_store import arrow_filesystem
+
+        hdfs = store if isinstance(store, HdfsSettings) else None
+        return arrow_filesystem(location, ObjectStoreSettings(), hdfs)
+    if "://" in location:
+        return pafs.FileSystem.from_uri(location)
+    return pafs.LocalFileSystem(), location
+
+
+def plan_tasks(
+    table: str,
+    min_tasks: int,
+    rows_per_task: int,
+    store: StoreSettings | None = None,
+) -> tuple[list[ArrowTask], pa.Schema]:
+    """Split the table's row groups into contiguous tasks of about equal rows.
+
+    A multiple of ``min_tasks`` (the cluster's cores) when there are row groups
+    enough, and none over ``rows_per_task`` unless a single row group is. Files whose names start
+    with ``_`` or ``.`` (manifests, markers) are not data, as for Spark.
+    """
+    filesystem, path = arrow_location(table, store)
+    dataset = pads.dataset(path, format="parquet", filesystem=filesystem)
+    groups: list[tuple[str, int, int]] = []
+    for fragment in dataset.get_fragments():
+        metadata = fragment.metadata
+        location = fragment.path if "://" not in table else _uri(table, fragment.path)
+        groups += [
+            (location, i, metadata.row_group(i).num_rows) for i in range(metadata.num_row_groups)
+        ]
+    total = sum(rows for _, _, rows in groups)
+    if not groups or total == 0:
+        # Still one task: it writes the (empty) output file.
+        return [ArrowTask(0, (), 0)], dataset.schema
+    # Whole waves: with 2 cores, 3 tasks would take as long as 4.
+    waves = math.ceil(total / (max(min_tasks, 1) * rows_per_task))
+    count = min(len(groups), max(min_tasks, 1) * waves)
+    target = total / count
+    tasks: list[ArrowTask] = []
+    current: list[tuple[str, int, int]] = []
+    done = 0
+    for group in groups:
+        current.append(group)
+        done += group[2]
+        # Cut when this task reaches its share of the rows so far; the last takes the rest.
+        if done >= target * (len(tasks) + 1) and len(tasks) < count - 1:
+            tasks.append(_task(len(tasks), current))
+            current = []
+    if current:
+        tasks.append(_task(len(tasks), current))
+    return tasks, dataset.schema
+
+
+def _uri(root: str, path: str) -> str:
+    scheme, rest = root.split("://", 1)
+    if scheme == "hdfs":  # an absolute path on the NameNode the root names
+        return f"hdfs://{rest.split('/', 1)[0]}{path}"
+    return f"{scheme}://{path}"
+
+
+def _task(index: int, groups: list[tuple[str, int, int]]) -> ArrowTask:
+    slices: dict[str, list[int]] = {}
+    for location, group, _ in groups:
+        slices.setdefault(location, []).append(group)
+    return ArrowTask(
+        index=index,
+        slices=tuple((location, tuple(ids)) for location, ids in slices.items()),
+        rows=sum(rows for _, _, rows in groups),
+    )
+
+
+def location_of(path: LakePath | Path) -> str:
+    """Where pyarrow finds a folder: an absolute local path or a lake URI (s3a://...)."""
+    return str(path.absolute()) if isinstance(path, Path) else str(path)
+
+
+def hidden_part(directory: str, index: int) -> tuple[str, str]:
+    """A task's part file: the hidden name it is written under, and its final name."""
+    final = f"{directory}/part-{index:05d}.parquet"
+    return f"{directory}/.part-{index:05d}-{uuid.uuid4().hex[:8]}.parquet", final
+
+
+def _glibc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None where the C library is another (musl, macOS)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim  # the symbols the process already loaded
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _glibc_trim()
+
+
+def release_unused_memory() -> None:
+    """Hand the memory a finished task freed back to the machine.
+
+    Spark keeps a Python worker alive between tasks (about a minute when idle), and both
+    allocators keep what a task freed for the next one: pyarrow's pool (mimalloc) and
+    glibc's heap (pandas, numpy, the model). Measured on one worker after scoring 564k
+    rows in 262,144-row batches: 499 MiB resident, 335 MiB after the pool's release,
+    322 MiB after the trim, against 278 MiB with the model loaded and nothing scored.
+    Both calls take milliseconds.
+    """
+    pa.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
