@@ -151,6 +151,7 @@ def child_seed(workdir: Path, partition: str, repeat: int, conf: dict[str, str])
     """The seed's way: Spark validation and features, toPandas, predict, createDataFrame, join."""
     from pyspark.sql import functions as F
 
+    from landfall.config import ValidationSettings
     from landfall.spark import create_spark_session
     from services.featurizer.stage import featurize_partition
     from services.predictor.scorer import score_frame
@@ -167,9 +168,11 @@ def child_seed(workdir: Path, partition: str, repeat: int, conf: dict[str, str])
         out = way_dir(workdir, "seed", name)
         shutil.rmtree(out, ignore_errors=True)
         clock = time.perf_counter()
+        # The seed validated with Spark DataFrame jobs; landfall's arrow engine is not its.
         validate_partition(
-            spark, dataset, raw_dir(workdir, name), out / "validated", out / "quarantine"
-        )
+            spark, dataset, raw_dir(workdir, name), out / "validated", out / "quarantine",
+            settings=ValidationSettings(engine="spark"),
+        )  # fmt: skip
         validated = time.perf_counter()
         featurize_partition(spark, dataset, out / "validated", out / "features")
         featurized = time.perf_counter()
