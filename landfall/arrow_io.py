@@ -11,15 +11,18 @@ attempt never leaves a partial file where readers look.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 if TYPE_CHECKING:
@@ -31,6 +34,7 @@ __all__ = [
     "arrow_location",
     "hidden_part",
     "location_of",
+    "part_file",
     "plan_tasks",
     "release_unused_memory",
 ]
@@ -138,6 +142,41 @@ def hidden_part(directory: str, index: int) -> tuple[str, str]:
     """A task's part file: the hidden name it is written under, and its final name."""
     final = f"{directory}/part-{index:05d}.parquet"
     return f"{directory}/.part-{index:05d}-{uuid.uuid4().hex[:8]}.parquet", final
+
+
+@contextlib.contextmanager
+def part_file(
+    directory: str,
+    index: int,
+    schema: pa.Schema,
+    compression: str,
+    store: StoreSettings | None = None,
+) -> Iterator[pq.ParquetWriter]:
+    """A writer of task ``index``'s part file in ``directory`` (a local path or lake URI).
+
+    The file is written under its hidden name and moved into place when the block ends
+    without error; after an error the hidden file is deleted (a retry writes its own).
+    Floating-point columns are written without parquet's dictionary, as
+    landfall.stage.write_parquet writes them.
+    """
+    filesystem, folder = arrow_location(directory, store)
+    partial, final = hidden_part(folder, index)
+    dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
+    try:
+        with filesystem.open_output_stream(partial) as sink:
+            # Spark reads the files; pyarrow's own schema copy would only disagree with it.
+            writer = pq.ParquetWriter(
+                sink, schema, compression=compression, store_schema=False, use_dictionary=dictionary
+            )
+            try:
+                yield writer
+            finally:
+                writer.close()  # before the sink closes
+    except BaseException:
+        with contextlib.suppress(OSError):
+            filesystem.delete_file(partial)
+        raise
+    filesystem.move(partial, final)
 
 
 def _glibc_trim() -> Any:

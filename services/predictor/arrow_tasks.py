@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 if TYPE_CHECKING:
     from landfall.object_store import StoreSettings
 
-from landfall.arrow_io import ArrowTask, arrow_location, hidden_part, release_unused_memory
+from landfall.arrow_io import ArrowTask, arrow_location, part_file, release_unused_memory
 from services.predictor.scorer import PREDICTION_COLUMN, ScorerPlan, load_for_scoring, score_frame
 
 __all__ = [
@@ -181,15 +181,14 @@ def run_task(
     store: StoreSettings | None = None,
 ) -> TaskOutcome:
     """Score one task's row groups with every model and write its part file."""
-    filesystem, directory = arrow_location(output, store)
-    partial, final = hidden_part(directory, task.index)
     needed = [id_column, *dict.fromkeys(n for m in models for n, _ in m.inputs)]
     rows = compared = 0
     measure = 0.0
     kind = ScorerPlan.from_config(models[0].plan).kind
-    with _thread_limit(model_threads), filesystem.open_output_stream(partial) as sink:
-        # Spark reads the files; pyarrow's own schema copy would only disagree with it.
-        writer = pq.ParquetWriter(sink, schema, compression=compression, store_schema=False)
+    with (
+        _thread_limit(model_threads),
+        part_file(output, task.index, schema, compression, store) as writer,
+    ):
         try:
             for location, groups in task.slices:
                 source_fs, path = arrow_location(location, store)
@@ -215,7 +214,5 @@ def run_task(
                         writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
                         rows += batch.num_rows
         finally:
-            writer.close()
             release_unused_memory()
-    filesystem.move(partial, final)
     return TaskOutcome(rows=rows, compared=compared, measure=measure)

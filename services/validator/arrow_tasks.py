@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasketches import hll_sketch
 
-from landfall.arrow_io import ArrowTask, arrow_location, hidden_part, release_unused_memory
+from landfall.arrow_io import ArrowTask, arrow_location, part_file, release_unused_memory
 
 if TYPE_CHECKING:
     from landfall.object_store import StoreSettings
@@ -346,26 +346,12 @@ def run_task(task: ArrowTask, plan: ArrowPlan, store: StoreSettings | None = Non
     )
     sketches = [hll_sketch(SKETCH_LG_K) for _ in plan.declared]
     schemas = _schemas(plan, plan.landed_schema)
-    moves = []
     with ExitStack() as stack:
-        writers = []
-        for directory, schema in zip((plan.valid_dir, plan.quarantine_dir), schemas, strict=True):
-            filesystem, folder = arrow_location(directory, store)
-            partial, final = hidden_part(folder, task.index)
-            sink = stack.enter_context(filesystem.open_output_stream(partial))
-            # Spark reads the files; pyarrow's own schema copy would only disagree with it.
-            # No dictionary for floating-point columns, as landfall.stage.write_parquet.
-            dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
-            writer = pq.ParquetWriter(
-                sink,
-                schema,
-                compression=plan.compression,
-                store_schema=False,
-                use_dictionary=dictionary,
-            )
-            stack.callback(writer.close)  # runs before the sink closes
-            writers.append(writer)
-            moves.append((filesystem, partial, final))
+        directories = (plan.valid_dir, plan.quarantine_dir)
+        writers = [
+            stack.enter_context(part_file(directory, task.index, schema, plan.compression, store))
+            for directory, schema in zip(directories, schemas, strict=True)
+        ]
         stack.callback(release_unused_memory)
         for location, groups in task.slices:
             source_fs, path = arrow_location(location, store)
@@ -378,8 +364,6 @@ def run_task(task: ArrowTask, plan: ArrowPlan, store: StoreSettings | None = Non
                     valid, quarantined = _check_batch(plan, batch, figures, sketches, schemas)
                     writers[0].write_batch(valid)
                     writers[1].write_batch(quarantined)
-    for filesystem, partial, final in moves:
-        filesystem.move(partial, final)
     for column, sketch in zip(figures.columns, sketches, strict=True):
         column.sketch = sketch.serialize_compact()
     return figures
