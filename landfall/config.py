@@ -50,6 +50,7 @@ from landfall.config_sections import (
     SPARK_SERVICE_NAMES,
     ApiSettings,
     ApiToken,
+    FeaturizationSettings,
     HdfsSettings,
     MlflowSettings,
     ObjectStoreSettings,
@@ -82,6 +83,7 @@ __all__ = [
     "DatasetConfig",
     "ENV_PREFIX",
     "FeatureSpec",
+    "FeaturizationSettings",
     "GateRule",
     "HdfsSettings",
     "KafkaSecurity",
@@ -143,6 +145,7 @@ class Settings(BaseSettings):
     reporting: ReportingSettings = ReportingSettings()
     scoring: ScoringSettings = ScoringSettings()
     validation: ValidationSettings = ValidationSettings()
+    featurization: FeaturizationSettings = FeaturizationSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     api: ApiSettings = ApiSettings()
     datasets: dict[str, DatasetConfig] = Field(default_factory=dict)

@@ -367,6 +367,25 @@ class ScoringSettings(Frozen):
     model_threads: int | None = Field(default=1, ge=1)
 
 
+class FeaturizationSettings(Frozen):
+    """How the featurizer computes and writes a partition's features.
+
+    ``arrow`` computes them in Arrow-native Python tasks on the Spark cluster, each
+    writing its own part file with pyarrow (Spark's parquet writer was three quarters
+    of the stage); it takes landfall's own feature kinds and expressions of double
+    arithmetic (services/featurizer/arrow_engine.py says exactly which). ``spark``
+    computes them in one Spark query, the only engine for date parts, reference joins
+    and every other expression. ``auto`` (the default) uses ``arrow`` whenever every
+    feature allows it, else ``spark``.
+    """
+
+    engine: Literal["auto", "arrow", "spark"] = "auto"
+    # A task computes at most this many rows; there are at least as many tasks as cores.
+    rows_per_task: int = Field(default=8_000_000, ge=1)
+    # Rows computed per record batch, and rows per row group of the feature files.
+    batch_rows: int = Field(default=131_072, ge=1)
+
+
 class ValidationSettings(Frozen):
     """How the validator checks a landed partition.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from landfall.contracts import EventType
+from landfall.object_store import lake_store_settings
 from landfall.runner import Outgoing
 from landfall.stage import StageContext, StageService, Stopwatch
 from services.featurizer.stage import featurize_partition
@@ -45,6 +46,11 @@ class FeaturizerService(StageService):
                 output.staging,
                 lake=ctx.lake,
                 partition=record["partition"],
+                settings=ctx.settings.featurization,
+                # The arrow engine's tasks reach an object store or HDFS lake directly.
+                store=lake_store_settings(
+                    ctx.settings.lake_uri, ctx.settings.object_store, ctx.settings.hdfs
+                ),
             )
         feature_set = dataset.feature_set
         self.commit(
@@ -58,6 +64,7 @@ class FeaturizerService(StageService):
             feature_set={"name": feature_set.name, "version": feature_set.version},
             references=result.references,
             spark_jobs=result.spark_jobs,
+            engine=result.engine,
         )
         return self.announce(
             EventType.BATCH_FEATURIZED,

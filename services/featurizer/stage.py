@@ -9,17 +9,19 @@ dataset's id column; its name comes from the feature's ``output_names()``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import reduce
 from operator import add
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import AnalysisException, ParseException, PySparkException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from landfall.config import DatasetConfig
+from landfall.config import DatasetConfig, FeaturizationSettings
 from landfall.datasets import (
     BucketizeFeature,
     DatePartsFeature,
@@ -33,6 +35,11 @@ from landfall.datasets import (
 from landfall.errors import StageFailedError
 from landfall.lake import RUNS_DIR, Lake, LakePath
 from landfall.stage import schema_fingerprint, spark_job_group, write_parquet
+from services.featurizer.arrow_engine import arrow_recipe, featurize_with_arrow
+from services.featurizer.arrow_tasks import UNSEEN_MARKER
+
+if TYPE_CHECKING:
+    from landfall.object_store import StoreSettings
 
 __all__ = [
     "FeaturizationResult",
@@ -41,9 +48,6 @@ __all__ = [
     "featurize_partition",
     "join_references",
 ]
-
-# Marks the error a feature raises from inside a Spark task, so it can be told apart.
-_UNSEEN_MARKER = "landfall-unseen-value"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class FeaturizationResult:
     schema: str
     references: dict[str, str]  # reference name -> the lake path used
     spark_jobs: int
+    engine: str = "spark"  # which engine computed them: arrow or spark
 
 
 def _unseen(feature: OneHotFeature | OrdinalFeature, column: Column, known: Column) -> Column:
@@ -63,7 +68,7 @@ def _unseen(feature: OneHotFeature | OrdinalFeature, column: Column, known: Colu
         column.isNotNull() & ~known,
         F.raise_error(
             F.concat(
-                F.lit(f"{_UNSEEN_MARKER}: feature {feature.name!r}: value "),
+                F.lit(f"{UNSEEN_MARKER}: feature {feature.name!r}: value "),
                 column.cast("string"),
                 F.lit(f" of column {feature.column!r} is not in its vocabulary"),
             )
@@ -212,6 +217,33 @@ def join_references(
     return frame, used
 
 
+def _analysed_features(dataset: DatasetConfig, frame: DataFrame) -> list[list[Column]]:
+    """Each feature's Spark columns, analysed one by one (no job) so an error names it."""
+    produced = []
+    for index, feature in enumerate(dataset.features):
+        try:
+            columns = feature_columns(feature)
+            frame.select(*columns)
+        except (ParseException, AnalysisException) as exc:
+            detail = str(exc).strip().splitlines()[0]
+            raise StageFailedError(
+                f"feature {feature.name!r} does not fit the validated data: {detail}",
+                setting=("features", index, "expr" if feature.kind == "expr" else "column"),
+            ) from exc
+        produced.append(columns)
+    return produced
+
+
+def _unseen_failure(exc: Exception) -> StageFailedError | None:
+    """The batch's error when a task failed on a value outside a vocabulary."""
+    message = str(exc)
+    if UNSEEN_MARKER not in message:
+        return None
+    detail = message[message.index(UNSEEN_MARKER) + len(UNSEEN_MARKER) + 2 :]
+    # Spark appends the error's SQL state to the line: not the user's business.
+    return StageFailedError(re.sub(r"\s*SQLSTATE: \w+$", "", detail.splitlines()[0]))
+
+
 def featurize_partition(
     spark: SparkSession,
     dataset: DatasetConfig,
@@ -220,8 +252,15 @@ def featurize_partition(
     *,
     lake: Lake | None = None,
     partition: str | None = None,
+    settings: FeaturizationSettings | None = None,
+    store: StoreSettings | None = None,
 ) -> FeaturizationResult:
-    """Compute the configured features of validated rows, keyed by the id column."""
+    """Compute the configured features of validated rows, keyed by the id column.
+
+    ``settings.engine`` picks the engine (arrow_engine.py says when arrow can);
+    ``store``: the object store's (or HDFS's) settings when the lake is in one.
+    """
+    settings = settings or FeaturizationSettings()
     with spark_job_group(spark, "featurize") as jobs:
         frame = spark.read.parquet(str(valid_path))
         references: dict[str, str] = {}
@@ -231,35 +270,31 @@ def featurize_partition(
             frame, references = join_references(
                 spark, frame, lake, dataset.feature_set.references, partition
             )
-        columns = [F.col(f"`{dataset.id_column}`")]
-        for index, feature in enumerate(dataset.features):
-            try:
-                # Analysing each feature alone (no Spark job) lets the error name it.
-                produced = feature_columns(feature)
-                frame.select(*produced)
-            except (ParseException, AnalysisException) as exc:
-                detail = str(exc).strip().splitlines()[0]
-                raise StageFailedError(
-                    f"feature {feature.name!r} does not fit the validated data: {detail}",
-                    setting=("features", index, "expr" if feature.kind == "expr" else "column"),
-                ) from exc
-            columns.extend(produced)
-        table = frame.select(*columns)
-        try:
-            write_parquet(table, features_path)
-        except (PySparkException, Py4JJavaError) as exc:
-            message = str(exc)
-            if _UNSEEN_MARKER in message:
-                detail = message[message.index(_UNSEEN_MARKER) + len(_UNSEEN_MARKER) + 2 :]
-                raise StageFailedError(detail.splitlines()[0]) from exc
-            raise
-        # The count comes from the written files, not a second pass over the features.
-        rows = spark.read.parquet(str(features_path)).count()
+        produced = _analysed_features(dataset, frame)
+        id_column = F.col(f"`{dataset.id_column}`")
+        table = frame.select(id_column, *[c for columns in produced for c in columns])
         names = [field.name for field in table.schema.fields[1:]]
+        recipe = arrow_recipe(dataset, frame, produced, settings)
+        try:
+            if recipe is not None:
+                rows = featurize_with_arrow(
+                    spark, recipe, table.schema.fields[0].name, names,
+                    valid_path, features_path, settings, store,
+                )  # fmt: skip
+            else:
+                write_parquet(table, features_path)
+                # The count comes from the written files, not a second pass.
+                rows = spark.read.parquet(str(features_path)).count()
+        except (PySparkException, Py4JJavaError) as exc:
+            failure = _unseen_failure(exc)
+            if failure is not None:
+                raise failure from exc
+            raise
         return FeaturizationResult(
             rows=rows,
             features=names,
             schema=schema_fingerprint(table),
             references=references,
             spark_jobs=jobs(),
+            engine="spark" if recipe is None else "arrow",
         )
