@@ -30,12 +30,14 @@ if TYPE_CHECKING:
     from landfall.object_store import StoreSettings
 
 __all__ = [
+    "STREAM_BUFFER",
     "ArrowTask",
     "arrow_location",
     "hidden_part",
     "location_of",
     "part_file",
     "plan_tasks",
+    "read_batches",
     "release_unused_memory",
 ]
 
@@ -142,6 +144,32 @@ def hidden_part(directory: str, index: int) -> tuple[str, str]:
     """A task's part file: the hidden name it is written under, and its final name."""
     final = f"{directory}/part-{index:05d}.parquet"
     return f"{directory}/.part-{index:05d}-{uuid.uuid4().hex[:8]}.parquet", final
+
+
+# Bytes read ahead per column while a task streams a file's pages.
+STREAM_BUFFER = 1 << 20
+
+
+def read_batches(
+    location: str,
+    row_groups: tuple[int, ...],
+    batch_rows: int,
+    store: StoreSettings | None = None,
+    columns: list[str] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Some row groups of one parquet file as record batches, streamed page by page.
+
+    Not pre-buffered: pyarrow would read every requested row group's column chunks
+    before the first batch, so a task's memory would follow the file (measured: 930 MiB
+    per scoring task over a 2.5M-row feature file against 600 MiB over Spark's smaller
+    files), and an upstream's 1M-row row group is 170 MiB on its own.
+    """
+    filesystem, path = arrow_location(location, store)
+    with filesystem.open_input_file(path) as handle:
+        reader = pq.ParquetFile(handle, buffer_size=STREAM_BUFFER, pre_buffer=False)
+        yield from reader.iter_batches(
+            batch_size=batch_rows, row_groups=list(row_groups), columns=columns
+        )
 
 
 @contextlib.contextmanager

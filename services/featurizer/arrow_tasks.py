@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from landfall.arrow_io import ArrowTask, arrow_location, part_file, release_unused_memory
+from landfall.arrow_io import ArrowTask, part_file, read_batches, release_unused_memory
 
 if TYPE_CHECKING:
     from landfall.object_store import StoreSettings
@@ -147,16 +146,10 @@ def run_task(task: ArrowTask, plan: FeaturePlan, store: StoreSettings | None = N
     try:
         with part_file(plan.output_dir, task.index, plan.schema, plan.compression, store) as out:
             for location, groups in task.slices:
-                filesystem, path = arrow_location(location, store)
-                with filesystem.open_input_file(path) as handle:
-                    batches = pq.ParquetFile(handle).iter_batches(
-                        batch_size=plan.batch_rows,
-                        row_groups=list(groups),
-                        columns=list(plan.read_columns),
-                    )
-                    for batch in batches:
-                        out.write_batch(_featurized(plan, batch))
-                        rows += batch.num_rows
+                columns = list(plan.read_columns)
+                for batch in read_batches(location, groups, plan.batch_rows, store, columns):
+                    out.write_batch(_featurized(plan, batch))
+                    rows += batch.num_rows
     finally:
         release_unused_memory()
     return rows

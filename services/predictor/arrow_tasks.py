@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 if TYPE_CHECKING:
     from landfall.object_store import StoreSettings
 
-from landfall.arrow_io import ArrowTask, arrow_location, part_file, release_unused_memory
+from landfall.arrow_io import ArrowTask, part_file, read_batches, release_unused_memory
 from services.predictor.scorer import PREDICTION_COLUMN, ScorerPlan, load_for_scoring, score_frame
 
 __all__ = [
@@ -191,28 +190,23 @@ def run_task(
     ):
         try:
             for location, groups in task.slices:
-                source_fs, path = arrow_location(location, store)
-                with source_fs.open_input_file(path) as handle:
-                    batches = pq.ParquetFile(handle).iter_batches(
-                        batch_size=batch_rows, row_groups=list(groups), columns=needed
-                    )
-                    for batch in batches:
-                        columns: list[pa.Array] = [batch.column(id_column)]
-                        predictions = []
-                        for model in models:
-                            plan, pyfunc, raw = _load(model)
-                            scored = score_frame(plan, pyfunc, raw, _inputs(batch, model))
-                            scored_columns = _scored_columns(
-                                model, plan, scored, batch.num_rows, schema
-                            )
-                            predictions.append(scored_columns[0])
-                            columns += scored_columns
-                        if len(predictions) > 1:
-                            pair = _tally(predictions[0], predictions[1], kind)
-                            compared += pair[0]
-                            measure += pair[1]
-                        writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
-                        rows += batch.num_rows
+                for batch in read_batches(location, groups, batch_rows, store, needed):
+                    columns: list[pa.Array] = [batch.column(id_column)]
+                    predictions = []
+                    for model in models:
+                        plan, pyfunc, raw = _load(model)
+                        scored = score_frame(plan, pyfunc, raw, _inputs(batch, model))
+                        scored_columns = _scored_columns(
+                            model, plan, scored, batch.num_rows, schema
+                        )
+                        predictions.append(scored_columns[0])
+                        columns += scored_columns
+                    if len(predictions) > 1:
+                        pair = _tally(predictions[0], predictions[1], kind)
+                        compared += pair[0]
+                        measure += pair[1]
+                    writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
+                    rows += batch.num_rows
         finally:
             release_unused_memory()
     return TaskOutcome(rows=rows, compared=compared, measure=measure)

@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from datasketches import hll_sketch
 
-from landfall.arrow_io import ArrowTask, arrow_location, part_file, release_unused_memory
+from landfall.arrow_io import ArrowTask, part_file, read_batches, release_unused_memory
 
 if TYPE_CHECKING:
     from landfall.object_store import StoreSettings
@@ -57,8 +56,6 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 # Accuracy of the distinct-count sketches: 2^12 registers, about 1.6% standard error
 # (Spark's approx_count_distinct allows 5%).
 SKETCH_LG_K = 12
-# Bytes read ahead per column while streaming a landed file's pages.
-STREAM_BUFFER = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -354,16 +351,10 @@ def run_task(task: ArrowTask, plan: ArrowPlan, store: StoreSettings | None = Non
         ]
         stack.callback(release_unused_memory)
         for location, groups in task.slices:
-            source_fs, path = arrow_location(location, store)
-            with source_fs.open_input_file(path) as handle:
-                # Streamed page by page: unbuffered, a row group's column chunks are read
-                # whole (an upstream's 1M-row row group: 170 MiB held per task).
-                reader = pq.ParquetFile(handle, buffer_size=STREAM_BUFFER, pre_buffer=False)
-                batches = reader.iter_batches(batch_size=plan.batch_rows, row_groups=list(groups))
-                for batch in batches:
-                    valid, quarantined = _check_batch(plan, batch, figures, sketches, schemas)
-                    writers[0].write_batch(valid)
-                    writers[1].write_batch(quarantined)
+            for batch in read_batches(location, groups, plan.batch_rows, store):
+                valid, quarantined = _check_batch(plan, batch, figures, sketches, schemas)
+                writers[0].write_batch(valid)
+                writers[1].write_batch(quarantined)
     for column, sketch in zip(figures.columns, sketches, strict=True):
         column.sketch = sketch.serialize_compact()
     return figures
