@@ -228,8 +228,8 @@ def bench_size(spark: SparkSession, rows: int) -> list[str]:
         predictions = lake.partition_dir(DATASET, "predictions", CURRENT)
         pred_s, _ = timed(
             lambda: (
-                prediction_summary(spark, predictions),
-                prediction_distribution(spark, lake, DATASET, CURRENT, predictions, references=7),
+                prediction_summary(predictions),
+                prediction_distribution(lake, DATASET, CURRENT, predictions, references=7),
             )
         )
     finally:

@@ -4,8 +4,10 @@ No Kafka here. Given a run's completion (or failure) event and what the reporter
 its earlier stages (``progress``), this builds the report document: row counts, data
 quality per rule, null fractions, the model, a stage timeline, and, for a scored run,
 the prediction distribution and feature drift (population stability index) against the
-dataset's previous partitions, read from the lake (Spark for the predictions; drift in
-this process, services/reporter/feature_scan.py).
+dataset's previous partitions, read from the lake with pyarrow in this process (the
+predictions' one column, services/reporter/stage.py; the feature table once,
+services/reporter/feature_scan.py). Spark is left only the null fractions of valid rows
+that a validator did not measure.
 """
 
 from __future__ import annotations
@@ -211,9 +213,9 @@ def build_success_report(
         },
         "outputs": {stage: m.get("path") for stage, m in manifests.items()}
         | {"quarantine": _relative(lake.output_of_run(dataset, "quarantine", partition, run_id))},
-        "predictions": prediction_summary(spark, predictions_path),
+        "predictions": prediction_summary(predictions_path),
         "prediction_distribution": prediction_distribution(
-            spark, lake, dataset, partition, predictions_path, references=reference_partitions
+            lake, dataset, partition, predictions_path, references=reference_partitions
         ),
         "drift": drift,
         "stages_from_other_runs": foreign,

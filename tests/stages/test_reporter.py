@@ -238,14 +238,12 @@ def test_string_class_labels_are_summarised_and_plotted_as_categories(
         (directory / MANIFEST_NAME).write_text("{}")
     current = lake.partition_dir("labels", "predictions", "2026-11-02")
 
-    summary = prediction_summary(spark, current)
+    summary = prediction_summary(current)
     assert summary["rows"] == 4 and summary["null_predictions"] == 0
     assert summary["counts_by_value"] == {"yes": 2, "maybe": 1, "no": 1}
     assert "mean" not in summary  # labels have no mean
 
-    distribution = prediction_distribution(
-        spark, lake, "labels", "2026-11-02", current, references=7
-    )
+    distribution = prediction_distribution(lake, "labels", "2026-11-02", current, references=7)
     assert distribution["kind"] == "categorical"
     assert distribution["reference_partitions"] == ["2026-11-01"]
     assert distribution["categories"] == ["maybe", "no", "yes"]
@@ -320,3 +318,51 @@ def test_drift_thresholds_are_the_dataset_s_per_feature(spark, tmp_path: Path) -
     assert others and all(f["threshold"] == 0.2 for f in others.values())  # the global one
     html = (settings.lake / reported.record["report_html_path"]).read_text()
     assert "own thresholds: f2 0.0001" in html and "not watched: f1" in html
+
+
+def test_a_regressor_s_predictions_are_binned_against_the_previous_partitions(
+    tmp_path: Path,
+) -> None:
+    import math
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from landfall.lake import MANIFEST_NAME, Lake
+    from services.reporter.stage import prediction_distribution, prediction_summary
+
+    lake = Lake(tmp_path / "lake")
+    generator = np.random.default_rng(7)
+    values = {
+        "2026-11-01": generator.normal(10.0, 2.0, 500),
+        "2026-11-02": np.append(generator.normal(12.0, 3.0, 300), [math.nan]),
+    }
+    for partition, predictions in values.items():
+        directory = lake.partition_dir("prices", "predictions", partition)
+        directory.mkdir(parents=True)
+        ids = [f"r{i}" for i in range(len(predictions) + 1)]
+        # pyarrow, not pandas: pandas would write the NaN as a null.
+        table = pa.table({"id": ids, "prediction": pa.array([*predictions, None], pa.float64())})
+        pq.write_table(table, directory / "part-00000.parquet")
+        (directory / MANIFEST_NAME).write_text("{}")
+    current = lake.partition_dir("prices", "predictions", "2026-11-02")
+
+    summary = prediction_summary(current)
+    numbers = values["2026-11-02"][:-1]
+    assert summary["rows"] == 302 and summary["null_predictions"] == 1
+    # As Spark orders them: NaN is the largest value, and the mean is NaN with it.
+    assert math.isnan(summary["max"]) and math.isnan(summary["mean"])
+    assert summary["min"] == numbers.min()
+
+    distribution = prediction_distribution(lake, "prices", "2026-11-02", current, references=7)
+    assert distribution["kind"] == "histogram"
+    together = np.concatenate([values["2026-11-01"], numbers])
+    edges = np.linspace(together.min(), together.max(), 21)
+    assert distribution["bin_edges"] == pytest.approx(list(edges))
+    # numpy's last bin is closed, as landfall's: the maximum falls in bin 19.
+    expected_current, _ = np.histogram(numbers, bins=edges)
+    expected_reference, _ = np.histogram(values["2026-11-01"], bins=edges)
+    assert distribution["current"] == pytest.approx(list(expected_current / len(numbers)))
+    assert distribution["reference"] == pytest.approx(list(expected_reference / 500))
+    assert [p["rows"] for p in distribution["by_partition"]] == [500, 301]  # the NaN counts
