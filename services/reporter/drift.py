@@ -18,6 +18,7 @@ from datasketches import kll_doubles_sketch
 
 from landfall.lake import MANIFEST_NAME, Lake, LakePath
 from services.reporter.feature_scan import (
+    ScanTasks,
     feature_schema,
     numeric_columns,
     scan_features,
@@ -74,13 +75,16 @@ def _features_identity(features: LakePath) -> dict[str, Any]:
 
 
 def _summarize(
-    features: LakePath, exclude: set[str], edges: Mapping[str, Sequence[float]]
+    features: LakePath,
+    exclude: set[str],
+    edges: Mapping[str, Sequence[float]],
+    tasks: ScanTasks | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[int]]]:
     """One feature table's summary, and how many of its values lie at or below each edge.
 
     Nulls and NaNs are counted exactly; a NaN is above every edge (as Spark orders it).
     """
-    scan = scan_features(features, exclude, edges, _SKETCH_K)
+    scan = scan_features(features, exclude, edges, _SKETCH_K, tasks)
     summary: dict[str, Any] = {
         "format": _SUMMARY_FORMAT,
         "features": _features_identity(features),
@@ -126,6 +130,7 @@ def _reference_summaries(
     previous: Sequence[str],
     columns: Sequence[str],
     exclude: set[str],
+    tasks: ScanTasks | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Each reference partition's summary, and those to keep with this report.
 
@@ -163,7 +168,7 @@ def _reference_summaries(
                 keep[reference] = summary  # carried forward while the window holds it
         else:
             features = lake.partition_dir(dataset, "features", reference)
-            summary, _ = _summarize(features, exclude, {})
+            summary, _ = _summarize(features, exclude, {}, tasks)
             keep[reference] = summary
         summaries[reference] = summary
     return summaries, keep
@@ -248,6 +253,7 @@ def feature_drift(
     threshold: float,
     exclude: set[str],
     thresholds: Mapping[str, float | None] | None = None,
+    tasks: ScanTasks | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The PSI of each numeric feature against the previous partitions, flagged over threshold.
 
@@ -258,7 +264,7 @@ def feature_drift(
     Bins are the reference's deciles (nulls a bin of their own), so a shift that moves
     rows between deciles shows up whatever the feature's scale. Also returns the
     summaries to store with this report (by partition): this partition's, and those of
-    references that had none stored.
+    references that had none stored. ``tasks``: scan large feature tables as Spark tasks.
     """
     previous = previous_partitions(lake, dataset, "features", partition, references)
     result: dict[str, Any] = {
@@ -272,9 +278,11 @@ def feature_drift(
     if off:
         result["not_watched"] = off
     columns = numeric_columns(feature_schema(current), exclude)
-    summaries, keep = _reference_summaries(lake, dataset, partition, previous, columns, exclude)
+    summaries, keep = _reference_summaries(
+        lake, dataset, partition, previous, columns, exclude, tasks
+    )
     edges, expected = _reference_bins(columns, [summaries[p] for p in previous])
-    own, at_edges = _summarize(current, exclude, edges if previous else {})
+    own, at_edges = _summarize(current, exclude, edges if previous else {}, tasks)
     keep[partition] = own
     if not previous or not columns:
         nothing = "no numeric features" if previous else "no previous partitions to compare with"

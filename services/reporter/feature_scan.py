@@ -14,8 +14,10 @@ one batch, not the table) and numpy counts them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -23,13 +25,27 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from datasketches import kll_doubles_sketch
 
-from landfall.arrow_io import STREAM_BUFFER
+from landfall.arrow_io import (
+    STREAM_BUFFER,
+    ArrowTask,
+    location_of,
+    plan_tasks,
+    read_batches,
+    release_unused_memory,
+)
 from landfall.lake import LakePath
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from landfall.object_store import StoreSettings
 
 __all__ = [
     "ColumnScan",
+    "ScanTasks",
     "TableScan",
     "feature_schema",
+    "is_number",
     "numeric_columns",
     "scan_features",
     "spark_type_name",
@@ -41,6 +57,8 @@ __all__ = [
 # process by about 590 MiB during the scan, these settings by about 420 MiB, in the same
 # time (the sketches take it, not the read); both fall back after the pool's release.
 _BATCH_ROWS = 65_536
+# A scan task reads at most this many rows; there are at least as many tasks as cores.
+_ROWS_PER_TASK = 8_000_000
 
 # Spark's names for the Arrow types a feature table holds (what summaries record).
 _SPARK_NAMES = {
@@ -71,7 +89,7 @@ def spark_type_name(arrow_type: pa.DataType) -> str:
     return _SPARK_NAMES.get(arrow_type, str(arrow_type))
 
 
-def _is_number(arrow_type: pa.DataType) -> bool:
+def is_number(arrow_type: pa.DataType) -> bool:
     """Spark's NumericType: integers, floats and decimals (booleans are not numbers)."""
     return (
         pa.types.is_integer(arrow_type)
@@ -99,7 +117,7 @@ def feature_schema(features: LakePath) -> pa.Schema:
 
 
 def numeric_columns(schema: pa.Schema, exclude: set[str]) -> list[str]:
-    return [f.name for f in schema if _is_number(f.type) and f.name not in exclude]
+    return [f.name for f in schema if is_number(f.type) and f.name not in exclude]
 
 
 @dataclass
@@ -119,25 +137,121 @@ class TableScan:
     columns: dict[str, ColumnScan]
 
 
+@dataclass(frozen=True)
+class ScanTasks:
+    """Where a large scan may run as Spark tasks, one per core (the reporter's session).
+
+    ``store``: the lake's object store (or HDFS) settings, which the tasks read with.
+    Tables under ``min_rows`` are scanned in this process: a Spark job costs more.
+    """
+
+    spark: SparkSession
+    store: StoreSettings | None = None
+    min_rows: int = 500_000
+
+
+def _empty_scans(
+    columns: Sequence[str], limits: Mapping[str, np.ndarray], sketch_k: int
+) -> dict[str, ColumnScan]:
+    return {
+        c: ColumnScan(
+            kll_doubles_sketch(sketch_k), at_most_edges=np.zeros(len(limits[c]), dtype=np.int64)
+        )
+        for c in columns
+    }
+
+
+def _add_batch(
+    scans: dict[str, ColumnScan], limits: Mapping[str, np.ndarray], batch: pa.RecordBatch
+) -> None:
+    for column, scan in scans.items():
+        found = batch.column(column)
+        # Nulls become NaN here: counted apart first, then both stay out of the
+        # sketch (KLL ignores NaN) and below no edge (NaN <= x is false).
+        values = pc.cast(found, pa.float64()).to_numpy(zero_copy_only=False, writable=True)
+        scan.nulls += found.null_count
+        scan.nans += int(np.count_nonzero(np.isnan(values))) - found.null_count
+        scan.sketch.update(values)
+        for j, edge in enumerate(limits[column]):
+            scan.at_most_edges[j] += np.count_nonzero(values <= edge)
+
+
+# One task's scan as it travels back to the driver: rows, and per column the nulls,
+# NaNs, values at or below each edge, and the serialized sketch.
+_TaskScan = tuple[int, dict[str, tuple[int, int, list[int], bytes]]]
+
+
+def _scan_task(
+    task: ArrowTask,
+    limits: Mapping[str, np.ndarray],
+    sketch_k: int,
+    store: StoreSettings | None,
+) -> _TaskScan:
+    """Scan one task's row groups (in a Spark Python worker)."""
+    scans = _empty_scans(list(limits), limits, sketch_k)
+    rows = 0
+    try:
+        for location, groups in task.slices:
+            for batch in read_batches(location, groups, _BATCH_ROWS, store, list(limits)):
+                rows += batch.num_rows
+                _add_batch(scans, limits, batch)
+    finally:
+        release_unused_memory()
+    return rows, {
+        c: (s.nulls, s.nans, s.at_most_edges.tolist(), s.sketch.serialize())
+        for c, s in scans.items()
+    }
+
+
+def _scan_with_tasks(
+    features: LakePath, limits: Mapping[str, np.ndarray], sketch_k: int, tasks: ScanTasks
+) -> tuple[int, dict[str, ColumnScan]] | None:
+    """The scan as Spark tasks, merged; None when the table is too small to be worth it.
+
+    KLL sketches merge with the same error bounds as one sketch over every value; the
+    counts add up exactly.
+    """
+    context = tasks.spark.sparkContext
+    planned, _ = plan_tasks(
+        location_of(features), context.defaultParallelism, _ROWS_PER_TASK, tasks.store
+    )
+    if len(planned) < 2 or sum(t.rows for t in planned) < tasks.min_rows:
+        return None
+    run = functools.partial(_scan_task, limits=limits, sketch_k=sketch_k, store=tasks.store)
+    outcomes: list[_TaskScan] = context.parallelize(planned, len(planned)).map(run).collect()
+    scans = _empty_scans(list(limits), limits, sketch_k)
+    for _, parts in outcomes:
+        for column, (nulls, nans, at_most, sketch) in parts.items():
+            scan = scans[column]
+            scan.nulls += nulls
+            scan.nans += nans
+            scan.at_most_edges += np.asarray(at_most, dtype=np.int64)
+            scan.sketch.merge(kll_doubles_sketch.deserialize(sketch))
+    return sum(rows for rows, _ in outcomes), scans
+
+
 def scan_features(
-    features: LakePath, exclude: set[str], edges: Mapping[str, Sequence[float]], sketch_k: int
+    features: LakePath,
+    exclude: set[str],
+    edges: Mapping[str, Sequence[float]],
+    sketch_k: int,
+    tasks: ScanTasks | None = None,
 ) -> TableScan:
     """Read the numeric columns once: per column nulls, NaNs, values <= each edge, a sketch.
 
     A NaN is above every edge (as Spark orders it) and, like a null, not in the sketch.
+    With ``tasks``, a large table is scanned by Spark tasks, one per core: the sketches
+    hold the GIL, so threads would not help (measured: 2 threads, the same time).
     """
     dataset = _dataset(features)
     numeric = numeric_columns(dataset.schema, exclude)
-    scans = {
-        c: ColumnScan(
-            kll_doubles_sketch(sketch_k),
-            at_most_edges=np.zeros(len(edges.get(c, ())), dtype=np.int64),
-        )
-        for c in numeric
-    }
     limits = {c: np.asarray(edges.get(c, ()), dtype=np.float64) for c in numeric}
     if not numeric:
-        return TableScan(dataset.count_rows(), dataset.schema, scans)
+        return TableScan(dataset.count_rows(), dataset.schema, _empty_scans([], {}, sketch_k))
+    in_tasks = _scan_with_tasks(features, limits, sketch_k, tasks) if tasks else None
+    if in_tasks is not None:
+        return TableScan(in_tasks[0], dataset.schema, in_tasks[1])
+    scans = _empty_scans(numeric, limits, sketch_k)
     rows = 0
     batches = dataset.to_batches(
         columns=numeric,
@@ -148,16 +262,7 @@ def scan_features(
     )
     for batch in batches:
         rows += batch.num_rows
-        for column in numeric:
-            found, scan = batch.column(column), scans[column]
-            # Nulls become NaN here: counted apart first, then both stay out of the
-            # sketch (KLL ignores NaN) and below no edge (NaN <= x is false).
-            values = pc.cast(found, pa.float64()).to_numpy(zero_copy_only=False, writable=True)
-            scan.nulls += found.null_count
-            scan.nans += int(np.count_nonzero(np.isnan(values))) - found.null_count
-            scan.sketch.update(values)
-            for j, edge in enumerate(limits[column]):
-                scan.at_most_edges[j] += np.count_nonzero(values <= edge)
+        _add_batch(scans, limits, batch)
     # pyarrow's pool keeps what the read freed for the next read, a day away: hand it
     # back so the idle reporter stays small.
     pa.default_memory_pool().release_unused()

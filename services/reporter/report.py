@@ -14,12 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import SparkSession
 
+if TYPE_CHECKING:
+    from landfall.object_store import StoreSettings
+
 from landfall.lake import MANIFEST_NAME, Lake, LakePath
 from services.reporter.drift import feature_drift
+from services.reporter.feature_scan import ScanTasks
 from services.reporter.stage import (
     PIPELINE_STAGES,
     null_fractions,
@@ -163,11 +167,13 @@ def build_success_report(
     reference_partitions: int,
     id_column: str = "id",
     drift_thresholds: Mapping[str, float | None] | None = None,
+    store: StoreSettings | None = None,
 ) -> dict[str, Any]:
     """The report of a batch run whose predictions are committed.
 
     ``drift_thresholds``: each feature column's own PSI threshold, None for one not
     watched (``DatasetConfig.drift_thresholds``); others take ``psi_threshold``.
+    ``store``: the lake's object store (or HDFS) settings, for the scan's Spark tasks.
     """
     # Long: most of its lines are the report document itself, one key per line.
     dataset, partition, run_id = predicted["dataset"], predicted["partition"], predicted["run_id"]
@@ -191,6 +197,7 @@ def build_success_report(
             lake, dataset, partition, features_path,
             references=reference_partitions, threshold=psi_threshold,
             exclude={id_column}, thresholds=drift_thresholds,
+            tasks=ScanTasks(spark, store) if spark is not None else None,
         )  # fmt: skip
     return {
         "status": "SUCCEEDED",

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from landfall.config import Settings, Topics
 from landfall.contracts import EventType, follow_up
 from landfall.lake import write_json_atomically
+from landfall.object_store import lake_store_settings
 from landfall.redact import redact_tree
 from landfall.results import RunHistory, RunKey, RunRecorder, open_results_db
 from landfall.runner import Outgoing
@@ -291,6 +292,10 @@ class BatchReporter:
             id_column=dataset.id_column if dataset is not None else "id",
             drift_thresholds=(
                 dataset.drift_thresholds(reporting.psi_threshold) if dataset else None
+            ),
+            # Spark tasks scanning a large feature table reach an object store or HDFS.
+            store=lake_store_settings(
+                ctx.settings.lake_uri, ctx.settings.object_store, ctx.settings.hdfs
             ),
         )
 

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from landfall.contracts import validate_partition
 from landfall.errors import InvalidEventError
 from landfall.lake import MANIFEST_NAME, Lake, LakePath, Zone, read_manifest
+from services.reporter.feature_scan import is_number
 
 __all__ = [
     "PIPELINE_STAGES",
@@ -107,15 +108,6 @@ def previous_partitions(
 # ---------------------------------------------------------------------------- figures
 
 
-def _is_number(arrow_type: pa.DataType) -> bool:
-    """Spark's NumericType: integers, floats and decimals (booleans are not numbers)."""
-    return (
-        pa.types.is_integer(arrow_type)
-        or pa.types.is_floating(arrow_type)
-        or pa.types.is_decimal(arrow_type)
-    )
-
-
 def _predictions(location: Location) -> pa.ChunkedArray:
     """A predictions table's ``prediction`` column, the only one read (pyarrow, no Spark).
 
@@ -160,7 +152,7 @@ def _ranked_counts(column: pa.ChunkedArray) -> list[tuple[Any, int]]:
 def prediction_summary(predictions_path: Location) -> dict[str, Any]:
     """Count, the most frequent predicted values, and for numbers their mean, min and max."""
     column = _predictions(predictions_path)
-    numeric = _is_number(column.type)
+    numeric = is_number(column.type)
     ranked = _ranked_counts(column)
     summary: dict[str, Any] = {"rows": len(column), "null_predictions": column.null_count}
     if ranked:
@@ -219,7 +211,7 @@ def prediction_distribution(
     column at a time, never the reference window's.
     """
     previous, paths = _with_references(lake, dataset, "predictions", partition, current, references)
-    if not _is_number(_predictions(current).type):
+    if not is_number(_predictions(current).type):
         return _label_distribution(paths, partition, previous)
     figures: dict[str, dict[str, Any]] = {}
     for part, path in paths.items():

@@ -148,3 +148,55 @@ def test_reports_store_summaries_and_carry_those_of_older_partitions(
     # the older ones again, so they stay within reach while the window holds them.
     assert sorted(stored[1]["partitions"]) == [*PREVIOUS, "2026-11-05"]
     assert stored[1]["partitions"]["2026-11-01"] == stored[0]["partitions"]["2026-11-01"]
+
+
+def test_a_scan_in_spark_tasks_counts_what_one_in_this_process_counts(
+    spark, tmp_path: Path
+) -> None:
+    import pyarrow as pa
+
+    from landfall.stage import spark_job_group
+    from services.reporter.feature_scan import ScanTasks, scan_features
+
+    lake = Lake(tmp_path / "lake")
+    folder = lake.partition_dir("d", "features", "2026-11-01")
+    folder.mkdir(parents=True)
+    generator = np.random.default_rng(5)
+    everything = []
+    for index in range(2):  # two files of three row groups: two tasks
+        values = generator.normal(size=3000)
+        values[::97] = np.nan
+        nulls = np.zeros(3000, dtype=bool)
+        nulls[5::89] = True
+        everything.append(values[~nulls])
+        table = pa.table(
+            {
+                "id": [f"r{index}-{i}" for i in range(3000)],
+                "f": pa.array(values, mask=nulls),
+                "g": pa.array(generator.integers(0, 5, 3000), pa.int32()),
+            }
+        )
+        pq.write_table(table, f"{folder}/part-{index}.parquet", row_group_size=1000)
+    edges = {"f": [-1.0, 0.0, 1.0], "g": [2.0]}
+    alone = scan_features(folder, {"id"}, edges, 200)
+    with spark_job_group(spark, "scan") as jobs:
+        split = scan_features(folder, {"id"}, edges, 200, ScanTasks(spark, min_rows=1))
+        assert jobs() == 1  # the tasks did run
+    assert split.rows == alone.rows == 6000
+    for column in ("f", "g"):
+        one, many = alone.columns[column], split.columns[column]
+        assert (many.nulls, many.nans) == (one.nulls, one.nans)
+        assert list(many.at_most_edges) == list(one.at_most_edges)
+        assert many.sketch.n == one.sketch.n
+        assert many.sketch.get_min_value() == one.sketch.get_min_value()
+        assert many.sketch.get_max_value() == one.sketch.get_max_value()
+    numbers = np.concatenate(everything)  # the values present, NaN among them
+    assert alone.columns["f"].nulls == 6000 - len(numbers)
+    assert alone.columns["f"].nans == np.count_nonzero(np.isnan(numbers)) > 0
+    numbers = numbers[~np.isnan(numbers)]
+    assert list(alone.columns["f"].at_most_edges) == [
+        np.count_nonzero(numbers <= e) for e in edges["f"]
+    ]
+    # The merged sketch's median is the data's, within KLL's rank error at k=200.
+    median = split.columns["f"].sketch.get_quantile(0.5)
+    assert abs(np.mean(numbers <= median) - 0.5) < 0.02
