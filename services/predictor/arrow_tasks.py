@@ -184,11 +184,11 @@ def run_task(
     rows = compared = 0
     measure = 0.0
     kind = ScorerPlan.from_config(models[0].plan).kind
-    with (
-        _thread_limit(model_threads),
-        part_file(output, task.index, schema, compression, store) as writer,
-    ):
-        try:
+    try:
+        with (
+            _thread_limit(model_threads),
+            part_file(output, task.index, schema, compression, store) as writer,
+        ):
             for location, groups in task.slices:
                 for batch in read_batches(location, groups, batch_rows, store, needed):
                     columns: list[pa.Array] = [batch.column(id_column)]
@@ -207,6 +207,6 @@ def run_task(
                         measure += pair[1]
                     writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
                     rows += batch.num_rows
-        finally:
-            release_unused_memory()
+    finally:
+        release_unused_memory()  # once the writer has closed, on failure as well
     return TaskOutcome(rows=rows, compared=compared, measure=measure)

@@ -343,13 +343,14 @@ def run_task(task: ArrowTask, plan: ArrowPlan, store: StoreSettings | None = Non
     )
     sketches = [hll_sketch(SKETCH_LG_K) for _ in plan.declared]
     schemas = _schemas(plan, plan.landed_schema)
+    # Released once the writers have closed (their buffers too), on failure as well.
     with ExitStack() as stack:
+        stack.callback(release_unused_memory)
         directories = (plan.valid_dir, plan.quarantine_dir)
         writers = [
             stack.enter_context(part_file(directory, task.index, schema, plan.compression, store))
             for directory, schema in zip(directories, schemas, strict=True)
         ]
-        stack.callback(release_unused_memory)
         for location, groups in task.slices:
             for batch in read_batches(location, groups, plan.batch_rows, store):
                 valid, quarantined = _check_batch(plan, batch, figures, sketches, schemas)
