@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -175,6 +175,32 @@ def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkClu
         cluster.stop()
 
 
+def _watermarks(consumer: Any, partition: Any) -> tuple[int, int]:
+    """A partition's low and high offsets. A topic created a moment ago may have no
+    leader elected or known yet: asked again for a while (librdkafka does not flag these
+    errors retriable here)."""
+    import time
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    no_leader_yet = {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_PARTITION,
+    }
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=30)
+        except KafkaException as exc:
+            error = exc.args[0]
+            waiting = error.code() in no_leader_yet or error.retriable()
+            if not waiting or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def topic_messages(settings: Settings, topic: str) -> list:  # type: ignore[type-arg]
     """Every message on ``topic`` right now, undecoded, each partition read to its end."""
     import time
@@ -191,7 +217,7 @@ def topic_messages(settings: Settings, topic: str) -> list:  # type: ignore[type
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
         ends = {}
         for number in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, number), timeout=30)
+            low, high = _watermarks(consumer, TopicPartition(topic, number))
             if high > low:
                 ends[number] = high
         consumer.assign([TopicPartition(topic, number, 0) for number in ends])
