@@ -49,7 +49,7 @@ from landfall.deliveries import replayed_run_id, replaying
 from landfall.errors import InvalidEventError, RetryableError, StageFailedError
 from landfall.hooks import Delivery, RunHooks, telemetry_hooks
 from landfall.ingress import complete_landed_event
-from landfall.kafka_clients import event_codec, kafka_client_config
+from landfall.kafka_clients import event_codec
 from landfall.logs import batch_logging
 from landfall.poison import StartLedger
 from landfall.processing import (
@@ -61,7 +61,12 @@ from landfall.processing import (
     decode_incoming,
 )
 from landfall.runner_output import OffsetCommits, Publisher
-from landfall.runner_partitions import Partitions, check_consumer_error, where
+from landfall.runner_partitions import (
+    Partitions,
+    check_consumer_error,
+    runner_consumer_config,
+    where,
+)
 from landfall.shutdown import ABANDON_WAIT_S, StopClock
 from landfall.telemetry import dataset_label
 
@@ -139,17 +144,7 @@ class Runner:
         # The work of a stage abandoned on shutdown, which may still be unwinding.
         self._abandoned_work: Future[list[Outgoing]] | None = None
         self._group = f"{settings.kafka.group_prefix}-{service.name}"
-        consumer_config = {
-            **kafka_client_config(settings),
-            "group.id": self._group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            # A new group starts at the beginning: an event published before the
-            # service first joined is still processed.
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": settings.kafka.session_timeout_ms,
-            "max.poll.interval.ms": settings.kafka.max_poll_interval_ms,
-        }
+        consumer_config = runner_consumer_config(settings, self._group)
         self._consumer = Consumer(consumer_config)
         self._ledger = StartLedger(self._consumer)
         self._commits = OffsetCommits(self._consumer, self._ledger)

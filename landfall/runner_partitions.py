@@ -23,9 +23,30 @@ from landfall.errors import ConfigError
 from landfall.kafka_clients import kafka_client_config
 from landfall.topics import explain_kafka_error
 
-__all__ = ["Partitions", "check_consumer_error", "names", "where"]
+__all__ = ["Partitions", "check_consumer_error", "names", "runner_consumer_config", "where"]
 
 log = logging.getLogger(__name__)
+
+
+def runner_consumer_config(settings: Settings, group: str) -> dict[str, Any]:
+    """The librdkafka settings of a runner's consumer in ``group``."""
+    return {
+        # A partition resumed after a stage joins the fetch only once the fetch in flight
+        # returns: librdkafka's 500 ms wait showed as half-second hops between stages. A
+        # broker answers ten idle fetches a second per service instead of two.
+        # kafka.client_config may set it otherwise.
+        "fetch.wait.max.ms": 100,
+        **kafka_client_config(settings),
+        "group.id": group,
+        # Offsets are committed by the runner, once a message's events are published.
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        # A new group starts at the beginning: an event published before the service
+        # first joined is still processed.
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": settings.kafka.session_timeout_ms,
+        "max.poll.interval.ms": settings.kafka.max_poll_interval_ms,
+    }
 
 
 class Partitions:

@@ -21,6 +21,7 @@ from landfall.kafka_clients import (
     kafka_secrets,
 )
 from landfall.redact import MASK, redact, redacted, secret_values
+from landfall.runner_partitions import runner_consumer_config
 from landfall.topics import explain_kafka_error
 
 PASSWORD = "pl4nted-unit-Secret"
@@ -91,6 +92,21 @@ def test_client_config_still_overrides_the_security_settings(tmp_path: Path, ca_
     )
     config = kafka_client_config(settings)
     assert config["ssl.endpoint.identification.algorithm"] == "https"
+
+
+def test_a_runners_consumer_fetches_briskly_unless_client_config_says_otherwise(
+    tmp_path: Path, ca_file: Path
+) -> None:
+    settings = _sasl_ssl(tmp_path, ca_file)
+    config = runner_consumer_config(settings, "landfall-predictor")
+    # A short fetch wait keeps the hop after a paused partition resumes short; the
+    # security settings and the runner's own commit discipline are all there.
+    assert config["fetch.wait.max.ms"] == 100
+    assert config["security.protocol"] == "sasl_ssl"
+    assert (config["group.id"], config["enable.auto.commit"]) == ("landfall-predictor", False)
+    chosen = settings.kafka.model_copy(update={"client_config": {"fetch.wait.max.ms": "500"}})
+    config = runner_consumer_config(settings.model_copy(update={"kafka": chosen}), "g")
+    assert config["fetch.wait.max.ms"] == "500"
 
 
 def test_a_client_certificate_and_an_encrypted_key(tmp_path: Path, ca_file: Path) -> None:
