@@ -44,11 +44,27 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ArrowTask:
-    """One task's share of a parquet table: whole row groups of one or more files."""
+    """One task's share of a parquet table: whole row groups of one or more files, or
+    (a table with fewer row groups than tasks) a run of rows of one row group."""
 
     index: int
     slices: tuple[tuple[str, tuple[int, ...]], ...]  # (file, row group indexes)
     rows: int
+    part: tuple[str, int, int, int] | None = None  # (file, row group, first row, end row)
+
+    def batches(
+        self,
+        batch_rows: int,
+        store: StoreSettings | None = None,
+        columns: list[str] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """The task's rows as record batches, in the table's order."""
+        if self.part is not None:
+            location, group, first, end = self.part
+            yield from _rows_of_group(location, group, first, end, batch_rows, store, columns)
+            return
+        for location, groups in self.slices:
+            yield from read_batches(location, groups, batch_rows, store, columns)
 
 
 def arrow_location(
@@ -81,9 +97,10 @@ def plan_tasks(
 ) -> tuple[list[ArrowTask], pa.Schema]:
     """Split the table's row groups into contiguous tasks of about equal rows.
 
-    A multiple of ``min_tasks`` (the cluster's cores) when there are row groups
-    enough, and none over ``rows_per_task`` unless a single row group is. Files whose names start
-    with ``_`` or ``.`` (manifests, markers) are not data, as for Spark.
+    A multiple of ``min_tasks`` (the cluster's cores), none over ``rows_per_task``
+    (unless a row group is larger and there are row groups enough). With fewer row
+    groups than tasks, groups are cut into runs of rows (:attr:`ArrowTask.part`). Files
+    whose names start with ``_`` or ``.`` (manifests, markers) are not data, as for Spark.
     """
     filesystem, path = arrow_location(table, store)
     dataset = pads.dataset(path, format="parquet", filesystem=filesystem)
@@ -100,7 +117,11 @@ def plan_tasks(
         return [ArrowTask(0, (), 0)], dataset.schema
     # Whole waves: with 2 cores, 3 tasks would take as long as 4.
     waves = math.ceil(total / (max(min_tasks, 1) * rows_per_task))
-    count = min(len(groups), max(min_tasks, 1) * waves)
+    count = max(min_tasks, 1) * waves
+    if len(groups) < count:
+        # pyarrow writes up to 1Mi rows per row group: an upstream's partition is often
+        # one. Whole groups would leave cores idle, so groups are cut into runs of rows.
+        return _parts_of_groups(groups, count), dataset.schema
     target = total / count
     tasks: list[ArrowTask] = []
     current: list[tuple[str, int, int]] = []
@@ -115,6 +136,27 @@ def plan_tasks(
     if current:
         tasks.append(_task(len(tasks), current))
     return tasks, dataset.schema
+
+
+def _parts_of_groups(groups: list[tuple[str, int, int]], count: int) -> list[ArrowTask]:
+    """``count`` tasks over fewer row groups: each group cut into runs of rows, as many
+    runs as its share of the rows earns it (at least one)."""
+    total = sum(rows for _, _, rows in groups)
+    shares = [max(1, math.floor(count * rows / total)) if rows else 1 for _, _, rows in groups]
+    # The tasks left over go to the groups whose runs would be longest.
+    while sum(shares) < count:
+        longest = max(range(len(groups)), key=lambda i: groups[i][2] / shares[i])
+        shares[longest] += 1
+    tasks: list[ArrowTask] = []
+    for (location, group, rows), runs in zip(groups, shares, strict=True):
+        for run in range(runs):
+            first, end = rows * run // runs, rows * (run + 1) // runs
+            tasks.append(
+                ArrowTask(
+                    len(tasks), ((location, (group,)),), end - first, (location, group, first, end)
+                )
+            )
+    return tasks
 
 
 def _uri(root: str, path: str) -> str:
@@ -170,6 +212,30 @@ def read_batches(
         yield from reader.iter_batches(
             batch_size=batch_rows, row_groups=list(row_groups), columns=columns
         )
+
+
+def _rows_of_group(
+    location: str,
+    group: int,
+    first: int,
+    end: int,
+    batch_rows: int,
+    store: StoreSettings | None,
+    columns: list[str] | None,
+) -> Iterator[pa.RecordBatch]:
+    """Rows ``first`` to ``end`` (excluded) of one row group, as record batches.
+
+    The rows before ``first`` are still decoded (pyarrow reads a row group from its
+    start) but not handed out: cheap beside what a task does with its rows.
+    """
+    at = 0
+    for batch in read_batches(location, (group,), batch_rows, store, columns):
+        start, stop = max(first - at, 0), min(end - at, batch.num_rows)
+        at += batch.num_rows
+        if stop > start:
+            yield batch.slice(start, stop - start)
+        if at >= end:
+            return
 
 
 @contextlib.contextmanager

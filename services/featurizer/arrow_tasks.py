@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from landfall.arrow_io import ArrowTask, part_file, read_batches, release_unused_memory
+from landfall.arrow_io import ArrowTask, part_file, release_unused_memory
 
 if TYPE_CHECKING:
     from landfall.object_store import StoreSettings
@@ -145,11 +145,9 @@ def run_task(task: ArrowTask, plan: FeaturePlan, store: StoreSettings | None = N
     rows = 0
     try:
         with part_file(plan.output_dir, task.index, plan.schema, plan.compression, store) as out:
-            for location, groups in task.slices:
-                columns = list(plan.read_columns)
-                for batch in read_batches(location, groups, plan.batch_rows, store, columns):
-                    out.write_batch(_featurized(plan, batch))
-                    rows += batch.num_rows
+            for batch in task.batches(plan.batch_rows, store, list(plan.read_columns)):
+                out.write_batch(_featurized(plan, batch))
+                rows += batch.num_rows
     finally:
         release_unused_memory()
     return rows

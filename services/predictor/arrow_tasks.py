@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 if TYPE_CHECKING:
     from landfall.object_store import StoreSettings
 
-from landfall.arrow_io import ArrowTask, part_file, read_batches, release_unused_memory
+from landfall.arrow_io import ArrowTask, part_file, release_unused_memory
 from services.predictor.scorer import PREDICTION_COLUMN, ScorerPlan, load_for_scoring, score_frame
 
 __all__ = [
@@ -189,24 +189,21 @@ def run_task(
             _thread_limit(model_threads),
             part_file(output, task.index, schema, compression, store) as writer,
         ):
-            for location, groups in task.slices:
-                for batch in read_batches(location, groups, batch_rows, store, needed):
-                    columns: list[pa.Array] = [batch.column(id_column)]
-                    predictions = []
-                    for model in models:
-                        plan, pyfunc, raw = _load(model)
-                        scored = score_frame(plan, pyfunc, raw, _inputs(batch, model))
-                        scored_columns = _scored_columns(
-                            model, plan, scored, batch.num_rows, schema
-                        )
-                        predictions.append(scored_columns[0])
-                        columns += scored_columns
-                    if len(predictions) > 1:
-                        pair = _tally(predictions[0], predictions[1], kind)
-                        compared += pair[0]
-                        measure += pair[1]
-                    writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
-                    rows += batch.num_rows
+            for batch in task.batches(batch_rows, store, needed):
+                columns: list[pa.Array] = [batch.column(id_column)]
+                predictions = []
+                for model in models:
+                    plan, pyfunc, raw = _load(model)
+                    scored = score_frame(plan, pyfunc, raw, _inputs(batch, model))
+                    scored_columns = _scored_columns(model, plan, scored, batch.num_rows, schema)
+                    predictions.append(scored_columns[0])
+                    columns += scored_columns
+                if len(predictions) > 1:
+                    pair = _tally(predictions[0], predictions[1], kind)
+                    compared += pair[0]
+                    measure += pair[1]
+                writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=schema))
+                rows += batch.num_rows
     finally:
         release_unused_memory()  # once the writer has closed, on failure as well
     return TaskOutcome(rows=rows, compared=compared, measure=measure)

@@ -30,7 +30,6 @@ from landfall.arrow_io import (
     ArrowTask,
     location_of,
     plan_tasks,
-    read_batches,
     release_unused_memory,
 )
 from landfall.lake import LakePath
@@ -193,10 +192,9 @@ def _scan_task(
     scans = _empty_scans(list(limits), limits, sketch_k)
     rows = 0
     try:
-        for location, groups in task.slices:
-            for batch in read_batches(location, groups, _BATCH_ROWS, store, list(limits)):
-                rows += batch.num_rows
-                _add_batch(scans, limits, batch)
+        for batch in task.batches(_BATCH_ROWS, store, list(limits)):
+            rows += batch.num_rows
+            _add_batch(scans, limits, batch)
     finally:
         release_unused_memory()
     return rows, {

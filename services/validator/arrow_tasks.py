@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasketches import hll_sketch
 
-from landfall.arrow_io import ArrowTask, part_file, read_batches, release_unused_memory
+from landfall.arrow_io import ArrowTask, part_file, release_unused_memory
 
 if TYPE_CHECKING:
     from landfall.object_store import StoreSettings
@@ -351,11 +351,10 @@ def run_task(task: ArrowTask, plan: ArrowPlan, store: StoreSettings | None = Non
             stack.enter_context(part_file(directory, task.index, schema, plan.compression, store))
             for directory, schema in zip(directories, schemas, strict=True)
         ]
-        for location, groups in task.slices:
-            for batch in read_batches(location, groups, plan.batch_rows, store):
-                valid, quarantined = _check_batch(plan, batch, figures, sketches, schemas)
-                writers[0].write_batch(valid)
-                writers[1].write_batch(quarantined)
+        for batch in task.batches(plan.batch_rows, store):
+            valid, quarantined = _check_batch(plan, batch, figures, sketches, schemas)
+            writers[0].write_batch(valid)
+            writers[1].write_batch(quarantined)
     for column, sketch in zip(figures.columns, sketches, strict=True):
         column.sketch = sketch.serialize_compact()
     return figures

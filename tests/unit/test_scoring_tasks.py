@@ -47,10 +47,39 @@ def test_tasks_fill_whole_waves_of_cores_and_are_balanced(tmp_path: Path) -> Non
     assert max(t.rows for t in tasks) <= 1000
 
 
-def test_no_more_tasks_than_row_groups(tmp_path: Path) -> None:
-    _table(tmp_path, [500], row_group=500)
-    tasks, _ = plan_tasks(str(tmp_path), min_tasks=8, rows_per_task=10)
-    assert len(tasks) == 1 and tasks[0].rows == 500
+def _ids(tasks, batch_rows: int) -> list[list[str]]:  # type: ignore[no-untyped-def]
+    """Each task's ids, as its batches hand them out."""
+    return [
+        [
+            i
+            for batch in task.batches(batch_rows, columns=["id"])
+            for i in batch.column(0).to_pylist()
+        ]
+        for task in tasks
+    ]
+
+
+def test_a_lone_row_group_is_cut_into_runs_of_rows_for_every_core(tmp_path: Path) -> None:
+    # pyarrow writes up to 1Mi rows in one row group: a common upstream partition.
+    _table(tmp_path, [1000], row_group=1000)
+    tasks, _ = plan_tasks(str(tmp_path), min_tasks=2, rows_per_task=10_000)
+    assert [(t.rows, t.part[1:] if t.part else None) for t in tasks] == [
+        (500, (0, 0, 500)),
+        (500, (0, 500, 1000)),
+    ]
+    # Batches of 128 rows: the cut falls inside one, which is split between the tasks.
+    ids = _ids(tasks, batch_rows=128)
+    assert ids == [[f"id{i:06d}" for i in range(500)], [f"id{i:06d}" for i in range(500, 1000)]]
+
+
+def test_fewer_row_groups_than_tasks_give_every_row_to_one_task_in_order(tmp_path: Path) -> None:
+    _table(tmp_path, [1000, 1000, 1000], row_group=1000)
+    # 3000 rows, at most 1000 a task, 2 cores: 4 tasks over 3 row groups.
+    tasks, _ = plan_tasks(str(tmp_path), min_tasks=2, rows_per_task=1000)
+    assert sorted(t.rows for t in tasks) == [500, 500, 1000, 1000]
+    assert [t.index for t in tasks] == [0, 1, 2, 3]
+    ids = [i for task_ids in _ids(tasks, batch_rows=300) for i in task_ids]
+    assert ids == [f"id{i:06d}" for i in range(3000)]
 
 
 def test_manifests_markers_and_hidden_files_are_not_data(tmp_path: Path) -> None:
