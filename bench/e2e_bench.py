@@ -291,6 +291,14 @@ class LandfallRunner:
         time.sleep(settle_s)
         return {name: tree_rss_kib(pid) / 1024 for name, pid in self.services.items()}
 
+    def idle_rss_by_s(self, settle_s: list[float]) -> dict[str, dict[str, float]]:
+        """Each service tree's RSS at each of ``settle_s`` seconds after the last batch."""
+        found, waited = {}, 0.0
+        for point in sorted(settle_s):
+            found[f"{point:g}"] = self.idle_rss_mib(max(point - waited, 0.0))
+            waited = point
+        return found
+
     def close(self) -> None:
         """Stop sampling, leave the watch group, stop the stack (and the broker it started)."""
         self.memory.stop()
@@ -305,7 +313,7 @@ def run_landfall(
     repeat: int,
     warmup: bool,
     timeout: float,
-    idle_settle_s: float,
+    idle_settle_s: list[float],
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Every size through the warm stack ``repeat`` times; the stack's figures and each size's."""
     runner = LandfallRunner(settings)
@@ -324,6 +332,7 @@ def run_landfall(
                 print(f"  landfall {rows:>10,} rows: {runs[-1]['seconds']:.2f} s", flush=True)
             peaks = runner.memory.reset()
             best = min(runs, key=lambda r: r["seconds"])
+            idle = runner.idle_rss_by_s(idle_settle_s)
             found[partition] = {
                 "seconds": best["seconds"],
                 "runs": [r["seconds"] for r in runs],
@@ -333,7 +342,9 @@ def run_landfall(
                 "rows_landed": best["rows_landed"],
                 "rows_scored": best["rows_scored"],
                 "peak_rss_mib": {name: kib / 1024 for name, kib in peaks.items()},
-                "idle_rss_mib": runner.idle_rss_mib(idle_settle_s),
+                # The last settle point's: Spark ended its idle Python workers by then.
+                "idle_rss_mib": idle[max(idle, key=float)],
+                "idle_rss_mib_by_s": idle,
             }
     finally:
         runner.close()
@@ -447,12 +458,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", help="use this Kafka (own topics) instead of a local one")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for a batch")
     # Idle is a while after a batch, not the moment after: the services' JVMs give heap
-    # back on G1's periodic collection (landfall/spark.py), some seconds after the work.
+    # back on G1's periodic collection (landfall/spark.py), some seconds after the work,
+    # and Spark ends a Python worker a minute after its last task (PythonWorkerFactory).
     parser.add_argument(
         "--idle-settle-s",
         type=float,
-        default=30.0,
-        help="seconds after each size's last batch before idle RSS is read",
+        nargs="+",
+        default=[30.0, 75.0],
+        help="seconds after each size's last batch at which idle RSS is read (the last "
+        "is the size's idle figure)",
     )
     parser.add_argument("--workdir", type=Path, help="keep data and outputs here")
     parser.add_argument("--json", type=Path, help="write every figure here")

@@ -31,7 +31,8 @@ def test_the_e2e_bench_reports_every_figure_and_matching_outputs(
     # Long: one run of the bench, then each figure it must report.
     results = tmp_path / "e2e.json"
     command = [sys.executable, str(REPO / "bench" / "e2e_bench.py"), "--rows", "1000"]
-    command += ["--idle-settle-s", "2", "--repeat", "1", "--warmup-rows", "0", "--timeout", "600"]
+    command += ["--idle-settle-s", "1", "2", "--repeat", "1", "--warmup-rows", "0"]
+    command += ["--timeout", "600"]
     command += ["--bootstrap", kafka_bootstrap, "--workdir", str(tmp_path / "work")]
     command += ["--json", str(results)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
@@ -58,6 +59,10 @@ def test_the_e2e_bench_reports_every_figure_and_matching_outputs(
     assert inside <= landfall["seconds"] + 0.01
     assert landfall["rows_landed"] == 1000 and landfall["rows_scored"] == 986
     assert set(landfall["peak_rss_mib"]) == set(landfall["idle_rss_mib"]) == SERVICES
+    # Idle is read at each settle point; the last is the size's idle figure.
+    assert list(landfall["idle_rss_mib_by_s"]) == ["1", "2"]
+    assert landfall["idle_rss_mib_by_s"]["2"] == landfall["idle_rss_mib"]
+    assert "| 1,000 | 1 | " in done.stdout and "| 1,000 | 2 | " in done.stdout
     # A service tree holds at least a Python interpreter and a Spark JVM.
     assert all(mib > 100 for mib in landfall["peak_rss_mib"].values())
     assert size["plain"]["peak_rss_mib"] > 0 and size["seed"]["peak_rss_mib"] > 0
