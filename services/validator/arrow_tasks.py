@@ -239,10 +239,13 @@ def _reasons(masks: list[np.ndarray], names: list[str], rows: np.ndarray) -> pa.
 
 
 def _sketch(sketch: hll_sketch, values: pa.Array, declared: str) -> None:
-    """Add a batch's distinct values to the column's sketch."""
+    """Add a batch's values to the column's sketch (a value seen again changes nothing)."""
     # One call per value is most of a task's time: ``map`` makes each a bare C call
     # (measured: 3.3 s -> 0.8 s a million rows, against a Python function per value).
-    distinct = pc.unique(values)
+    # Measurements rarely repeat: hashing them to drop repeats first took longer than
+    # the sketch's own updates (0.104 s against 0.056 s a million doubles). Other
+    # kinds (codes, categories, dates, flags) repeat, and a repeat is cheaper dropped.
+    distinct = values if pa.types.is_floating(values.type) else pc.unique(values)
     if declared == "date":
         distinct = distinct.cast(pa.string())
     elif declared == "boolean":
