@@ -36,7 +36,6 @@ from landfall.errors import StageFailedError
 from landfall.lake import LakePath
 from services.validator.arrow_tasks import (
     ARROW_TYPES,
-    SKETCH_LG_K,
     ArrowCheck,
     ArrowPlan,
     ColumnFigures,
@@ -45,6 +44,7 @@ from services.validator.arrow_tasks import (
     java_number,
     run_task,
 )
+from services.validator.distinct_sketch import SKETCH_LG_K
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
